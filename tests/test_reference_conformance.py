@@ -1,0 +1,110 @@
+"""The reference evaluator against every conformance case of ../shared/conformance (DESIGN.md semantics)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tosengine.errors import EventError
+from tosengine.events import Event, parse_event_line, validate_event
+from tosengine.policy.check import check_sources
+from tosengine.policy.sources import Source
+from tosengine.runtime.reference import evaluate_reference
+from tosengine.violation import Violation
+
+CASES = Path(__file__).resolve().parents[1].parent / "shared" / "conformance" / "cases"
+if not CASES.is_dir():
+    pytest.skip(f"conformance cases not found at {CASES} (the shared folder sits beside the repo)",
+                allow_module_level=True)
+
+UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+Ident = tuple[str, str, str, tuple[str, ...]]
+
+
+# `when`, `fill` and `expand` follow ../shared/conformance/run.py exactly, so the events are the same.
+def when(s: str) -> datetime:
+    """RFC 3339 -> aware datetime, any number of fraction digits."""
+    m = re.fullmatch(r"(.{19})(?:\.(\d+))?([Zz]|[+-]\d\d:\d\d)", s)
+    assert m is not None, s
+    return datetime.fromisoformat(f"{m[1]}.{(m[2] or '')[:6]:0<6}{'+00:00' if m[3] in 'Zz' else m[3]}")
+
+
+def fill(x: Any, i: int) -> Any:
+    """Replace "{i}" by i in every string of a template."""
+    if isinstance(x, dict):
+        return {k: fill(v, i) for k, v in x.items()}
+    if isinstance(x, list):
+        return [fill(v, i) for v in x]
+    return x.replace("{i}", str(i)) if isinstance(x, str) else x
+
+
+def expand(case: dict[str, Any]) -> tuple[list[Any], list[dict[str, Any]]]:
+    """The listed events, then each `generate` block, instance by instance; likewise for `want`."""
+    events, want = list(case.get("events") or []), list(case.get("want") or [])
+    for g in case.get("generate") or []:
+        m = re.fullmatch(r"(\d+)([smhd])", g["every"])
+        assert m is not None
+        n, unit = m.groups()
+        for i in range(g["count"]):
+            t = (when(g["start"]) + i * timedelta(**{UNITS[unit]: int(n)})).isoformat().replace("+00:00", "Z")
+            events += [{"time": t, **fill(e, i)} for e in g["events"]]
+            want += [fill(w, i) for w in g.get("want") or []]
+    return events, want
+
+
+def accepted(raw: list[Any]) -> list[Event]:
+    """The events that pass validation; the rest are rejected and never reach a rule."""
+    out: list[Event] = []
+    for i, x in enumerate(raw):
+        try:
+            line = i + 1
+            out.append(parse_event_line(x, line=line) if isinstance(x, str) else validate_event(x, line=line))
+        except EventError:
+            continue
+    return out
+
+
+def ident(policy: str, rule: str, subject: str, evidence: Any) -> Ident:
+    """What a violation is compared on: policy, the rule id after the last `/`, subject, sorted evidence."""
+    return policy, rule.split("/")[-1], subject, tuple(sorted(evidence or []))
+
+
+def got_ident(v: Violation) -> Ident:
+    return ident(v.policy, v.rule, v.subject, v.evidence)
+
+
+def want_ident(w: dict[str, Any]) -> Ident:
+    return ident(w["policy"], str(w["rule"]), w["subject"], w.get("evidence"))
+
+
+@pytest.mark.parametrize("path", sorted(CASES.rglob("*.yaml")), ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_conformance_case(path: Path) -> None:
+    case = yaml.safe_load(path.read_text(encoding="utf-8"))
+    raw, want = expand(case)
+    # Sorted by name as read_sources sorts files, so rule order is the one the CLI would use.
+    sources = [Source(name, text) for name, text in sorted(case["policies"].items())]
+    checked, diags = check_sources(sources)
+    assert checked is not None, [str(d) for d in diags]
+    until = when(case["until"]) if case.get("until") else None
+
+    got = evaluate_reference(checked, accepted(raw), until)
+
+    have, need = Counter(map(got_ident, got)), Counter(map(want_ident, want))
+    problems = [f"missing    {k}" for k in (need - have).elements()]
+    problems += [f"unexpected {k}" for k in (have - need).elements()]
+    for w in want:
+        if "time" in w and want_ident(w) in have and not any(
+                got_ident(g) == want_ident(w) and g.time == when(w["time"]) for g in got):
+            problems.append(f"time is not {w['time']}: {want_ident(w)}")
+    for r in case.get("want_rejected") or []:
+        rid = r if isinstance(r, str) else (raw[r] if isinstance(raw[r], dict) else {}).get("id")
+        if rid and any(rid in g.evidence for g in got):
+            problems.append(f"rejected event {rid} is evidence")
+    assert not problems, "\n".join(problems) + "\n" + json.dumps([g.to_json() for g in got], indent=1)[:4000]

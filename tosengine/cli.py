@@ -1,0 +1,170 @@
+"""The `tosengine` command: a thin client of the public API (check, replay)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from typing import TextIO
+
+from tosengine.errors import EventError, PolicyError, TosEngineError
+from tosengine.events import parse_event_line, parse_time
+from tosengine.policy.check import check_sources
+from tosengine.policy.diagnostics import CODES
+from tosengine.policy.sources import read_sources
+from tosengine.runtime.engine import Engine
+from tosengine.violation import Violation, format_time
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
+
+
+def _default_policies() -> str:
+    return os.environ.get("TOSENGINE_POLICIES", "policies")
+
+
+def _time_arg(text: str) -> datetime:
+    try:
+        return parse_time(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tosengine",
+        description="Terms-of-service enforcement: check policies, replay events, find violations.",
+        epilog="Policy language: docs/policy-language.md. Exit codes: 0 ok, 1 findings "
+               "(diagnostics or rejected events), 2 usage or unusable policies.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    c = sub.add_parser("check", help="check policy files; exit 0 if valid, 1 with diagnostics",
+                       description="Check every policy file in POLICY_DIR and print all problems at once as "
+                                   "path:line:col: error[code]: message.")
+    c.add_argument("policy_dir", nargs="?", default=None, metavar="POLICY_DIR",
+                   help="directory of policy files (default: $TOSENGINE_POLICIES or ./policies)")
+    c.add_argument("--format", choices=("text", "json"), default="text", help="diagnostics as text or JSON lines")
+    c.add_argument("--codes", action="store_true", help="list every diagnostic code and exit")
+
+    r = sub.add_parser("replay", help="run events (JSON Lines) through the policies and print violations",
+                       description="Replay JSON Lines events through the policies. Bad lines are reported "
+                                   "on stderr with their line number and skipped; the exit status is 1 if "
+                                   "any line was rejected.")
+    r.add_argument("files", nargs="+", metavar="FILE", help="JSON Lines files of events, or - for stdin")
+    r.add_argument("--policies", default=None, help="policy directory (default: $TOSENGINE_POLICIES or ./policies)")
+    r.add_argument("--dry-run", action="store_true", help="print violations without writing the audit log")
+    r.add_argument("--until", type=_time_arg, default=None, metavar="TIME",
+                   help="after the last event, advance the clock to TIME (RFC 3339) so deadlines before it fire")
+    r.add_argument("--format", choices=("table", "json"), default="table",
+                   help="table, or json: one violation per line")
+    return p
+
+
+def _check(args: argparse.Namespace, out: TextIO) -> int:
+    if args.codes:
+        for code, meaning in CODES.items():
+            print(f"{code:18} {meaning}", file=out)
+        return EXIT_OK
+    directory = args.policy_dir or _default_policies()
+    try:
+        sources = read_sources(directory)
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        print(f"tosengine: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    checked, diags = check_sources(sources)
+    for d in diags:
+        print(json.dumps(d.to_json(), ensure_ascii=False) if args.format == "json" else d.render() + "\n", file=out)
+    if checked is None:
+        if args.format == "text":
+            print(f"{sum(d.severity == 'error' for d in diags)} error(s) in {directory}", file=out)
+        return EXIT_FINDINGS
+    if args.format == "text":
+        print(f"ok: {len(checked.policies)} policies, {len(checked.rules)} rules in {directory}", file=out)
+    return EXIT_OK
+
+
+def _lines(files: Sequence[str]) -> Iterator[tuple[str, int, str]]:
+    for name in files:
+        if name == "-":
+            for n, line in enumerate(sys.stdin, 1):
+                yield "<stdin>", n, line
+        else:
+            with open(name, encoding="utf-8", errors="surrogateescape") as fh:
+                for n, line in enumerate(fh, 1):
+                    yield name, n, line
+
+
+def _print_violation(v: Violation, fmt: str, out: TextIO) -> None:
+    if fmt == "json":
+        out.write(json.dumps(v.to_json(), ensure_ascii=False) + "\n")
+    else:
+        out.write(f"{format_time(v.time):24} {v.rule:40} {v.subject:28} {v.severity:8} {v.action:14} "
+                  f"{','.join(v.evidence)}\n")
+
+
+def _replay(args: argparse.Namespace, out: TextIO) -> int:
+    directory = args.policies or _default_policies()
+    try:
+        engine = Engine.from_directory(directory)
+    except PolicyError as exc:
+        for d in exc.diagnostics:
+            print(d.render(), file=sys.stderr)
+        return EXIT_USAGE
+    except FileNotFoundError as exc:
+        print(f"tosengine: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if not args.dry_run:
+        print("tosengine: the audit log is not available yet; run with --dry-run", file=sys.stderr)
+        return EXIT_USAGE
+    rejected = accepted = found = 0
+    with engine:
+        if args.format == "table":
+            out.write(f"{'TIME':24} {'RULE':40} {'SUBJECT':28} {'SEVERITY':8} {'ACTION':14} EVIDENCE\n")
+        try:
+            for name, n, line in _lines(args.files):
+                if not line.strip():
+                    continue
+                try:
+                    event = parse_event_line(line, line=n)
+                except EventError as exc:
+                    rejected += 1
+                    print(f"{name}:{n}: rejected: {exc.problem if exc.line else exc}"
+                          .replace(": rejected: ", f": rejected: {'field `' + exc.field + '`: ' if exc.field else ''}",
+                                   1), file=sys.stderr)
+                    continue
+                accepted += 1
+                for v in engine.process(event):
+                    found += 1
+                    _print_violation(v, args.format, out)
+            if args.until is not None:
+                for v in engine.advance_to(args.until):
+                    found += 1
+                    _print_violation(v, args.format, out)
+        except OSError as exc:
+            print(f"tosengine: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    print(f"{accepted} event(s) accepted, {rejected} rejected, {found} violation(s)", file=sys.stderr)
+    return EXIT_FINDINGS if rejected else EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `tosengine` command."""
+    args = _parser().parse_args(argv)
+    out = sys.stdout
+    try:
+        if args.command == "check":
+            return _check(args, out)
+        return _replay(args, out)
+    except TosEngineError as exc:
+        print(f"tosengine: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

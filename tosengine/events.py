@@ -1,0 +1,183 @@
+"""Stage validate: raw JSON object -> Event (the CloudEvents 1.0 envelope of DESIGN.md section 2)."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from tosengine.errors import EventError
+
+__all__ = ["Event", "parse_event_line", "parse_time", "validate_event"]
+
+# RFC 3339 date-time with a mandatory offset; any number of fraction digits (we keep microseconds).
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(?:\.(\d+))?([Zz]|[+-]\d\d:\d\d)"
+)
+_SUBJECT = re.compile(r"[a-z][a-z0-9_.-]*:.+", re.DOTALL)
+_TYPE = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
+_EXTENSION = re.compile(r"[a-z0-9]{1,20}")
+_KNOWN = {"id", "type", "time", "subject", "source", "specversion", "data", "datacontenttype", "dataschema"}
+# Bounds that keep one event from costing unbounded memory or time; generous for real producers.
+MAX_STRING = 1 << 20
+MAX_DEPTH = 32
+
+
+def parse_time(text: str) -> datetime:
+    """Parse an RFC 3339 timestamp with offset into an aware datetime; raise ValueError otherwise."""
+    m = _RFC3339.fullmatch(text)
+    if m is None:
+        raise ValueError("must be an RFC 3339 date-time with an offset, e.g. 2026-03-01T10:00:00Z")
+    frac = (m[7] or "")[:6].ljust(6, "0")
+    off = "+00:00" if m[8] in ("Z", "z") else m[8]
+    return datetime.fromisoformat(f"{m[1]}-{m[2]}-{m[3]}T{m[4]}:{m[5]}:{m[6]}.{frac}{off}")
+
+
+def _check_value(value: Any, path: str, depth: int) -> None:
+    """Reject values JSON producers should never send: NaN/inf, huge strings, absurd nesting."""
+    if depth > MAX_DEPTH:
+        raise EventError(path, f"nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise EventError(path, "numbers must be finite (no NaN or infinity)")
+    if isinstance(value, str) and len(value) > MAX_STRING:
+        raise EventError(path, f"string longer than {MAX_STRING} characters")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_value(v, f"{path}.{k}", depth + 1)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_value(v, f"{path}[{i}]", depth + 1)
+
+
+class Event(BaseModel):
+    """A validated event. ``time`` is the event time every rule uses; ``extensions`` keeps the rest."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    type: str
+    time: datetime
+    subject: str
+    source: str = ""
+    specversion: str | None = None
+    data: dict[str, Any] | None = None
+    extensions: dict[str, Any] = {}
+    # The exact timestamp text as received, so evidence shows what the producer sent.
+    time_text: str = ""
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not v:
+            raise ValueError("must be a non-empty string")
+        return v
+
+    @field_validator("type")
+    @classmethod
+    def _type(cls, v: str) -> str:
+        if not _TYPE.fullmatch(v):
+            raise ValueError("must be a dotted name such as account.engagement")
+        return v
+
+    @field_validator("subject")
+    @classmethod
+    def _subject(cls, v: str) -> str:
+        if not _SUBJECT.fullmatch(v):
+            raise ValueError("must be kind:id, e.g. account:123")
+        return v
+
+    @field_validator("specversion")
+    @classmethod
+    def _specversion(cls, v: str | None) -> str | None:
+        if v is not None and v != "1.0":
+            raise ValueError('must be "1.0" when given')
+        return v
+
+    @property
+    def identity(self) -> tuple[str, str]:
+        """(source, id): a redelivered pair is processed once."""
+        return (self.source, self.id)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The event as a CloudEvents JSON object (extensions back at top level)."""
+        out: dict[str, Any] = {"id": self.id, "type": self.type, "time": self.time_text or self.time.isoformat(),
+                               "subject": self.subject}
+        if self.source:
+            out["source"] = self.source
+        if self.specversion is not None:
+            out["specversion"] = self.specversion
+        if self.data is not None:
+            out["data"] = self.data
+        out.update(self.extensions)
+        return out
+
+
+def _require_str(obj: dict[str, Any], name: str, required: bool) -> str | None:
+    if name not in obj:
+        if required:
+            raise EventError(name, "is required")
+        return None
+    v = obj[name]
+    if not isinstance(v, str):
+        raise EventError(name, f"must be a string, got {type(v).__name__}")
+    return v
+
+
+def validate_event(obj: Any, *, line: int | None = None) -> Event:
+    """Validate one decoded JSON value as an event; raise EventError naming the field and problem."""
+    if isinstance(obj, Event):
+        return obj
+    if not isinstance(obj, dict):
+        raise EventError("", f"an event must be a JSON object, got {type(obj).__name__}", line=line)
+    try:
+        ident = _require_str(obj, "id", True)
+        etype = _require_str(obj, "type", True)
+        time_text = _require_str(obj, "time", True)
+        subject = _require_str(obj, "subject", True)
+        source = _require_str(obj, "source", False) or ""
+        assert ident is not None and etype is not None and time_text is not None and subject is not None
+        try:
+            when = parse_time(time_text)
+        except ValueError as exc:
+            raise EventError("time", str(exc)) from None
+        data = obj.get("data")
+        if "data" in obj and not isinstance(data, dict):
+            raise EventError("data", f"must be an object when present, got {type(data).__name__}")
+        extensions: dict[str, Any] = {}
+        for name, value in obj.items():
+            if name in _KNOWN:
+                continue
+            if not _EXTENSION.fullmatch(name):
+                raise EventError(name, "extension attribute names must be 1-20 lowercase letters or digits")
+            extensions[name] = value
+        _check_value(data, "data", 1)
+        _check_value(extensions, "", 0)
+        try:
+            return Event(id=ident, type=etype, time=when, subject=subject, source=source,
+                         specversion=obj.get("specversion"), data=data, extensions=extensions,
+                         time_text=time_text)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            field = ".".join(str(p) for p in err["loc"])
+            raise EventError(field, str(err["msg"]).removeprefix("Value error, ")) from None
+    except EventError as exc:
+        if line is not None and exc.line is None:
+            raise EventError(exc.field, exc.problem, line=line) from None
+        raise
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_event_line(text: str, *, line: int | None = None) -> Event:
+    """Decode one JSON Lines record and validate it; bad JSON is an EventError too."""
+    try:
+        obj = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise EventError("", f"not valid JSON: {exc}", line=line) from None
+    return validate_event(obj, line=line)

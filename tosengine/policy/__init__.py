@@ -1,0 +1,1 @@
+"""Policy stages: load -> parse -> check -> compile. Nothing here touches durable_rules or SQL."""

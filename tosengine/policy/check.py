@@ -1,0 +1,793 @@
+"""Stage check: Sources -> CheckedPolicySet, collecting every diagnostic (sorted) instead of stopping.
+
+The checks run as an ordered table per file (`_CHECKS`), then across files (duplicates, fact cycles).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from tosengine.errors import PolicyError
+from tosengine.policy.diagnostics import Diagnostic, Span
+from tosengine.policy.expr import (
+    FUNCTIONS,
+    Binary,
+    Call,
+    DurationLit,
+    Expr,
+    ExprSyntaxError,
+    ListLit,
+    Lit,
+    Path,
+    Unary,
+    parse_duration,
+    parse_expression,
+    walk,
+)
+from tosengine.policy.model import (
+    ACTIONS,
+    SEVERITIES,
+    CheckedPolicySet,
+    Emit,
+    Expect,
+    ItemKind,
+    Policy,
+    Rule,
+    Sequence,
+    Step,
+    Template,
+    Threshold,
+)
+from tosengine.policy.sources import Source
+from tosengine.policy.yaml import Key, Located, YamlError, load_yaml
+
+__all__ = ["check_policy_set", "check_sources", "parse_template"]
+
+_ID = re.compile(r"[a-z0-9]+(?:[-.][a-z0-9]+)*")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_FACT = re.compile(r"[a-z0-9_]+(?:\.[a-z0-9_]+)*")
+RESERVED = {"event", "fact", "after", "true", "false", "null", "and", "or", "not", "in", *FUNCTIONS}
+POLICY_FIELDS = ("policy", "title", "clause", "clause_ref", "severity", "action", "key", "lists", "macros", "rules")
+RULE_FIELDS = ("id", "match", "threshold", "sequence", "expect", "within", "severity", "action", "key",
+               "message", "emit", "violation", "title")
+MAX_STEPS = 16  # durable_rules' MAX_MESSAGE_FRAMES; kept as a language limit
+MAX_COUNT = 100_000
+MAX_RULES = 1000
+
+
+def _suggest(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"did you mean `{close[0]}`?" if close else ""
+
+
+@dataclass
+class _FileCtx:
+    """What the checks of one file share: the source, its spans, and the diagnostics found so far."""
+
+    source: Source
+    doc: Located
+    diags: list[Diagnostic]
+    lines: list[str]
+    lists: dict[str, ListLit] = field(default_factory=dict)
+    macros: dict[str, Expr] = field(default_factory=dict)
+
+    def error(self, span: Span, code: str, message: str, hint: str = "") -> None:
+        line = self.lines[span.line - 1] if 0 < span.line <= len(self.lines) else ""
+        self.diags.append(Diagnostic(self.source.path, span, code, message, hint, source_line=line))
+
+    def at(self, path: Key) -> Span:
+        return self.doc.span(path)
+
+
+# ---------------------------------------------------------------- expressions
+
+
+def parse_template(text: str, base: Span) -> tuple[list[str | Expr], list[tuple[str, Span]]]:
+    """Split `a {expr} b` into text and parsed expressions; `{{`/`}}` are literal braces."""
+    parts: list[str | Expr] = []
+    errors: list[tuple[str, Span]] = []
+    buf, i = [], 0
+    while i < len(text):
+        c = text[i]
+        if c in "{}" and text[i:i + 2] in ("{{", "}}"):
+            buf.append(c)
+            i += 2
+        elif c == "{":
+            end = text.find("}", i)
+            if end < 0:
+                errors.append(("unclosed `{` in message", base.shifted(i)))
+                break
+            if buf:
+                parts.append("".join(buf))
+                buf = []
+            try:
+                parts.append(parse_expression(text[i + 1:end], base.shifted(i + 1)))
+            except ExprSyntaxError as exc:
+                errors.append((exc.message, base.shifted(i + 1 + exc.offset)))
+            i = end + 1
+        else:
+            buf.append(c)
+            i += 1
+    if buf:
+        parts.append("".join(buf))
+    return parts, errors
+
+
+class _Resolver:
+    """Replaces list and macro names by their values and reports unknown names, functions, types."""
+
+    def __init__(self, ctx: _FileCtx, roots: set[str]) -> None:
+        self.ctx = ctx
+        self.roots = roots
+
+    def resolve(self, e: Expr) -> Expr | None:
+        ok = True
+
+        def go(x: Expr) -> Expr:
+            nonlocal ok
+            if isinstance(x, Path):
+                if x.root in self.roots:
+                    return x
+                if not x.parts and x.root in self.ctx.lists:
+                    return ListLit(self.ctx.lists[x.root].items, x.span)
+                if not x.parts and x.root in self.ctx.macros:
+                    return self.ctx.macros[x.root]
+                known = sorted(self.roots | set(self.ctx.lists) | set(self.ctx.macros))
+                self.ctx.error(x.span, "unknown-name", f"unknown name `{x.root}`",
+                               _suggest(x.root, known) or f"names available here: {', '.join(known)}")
+                ok = False
+                return x
+            if isinstance(x, ListLit):
+                return ListLit(tuple(go(i) for i in x.items), x.span)
+            if isinstance(x, Unary):
+                return Unary(x.op, go(x.operand), x.span)
+            if isinstance(x, Binary):
+                return Binary(x.op, go(x.left), go(x.right), x.span)
+            if isinstance(x, Call):
+                if x.func not in FUNCTIONS:
+                    self.ctx.error(x.span, "unknown-function", f"unknown function `{x.func}`",
+                                   _suggest(x.func, FUNCTIONS) or f"functions: {', '.join(sorted(FUNCTIONS))}")
+                    ok = False
+                elif len(x.args) != FUNCTIONS[x.func]:
+                    self.ctx.error(x.span, "invalid-value",
+                                   f"`{x.func}` takes {FUNCTIONS[x.func]} argument(s), got {len(x.args)}")
+                    ok = False
+                return Call(x.func, tuple(go(a) for a in x.args), x.span)
+            return x
+
+        out = go(e)
+        if ok and not self._types(out):
+            return None
+        return out if ok else None
+
+    def _types(self, e: Expr) -> bool:
+        ok = True
+
+        def bad(span: Span, msg: str) -> str:
+            nonlocal ok
+            ok = False
+            self.ctx.error(span, "type-mismatch", msg)
+            return "any"
+
+        def ty(x: Expr) -> str:
+            if isinstance(x, Lit):
+                v = x.value
+                return ("null" if v is None else "bool" if isinstance(v, bool)
+                        else "str" if isinstance(v, str) else "num")
+            if isinstance(x, DurationLit):
+                return "duration"
+            if isinstance(x, ListLit):
+                for i in x.items:
+                    ty(i)
+                return "list"
+            if isinstance(x, Path):
+                return "time" if x.parts == ("time",) else "any"
+            if isinstance(x, Unary):
+                t = ty(x.operand)
+                if x.op == "-":
+                    return t if t in ("num", "duration", "any") else bad(x.span, f"cannot negate a {t}")
+                return "bool"
+            if isinstance(x, Call):
+                ts = [ty(a) for a in x.args]
+                if x.func == "matches":
+                    pat = x.args[1]
+                    if not (isinstance(pat, Lit) and isinstance(pat.value, str)):
+                        return bad(pat.span, "the pattern of matches() must be a string literal")
+                    try:
+                        re.compile(pat.value)
+                    except re.error as exc:
+                        ok_ = False
+                        self.ctx.error(pat.span, "bad-regex", f"regular expression does not compile: {exc}")
+                        nonlocal ok
+                        ok = ok_
+                if x.func in ("days", "hours", "minutes"):
+                    if ts[0] not in ("num", "any"):
+                        return bad(x.span, f"{x.func}() takes a number, got a {ts[0]}")
+                    return "duration"
+                if x.func in ("lower",):
+                    return "str" if ts[0] in ("str", "any") else bad(x.span, f"lower() takes a string, got a {ts[0]}")
+                if x.func == "len":
+                    return "num"
+                return "bool"
+            assert isinstance(x, Binary)
+            lt, rt = ty(x.left), ty(x.right)
+            if x.op in ("and", "or"):
+                for side, t in ((x.left, lt), (x.right, rt)):
+                    if t not in ("bool", "any"):
+                        bad(side.span, f"`{x.op}` needs true/false operands, got a {t}")
+                return "bool"
+            if x.op in ("+", "-"):
+                if "any" in (lt, rt):
+                    return "time" if "time" in (lt, rt) else "any"
+                table = {("num", "num"): "num", ("time", "duration"): "time", ("duration", "duration"): "duration"}
+                if x.op == "+":
+                    table[("duration", "time")] = "time"
+                else:
+                    table[("time", "time")] = "duration"
+                if (lt, rt) not in table:
+                    return bad(x.span, f"cannot apply `{x.op}` to a {lt} and a {rt}")
+                return table[(lt, rt)]
+            if x.op in ("in", "not in"):
+                if rt not in ("list", "any"):
+                    bad(x.right.span, f"the right side of `{x.op}` must be a list, got a {rt}")
+                return "bool"
+            # comparisons
+            if "any" not in (lt, rt) and "null" not in (lt, rt) and lt != rt:
+                bad(x.span, f"comparing a {lt} with a {rt} is always false")
+            elif x.op in ("<", "<=", ">", ">=") and (lt in ("bool", "list") or rt in ("bool", "list")):
+                bad(x.span, f"`{x.op}` does not order a {lt if lt in ('bool', 'list') else rt}")
+            return "bool"
+
+        ty(e)
+        return ok
+
+    def type_of(self, e: Expr) -> str:
+        """The static type of an already-resolved expression (for `within`)."""
+        if isinstance(e, DurationLit):
+            return "duration"
+        if isinstance(e, Call) and e.func in ("days", "hours", "minutes"):
+            return "duration"
+        if isinstance(e, Binary) and e.op in ("+", "-"):
+            lt, rt = self.type_of(e.left), self.type_of(e.right)
+            return "duration" if lt == rt == "duration" else "any"
+        return "any"
+
+
+def _item_kind(ctx: _FileCtx, e: Expr, span: Span) -> ItemKind:
+    roots = {n.root for n in walk(e) if isinstance(n, Path)}
+    if "event" in roots and "fact" in roots:
+        ctx.error(span, "mixed-item", "a condition matches either an event (event.*) or a fact (fact.*), not both")
+    return "fact" if "fact" in roots else "event"
+
+
+# ---------------------------------------------------------------- fields
+
+
+def _expr(ctx: _FileCtx, path: Key, roots: set[str], *, boolean: bool = True) -> Expr | None:
+    raw = _get(ctx, path)
+    if isinstance(raw, bool | int | float) and not boolean:
+        return Lit(raw, ctx.at(path))
+    if not isinstance(raw, str) or not raw.strip():
+        ctx.error(ctx.at(path), "invalid-value", f"`{path[-1]}` must be an expression (a string)")
+        return None
+    try:
+        e = parse_expression(raw, ctx.at(path))
+    except ExprSyntaxError as exc:
+        ctx.error(ctx.at(path).shifted(exc.offset), "expr-syntax", exc.message)
+        return None
+    return _Resolver(ctx, roots).resolve(e)
+
+
+def _get(ctx: _FileCtx, path: Key) -> Any:
+    v: Any = ctx.doc.value
+    for p in path:
+        v = v[p]
+    return v
+
+
+def _check_fields(ctx: _FileCtx, path: Key, allowed: tuple[str, ...], what: str) -> None:
+    for k in _get(ctx, path):
+        if k not in allowed:
+            ctx.error(ctx.doc.key_span((*path, k)), "unknown-field", f"unknown field `{k}` in {what}",
+                      _suggest(k, allowed) or f"{what} fields: {', '.join(allowed)}")
+
+
+def _duration(ctx: _FileCtx, path: Key) -> timedelta | None:
+    raw = _get(ctx, path)
+    d = parse_duration(raw) if isinstance(raw, str) else None
+    if d is None:
+        ctx.error(ctx.at(path), "invalid-value", "a duration is a whole number with s, m, h or d: 30s 10m 2h 14d")
+        return None
+    if d <= timedelta(0):
+        ctx.error(ctx.at(path), "invalid-value", "a duration must be longer than zero")
+        return None
+    return d
+
+
+def _choice(ctx: _FileCtx, path: Key, choices: tuple[str, ...], default: str) -> str:
+    obj = _get(ctx, path[:-1])
+    if path[-1] not in obj:
+        return default
+    v = obj[path[-1]]
+    if v not in choices:
+        ctx.error(ctx.at(path), "invalid-value", f"`{path[-1]}` must be one of {', '.join(choices)}",
+                  _suggest(str(v), choices))
+        return default
+    return str(v)
+
+
+# ---------------------------------------------------------------- policy file
+
+
+def _check_header(ctx: _FileCtx) -> dict[str, Any] | None:
+    doc = ctx.doc.value
+    if not isinstance(doc, dict):
+        ctx.error(Span(1, 1), "not-a-mapping", "a policy file must be a mapping with `policy`, `clause`, `rules`")
+        return None
+    _check_fields(ctx, (), POLICY_FIELDS, "a policy")
+    for name in ("policy", "clause", "rules"):
+        if name not in doc:
+            ctx.error(Span(1, 1), "missing-field", f"missing required field `{name}`")
+    pid = doc.get("policy")
+    if pid is not None and (not isinstance(pid, str) or not _ID.fullmatch(pid)):
+        ctx.error(ctx.at(("policy",)), "invalid-value",
+                  "a policy id is lowercase words joined by - or . (e.g. fake-engagement)")
+    for name in ("title", "clause", "clause_ref"):
+        if name in doc and not isinstance(doc[name], str):
+            ctx.error(ctx.at((name,)), "invalid-value", f"`{name}` must be text")
+    return doc
+
+
+def _check_lists(ctx: _FileCtx) -> None:
+    lists = ctx.doc.value.get("lists") or {}
+    if not isinstance(lists, dict):
+        ctx.error(ctx.at(("lists",)), "invalid-value", "`lists` maps names to lists of values")
+        return
+    for name, items in lists.items():
+        span = ctx.doc.key_span(("lists", name))
+        if not _NAME.fullmatch(name) or name in RESERVED:
+            ctx.error(span, "invalid-value", f"`{name}` cannot be a list name")
+            continue
+        if not isinstance(items, list) or not all(isinstance(i, str | int | float | bool) for i in items):
+            ctx.error(ctx.at(("lists", name)), "invalid-value", "a list holds strings, numbers or booleans")
+            continue
+        ctx.lists[name] = ListLit(tuple(Lit(i, ctx.at(("lists", name, n))) for n, i in enumerate(items)), span)
+
+
+def _check_macros(ctx: _FileCtx) -> None:
+    macros = ctx.doc.value.get("macros") or {}
+    if not isinstance(macros, dict):
+        ctx.error(ctx.at(("macros",)), "invalid-value", "`macros` maps names to expressions")
+        return
+    parsed: dict[str, Expr] = {}
+    for name, text in macros.items():
+        span = ctx.doc.key_span(("macros", name))
+        if not _NAME.fullmatch(name) or name in RESERVED or name in ctx.lists:
+            ctx.error(span, "invalid-value", f"`{name}` cannot be a macro name (reserved, or a list's name)")
+            continue
+        if not isinstance(text, str):
+            ctx.error(ctx.at(("macros", name)), "invalid-value", "a macro is an expression (a string)")
+            continue
+        try:
+            parsed[name] = parse_expression(text, ctx.at(("macros", name)))
+        except ExprSyntaxError as exc:
+            ctx.error(ctx.at(("macros", name)).shifted(exc.offset), "expr-syntax", exc.message)
+    # Inline in dependency order; a cycle is reported once per macro on it.
+    deps = {n: {p.root for p in walk(e) if isinstance(p, Path) and not p.parts and p.root in parsed}
+            for n, e in parsed.items()}
+    done: set[str] = set()
+
+    def visit(name: str, stack: list[str]) -> None:
+        if name in done:
+            return
+        if name in stack:
+            cycle = " -> ".join([*stack[stack.index(name):], name])
+            ctx.error(ctx.doc.key_span(("macros", name)), "macro-cycle", f"macros refer to each other: {cycle}")
+            done.add(name)
+            return
+        for d in sorted(deps[name]):
+            visit(d, [*stack, name])
+        if name in done:
+            return
+        done.add(name)
+        # Macros may use any root; the rule that uses a macro decides whether that root is allowed.
+        resolved = _Resolver(ctx, {"event", "fact", "after"} | _step_like(parsed[name])).resolve(parsed[name])
+        if resolved is not None:
+            ctx.macros[name] = resolved
+
+    for n in parsed:
+        visit(n, [])
+
+
+def _step_like(e: Expr) -> set[str]:
+    """Roots a macro uses with a field access; they may be step names, checked where the macro is used."""
+    return {p.root for p in walk(e) if isinstance(p, Path) and p.parts and p.root not in ("event", "fact", "after")}
+
+
+def _recheck_roots(ctx: _FileCtx, e: Expr, roots: set[str]) -> bool:
+    """After macro inlining, every path root must be allowed where the expression is used."""
+    ok = True
+    for p in walk(e):
+        if isinstance(p, Path) and p.root not in roots:
+            ctx.error(p.span, "unknown-name", f"`{p.root}` is not available here",
+                      _suggest(p.root, roots) or f"names available here: {', '.join(sorted(roots))}")
+            ok = False
+    return ok
+
+
+def _cond(ctx: _FileCtx, path: Key, roots: set[str]) -> Expr | None:
+    e = _expr(ctx, path, roots)
+    if e is not None and not _recheck_roots(ctx, e, roots):
+        return None
+    return e
+
+
+def _check_rule(ctx: _FileCtx, i: int, policy_id: str, defaults: tuple[str, str, Expr | None]) -> Rule | None:
+    base: Key = ("rules", i)
+    raw = _get(ctx, base)
+    span = ctx.at(base)
+    if not isinstance(raw, dict):
+        ctx.error(span, "not-a-mapping", "a rule must be a mapping with `id` and one of match/threshold/"
+                  "sequence/expect")
+        return None
+    _check_fields(ctx, base, RULE_FIELDS, "a rule")
+    name = raw.get("id")
+    if not isinstance(name, str) or not _ID.fullmatch(name):
+        ctx.error(ctx.at((*base, "id")) if "id" in raw else span, "missing-field" if "id" not in raw
+                  else "invalid-value", "a rule needs an `id`: lowercase words joined by - or .")
+        name = f"#{i}"
+    kinds = [k for k in ("match", "threshold", "sequence", "expect") if k in raw]
+    if len(kinds) != 1:
+        ctx.error(span, "missing-field" if not kinds else "invalid-value",
+                  "a rule has exactly one of `match`, `threshold`, `sequence`, `expect`"
+                  + (f" (found {', '.join(kinds)})" if kinds else ""))
+        return None
+    kind = kinds[0]
+    if "within" in raw and kind != "sequence":
+        ctx.error(ctx.doc.key_span((*base, "within")), "unknown-field",
+                  "`within` at rule level belongs to a sequence; put it inside threshold/expect")
+    severity = _choice(ctx, (*base, "severity"), SEVERITIES, defaults[0])
+    action = _choice(ctx, (*base, "action"), ACTIONS, defaults[1])
+    ok = True
+    fields: dict[str, Any] = {}
+    env_roots = {"event", "fact"}
+    if kind == "match":
+        e = _cond(ctx, (*base, "match"), {"event", "fact"})
+        ok = e is not None
+        if e is not None:
+            fields["match"] = e
+            fields["match_kind"] = _item_kind(ctx, e, ctx.at((*base, "match")))
+    elif kind == "threshold":
+        t = raw["threshold"]
+        tb: Key = (*base, "threshold")
+        if not isinstance(t, dict):
+            ctx.error(ctx.at(tb), "not-a-mapping", "`threshold` has match, count, within and optional distinct")
+            return None
+        _check_fields(ctx, tb, ("match", "count", "within", "distinct"), "a threshold")
+        for f in ("match", "count", "within"):
+            if f not in t:
+                ctx.error(ctx.at(tb), "missing-field", f"a threshold needs `{f}`")
+                ok = False
+        if not ok:
+            return None
+        e = _cond(ctx, (*tb, "match"), {"event", "fact"})
+        count = t["count"]
+        if not isinstance(count, int) or isinstance(count, bool) or not 2 <= count <= MAX_COUNT:
+            ctx.error(ctx.at((*tb, "count")), "invalid-value",
+                      f"`count` is a whole number from 2 to {MAX_COUNT} (for 1, use a match rule)")
+            ok = False
+        within = _duration(ctx, (*tb, "within"))
+        distinct = _cond(ctx, (*tb, "distinct"), {"event", "fact"}) if "distinct" in t else None
+        if e is None or within is None or ("distinct" in t and distinct is None):
+            ok = False
+        if ok and e is not None and within is not None:
+            k = _item_kind(ctx, e, ctx.at((*tb, "match")))
+            fields["threshold"] = Threshold(e, k, int(count), within, distinct)
+    elif kind == "sequence":
+        steps_raw = raw["sequence"]
+        sb: Key = (*base, "sequence")
+        if not isinstance(steps_raw, list) or not 2 <= len(steps_raw) <= MAX_STEPS:
+            ctx.error(ctx.at(sb), "invalid-value", f"`sequence` is a list of 2 to {MAX_STEPS} steps `- name: condition`")
+            return None
+        steps: list[Step] = []
+        names: list[str] = []
+        for j, st in enumerate(steps_raw):
+            if not isinstance(st, dict) or len(st) != 1:
+                ctx.error(ctx.at((*sb, j)), "invalid-value", "a step is one `name: condition` pair")
+                ok = False
+                continue
+            (sname,) = st.keys()
+            if not _NAME.fullmatch(sname) or sname in RESERVED or sname in names or sname in ctx.lists \
+                    or sname in ctx.macros:
+                ctx.error(ctx.doc.key_span((*sb, j, sname)), "invalid-value",
+                          f"`{sname}` cannot name a step (reserved, repeated, or a list/macro name)")
+                ok = False
+                continue
+            e = _cond(ctx, (*sb, j, sname), {"event", "fact", *names})
+            if e is None:
+                ok = False
+            else:
+                steps.append(Step(sname, e, _item_kind(ctx, e, ctx.at((*sb, j, sname))), ctx.at((*sb, j))))
+            names.append(sname)
+        within_s = None
+        if "within" in raw:
+            within_s = _duration(ctx, (*base, "within"))
+            ok = ok and within_s is not None
+        if ok:
+            fields["sequence"] = Sequence(tuple(steps), within_s)
+        env_roots |= set(names)
+    else:
+        x = raw["expect"]
+        xb: Key = (*base, "expect")
+        if not isinstance(x, dict):
+            ctx.error(ctx.at(xb), "not-a-mapping", "`expect` has after, fulfilled_by and within")
+            return None
+        _check_fields(ctx, xb, ("after", "fulfilled_by", "within"), "an expect")
+        for f in ("after", "fulfilled_by", "within"):
+            if f not in x:
+                ctx.error(ctx.at(xb), "missing-field", f"an expect needs `{f}`")
+                ok = False
+        if not ok:
+            return None
+        after = _cond(ctx, (*xb, "after"), {"event", "fact"})
+        fb = _cond(ctx, (*xb, "fulfilled_by"), {"event", "fact", "after"})
+        within_e: Expr | None
+        wraw = x["within"]
+        if isinstance(wraw, str) and parse_duration(wraw) is not None:
+            d = _duration(ctx, (*xb, "within"))
+            within_e = DurationLit(d, ctx.at((*xb, "within"))) if d is not None else None
+        else:
+            within_e = _cond(ctx, (*xb, "within"), {"after"})
+            if within_e is not None and _Resolver(ctx, set()).type_of(within_e) != "duration":
+                ctx.error(ctx.at((*xb, "within")), "type-mismatch",
+                          "`within` must be a duration: a literal like 14d, or days()/hours()/minutes() of a number")
+                within_e = None
+        if after is None or fb is None or within_e is None:
+            ok = False
+        else:
+            fields["expect"] = Expect(after, _item_kind(ctx, after, ctx.at((*xb, "after"))), fb,
+                                      _item_kind(ctx, fb, ctx.at((*xb, "fulfilled_by"))), within_e)
+        env_roots |= {"after"}
+    key = defaults[2]
+    if "key" in raw:
+        key = _cond(ctx, (*base, "key"), {"event", "fact"})
+        ok = ok and key is not None
+    message = None
+    if "message" in raw:
+        m = raw["message"]
+        if not isinstance(m, str):
+            ctx.error(ctx.at((*base, "message")), "invalid-value", "`message` is text with {expression} placeholders")
+            ok = False
+        else:
+            parts, errs = parse_template(m, ctx.at((*base, "message")))
+            for msg, sp in errs:
+                ctx.error(sp, "expr-syntax", msg)
+            resolved: list[str | Expr] = []
+            for p in parts:
+                if isinstance(p, str):
+                    resolved.append(p)
+                    continue
+                r = _Resolver(ctx, env_roots).resolve(p)
+                if r is None or not _recheck_roots(ctx, r, env_roots):
+                    ok = False
+                else:
+                    resolved.append(r)
+            ok = ok and not errs
+            message = Template(tuple(resolved))
+    emit = None
+    if "emit" in raw:
+        emit = _check_emit(ctx, (*base, "emit"), env_roots)
+        ok = ok and emit is not None
+    violation = raw.get("violation", True)
+    if not isinstance(violation, bool):
+        ctx.error(ctx.at((*base, "violation")), "invalid-value", "`violation` is true or false")
+        ok = False
+    if violation is False and emit is None:
+        ctx.error(ctx.at((*base, "violation")), "invalid-value",
+                  "`violation: false` without `emit` makes the rule do nothing")
+        ok = False
+    if not ok:
+        return None
+    return Rule(policy=policy_id, name=str(name), kind=kind,  # type: ignore[arg-type]
+                severity=severity, action=action, key=key,
+                message=message, emit=emit, violation=bool(violation), span=span, **fields)
+
+
+def _check_emit(ctx: _FileCtx, path: Key, roots: set[str]) -> Emit | None:
+    raw = _get(ctx, path)
+    if not isinstance(raw, dict) or "fact" not in raw:
+        ctx.error(ctx.at(path), "invalid-value", "`emit` is {fact: name, data: {field: expression, ...}}")
+        return None
+    _check_fields(ctx, path, ("fact", "data"), "an emit")
+    fact = raw["fact"]
+    if not isinstance(fact, str) or not _FACT.fullmatch(fact) or fact == "violation":
+        ctx.error(ctx.at((*path, "fact")), "invalid-value",
+                  "a fact name is lowercase dotted words (and `violation` is reserved)")
+        return None
+    data = raw.get("data") or {}
+    if not isinstance(data, dict):
+        ctx.error(ctx.at((*path, "data")), "invalid-value", "`data` maps field names to expressions")
+        return None
+    out: list[tuple[str, Expr]] = []
+    ok = True
+    for k in data:
+        e = _expr(ctx, (*path, "data", k), roots, boolean=False)
+        if e is None or not _recheck_roots(ctx, e, roots):
+            ok = False
+        else:
+            out.append((str(k), e))
+    return Emit(fact, tuple(out)) if ok else None
+
+
+def _check_policy(source: Source, diags: list[Diagnostic]) -> Policy | None:
+    lines = source.text.splitlines()
+    try:
+        doc = load_yaml(source.text)
+    except YamlError as exc:
+        line = lines[exc.span.line - 1] if 0 < exc.span.line <= len(lines) else ""
+        diags.append(Diagnostic(source.path, exc.span, exc.code, exc.message, source_line=line))
+        return None
+    ctx = _FileCtx(source, doc, diags, lines)
+    before = len(diags)
+    raw = _check_header(ctx)
+    if raw is None:
+        return None
+    _check_lists(ctx)
+    _check_macros(ctx)
+    severity = _choice(ctx, ("severity",), SEVERITIES, "medium")
+    action = _choice(ctx, ("action",), ACTIONS, "warn")
+    key = _cond(ctx, ("key",), {"event", "fact"}) if "key" in raw else None
+    pid = raw.get("policy") if isinstance(raw.get("policy"), str) else "?"
+    rules_raw = raw.get("rules")
+    rules: list[Rule] = []
+    if "rules" in raw and (not isinstance(rules_raw, list) or not rules_raw or len(rules_raw) > MAX_RULES):
+        ctx.error(ctx.at(("rules",)), "invalid-value", f"`rules` is a list of 1 to {MAX_RULES} rules")
+    elif isinstance(rules_raw, list):
+        seen: dict[str, int] = {}
+        for i in range(len(rules_raw)):
+            r = _check_rule(ctx, i, str(pid), (severity, action, key))
+            if r is None:
+                continue
+            if r.name in seen:
+                ctx.error(ctx.at(("rules", i, "id")), "duplicate-rule",
+                          f"rule id `{r.name}` is already used by rule #{seen[r.name] + 1} of this policy")
+                continue
+            seen[r.name] = i
+            rules.append(r)
+    if len(diags) > before:
+        return None
+    return Policy(id=str(pid), title=str(raw.get("title") or pid), clause=" ".join(str(raw["clause"]).split()),
+                  clause_ref=str(raw.get("clause_ref") or ""), severity=severity, action=action,
+                  path=source.path, version=source.version, rules=tuple(rules))
+
+
+# ---------------------------------------------------------------- across files
+
+
+def _fact_constraints(e: Expr) -> dict[str, set[str]]:
+    """Top-level `fact.<f> == "lit"` / `in [...]` conjuncts: what a fact-matching condition can accept."""
+    out: dict[str, set[str]] = {}
+    stack = [e]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, Binary) and x.op == "and":
+            stack += [x.left, x.right]
+        elif isinstance(x, Binary) and x.op in ("==", "in"):
+            path, other = (x.left, x.right) if isinstance(x.left, Path) else (x.right, x.left)
+            if isinstance(path, Path) and path.root == "fact" and len(path.parts) == 1:
+                if isinstance(other, Lit) and isinstance(other.value, str):
+                    vals = {other.value}
+                elif isinstance(other, ListLit) and all(isinstance(i, Lit) for i in other.items):
+                    vals = {str(i.value) for i in other.items if isinstance(i, Lit)}
+                else:
+                    continue
+                out[path.parts[0]] = out.get(path.parts[0], vals) & vals
+    return out
+
+
+def _fact_triggers(rule: Rule) -> list[Expr]:
+    conds: list[tuple[Expr, ItemKind]] = []
+    if rule.match is not None:
+        conds.append((rule.match, rule.match_kind))
+    if rule.threshold is not None:
+        conds.append((rule.threshold.match, rule.threshold.kind))
+    if rule.sequence is not None:
+        conds += [(s.match, s.kind) for s in rule.sequence.steps]
+    if rule.expect is not None:
+        conds += [(rule.expect.after, rule.expect.after_kind), (rule.expect.fulfilled_by, rule.expect.fulfil_kind)]
+    return [c for c, k in conds if k == "fact"]
+
+
+def _produces(rule: Rule) -> list[dict[str, str]]:
+    out = []
+    if rule.violation:
+        out.append({"type": "violation", "policy": rule.policy, "rule": rule.id, "severity": rule.severity})
+    if rule.emit is not None:
+        out.append({"type": rule.emit.fact})
+    return out
+
+
+def _accepts(constraints: dict[str, set[str]], fact: dict[str, str]) -> bool:
+    return all(f not in fact or fact[f] in vals for f, vals in constraints.items()) and \
+        all(f in fact or f not in ("type",) for f in constraints)
+
+
+def _check_fact_cycles(policies: list[Policy], diags: list[Diagnostic], lines: dict[str, list[str]]) -> None:
+    """A rule whose facts can (transitively) reach itself would loop forever: reject the cycle."""
+    rules = [r for p in policies for r in p.rules]
+    path_of = {p.id: p.path for p in policies}
+    edges: dict[str, set[str]] = {r.id: set() for r in rules}
+    for src in rules:
+        for fact in _produces(src):
+            for dst in rules:
+                if any(_accepts(_fact_constraints(c), fact) for c in _fact_triggers(dst)):
+                    edges[src.id].add(dst.id)
+    by_id = {r.id: r for r in rules}
+    color: dict[str, int] = {}
+    reported: set[str] = set()
+
+    def dfs(n: str, stack: list[str]) -> None:
+        color[n] = 1
+        for m in sorted(edges[n]):
+            if color.get(m) == 1:
+                cyc = [*stack[stack.index(m):], m] if m in stack else [n, m]
+                first = by_id[m]
+                if m not in reported:
+                    reported.add(m)
+                    path = path_of[first.policy]
+                    ls = lines.get(path, [])
+                    line = ls[first.span.line - 1] if 0 < first.span.line <= len(ls) else ""
+                    diags.append(Diagnostic(path, first.span, "fact-cycle",
+                                            "derived facts form a cycle: " + " -> ".join(cyc),
+                                            "break the cycle with a narrower fact.type/fact.policy condition",
+                                            source_line=line))
+            elif color.get(m) is None:
+                dfs(m, [*stack, m])
+        color[n] = 2
+
+    for r in rules:
+        if r.id not in color:
+            dfs(r.id, [r.id])
+
+
+_CHECKS: tuple[tuple[str, Callable[..., None]], ...] = (
+    ("fact-cycles", _check_fact_cycles),
+)
+
+
+def check_sources(sources: list[Source]) -> tuple[CheckedPolicySet | None, list[Diagnostic]]:
+    """Check every file; return the policy set (None if any error) and all diagnostics, sorted."""
+    diags: list[Diagnostic] = []
+    policies: list[Policy] = []
+    seen: dict[str, str] = {}
+    for src in sources:
+        p = _check_policy(src, diags)
+        if p is None:
+            continue
+        if p.id in seen:
+            diags.append(Diagnostic(src.path, Span(1, 1), "duplicate-policy",
+                                    f"policy id `{p.id}` is already declared in {seen[p.id]}"))
+            continue
+        seen[p.id] = src.path
+        policies.append(p)
+    if not diags:
+        lines = {s.path: s.text.splitlines() for s in sources}
+        for _name, check in _CHECKS:
+            check(policies, diags, lines)
+    diags.sort(key=lambda d: d.sort_key)
+    if any(d.severity == "error" for d in diags):
+        return None, diags
+    return CheckedPolicySet(tuple(policies)), diags
+
+
+def check_policy_set(sources: list[Source]) -> CheckedPolicySet:
+    """Check, raising PolicyError with every diagnostic if anything is wrong."""
+    checked, diags = check_sources(sources)
+    if checked is None:
+        raise PolicyError(diags)
+    return checked

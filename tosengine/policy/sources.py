@@ -1,0 +1,32 @@
+"""Stage load: a policy directory -> Source records (path, text, content hash = policy version)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Source", "read_sources"]
+
+
+@dataclass(frozen=True)
+class Source:
+    """One policy file as read from disk."""
+
+    path: str
+    text: str
+
+    @property
+    def version(self) -> str:
+        """The policy version: a content hash of the file, so any edit is a new version."""
+        return "sha256:" + hashlib.sha256(self.text.encode("utf-8")).hexdigest()[:16]
+
+
+def read_sources(directory: str | Path) -> list[Source]:
+    """Every `*.yaml`/`*.yml` policy file under `directory` (not `*_test.yaml`), sorted by path."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise FileNotFoundError(f"policy directory not found: {root}")
+    files = sorted(p for ext in ("*.yaml", "*.yml") for p in root.rglob(ext)
+                   if not p.stem.endswith("_test") and p.is_file())
+    return [Source(str(p), p.read_text(encoding="utf-8", errors="surrogateescape")) for p in files]

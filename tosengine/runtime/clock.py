@@ -1,0 +1,48 @@
+"""Event time: the clock (largest event time seen) and a heap of things due when it passes a time."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from datetime import datetime
+from typing import Generic, TypeVar
+
+__all__ = ["Clock", "DueHeap"]
+
+T = TypeVar("T")
+
+
+class Clock:
+    """The engine's notion of now: it only moves forward, driven by events or advance_to()."""
+
+    def __init__(self) -> None:
+        self.now: datetime | None = None
+
+    def advance(self, t: datetime) -> bool:
+        """Move to `t` if later; return whether the clock moved."""
+        if self.now is None or t > self.now:
+            self.now = t
+            return True
+        return False
+
+
+class DueHeap(Generic[T]):
+    """Entries ordered by (time, insertion order); pop those strictly before a given time."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[datetime, int, T]] = []
+        self._counter = itertools.count()
+
+    def push(self, when: datetime, entry: T) -> None:
+        """Schedule `entry` at `when`."""
+        heapq.heappush(self._heap, (when, next(self._counter), entry))
+
+    def pop_before(self, t: datetime) -> tuple[datetime, T] | None:
+        """The earliest entry due strictly before `t`, removed; None if there is none."""
+        if self._heap and self._heap[0][0] < t:
+            when, _, entry = heapq.heappop(self._heap)
+            return when, entry
+        return None
+
+    def __len__(self) -> int:
+        return len(self._heap)

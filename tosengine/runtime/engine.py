@@ -1,0 +1,432 @@
+"""The pipeline: event -> validate -> route -> match -> decide -> (audit). Read it top to bottom.
+
+`Engine.process` validates an event, de-duplicates redeliveries, moves the event-time clock (lapsing
+overdue obligations), asks the matcher (durable_rules) which triggers an item satisfies, and runs
+each rule's decision logic over per-(rule, key) state kept here in Python. Violations become facts
+that go round the same loop (forward chaining). The semantics are in docs/semantics.md.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from tosengine.errors import TosEngineError
+from tosengine.events import Event, validate_event
+from tosengine.policy.check import check_policy_set
+from tosengine.policy.compile import Plan, compile_policy_set
+from tosengine.policy.model import CheckedPolicySet
+from tosengine.policy.sources import read_sources
+from tosengine.runtime.clock import Clock, DueHeap
+from tosengine.runtime.evaluate import MISSING, Env
+from tosengine.runtime.matcher import Matcher
+from tosengine.runtime.rules import (
+    CompiledRule,
+    Item,
+    Obligation,
+    Partial,
+    ThresholdState,
+    compile_rules,
+)
+from tosengine.violation import Violation, violation_id
+
+__all__ = ["Engine"]
+
+# A derived fact feeding rules that derive more facts: check rejects cycles, this is the backstop.
+MAX_CHAIN = 64
+
+
+def _merge(items: Iterable[Item]) -> tuple[tuple[str, ...], tuple[Event, ...]]:
+    seen: dict[str, Event] = {}
+    for it in items:
+        for eid, ev in zip(it.evidence, it.events, strict=True):
+            seen.setdefault(eid, ev)
+    return tuple(seen), tuple(seen.values())
+
+
+def event_fields(ev: Event) -> dict[str, Any]:
+    """The fields rules read as `event.*`."""
+    fields: dict[str, Any] = {"id": ev.id, "type": ev.type, "time": ev.time, "subject": ev.subject,
+                              "source": ev.source}
+    if ev.specversion is not None:
+        fields["specversion"] = ev.specversion
+    if ev.data is not None:
+        fields["data"] = ev.data
+    if ev.extensions:
+        fields.update(ev.extensions)
+    return fields
+
+
+class Engine:
+    """Runs checked policies over events. Thread-safe: calls are serialized by one lock.
+
+    >>> engine = Engine.from_directory("policies")          # doctest: +SKIP
+    >>> violations = engine.process({"id": "e1", ...})      # doctest: +SKIP
+    """
+
+    def __init__(self, policies: CheckedPolicySet, *, audit: Any = None,
+                 dedupe_window: timedelta = timedelta(days=7), max_partials_per_key: int = 10_000) -> None:
+        self.policies = policies
+        self.plan: Plan = compile_policy_set(policies)
+        self._rules, self._local, self._joined = compile_rules(policies, self.plan)
+        self._matcher = Matcher(self.plan)
+        self._lock = threading.RLock()
+        self._clock = Clock()
+        self._seq = 0
+        self._dedupe_window = dedupe_window
+        self._seen: dict[tuple[str, str], datetime] = {}
+        self._seen_heap: DueHeap[tuple[str, str]] = DueHeap()
+        self._thresholds: dict[tuple[int, str], ThresholdState] = {}
+        self._partials: dict[tuple[int, str], list[Partial]] = {}
+        self._obligations: dict[tuple[int, str], list[Obligation]] = {}
+        self._deadlines: DueHeap[tuple[int, str, Obligation]] = DueHeap()
+        self._expiry: DueHeap[tuple[str, int, str]] = DueHeap()
+        self._max_partials = max_partials_per_key
+        self._out: list[Violation] = []
+        self._queue: deque[Item] = deque()
+        self._closed = False
+        self._audit = audit
+        self.stats: dict[str, int] = {"events": 0, "duplicates": 0, "facts": 0, "violations": 0,
+                                      "skipped_no_key": 0, "partials_dropped": 0}
+
+    @classmethod
+    def from_directory(cls, directory: str | Path, *, audit: Any = None, **options: Any) -> Engine:
+        """Load, check and compile every policy under `directory`; raises PolicyError with diagnostics."""
+        return cls(check_policy_set(read_sources(directory)), audit=audit, **options)
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def clock(self) -> datetime | None:
+        """The largest event time seen (or given to advance_to)."""
+        return self._clock.now
+
+    def process(self, event: Event | dict[str, Any]) -> list[Violation]:
+        """Process one event; return the violations it caused (deadlines it passed included).
+
+        Raises EventError (a TosEngineError) if the event is invalid; the engine is unchanged then.
+        """
+        ev = validate_event(event)
+        with self._lock:
+            self._check_open()
+            self._out = []
+            if ev.identity in self._seen:
+                self.stats["duplicates"] += 1
+                return []
+            self.stats["events"] += 1
+            self._remember(ev)
+            self._advance(ev.time)
+            self._seq += 1
+            self._run(Item("event", event_fields(ev), ev.time, self._seq, ev.id, (ev.id,), (ev,)))
+            self._lapse_overdue()
+            out, self._out = self._out, []
+            if self._audit is not None:
+                self._audit.record(ev, out)
+            return out
+
+    def process_many(self, events: Iterable[Event | dict[str, Any]]) -> list[Violation]:
+        """Process events in order; same results as calling process() on each."""
+        out: list[Violation] = []
+        for ev in events:
+            out.extend(self.process(ev))
+        return out
+
+    def advance_to(self, t: datetime) -> list[Violation]:
+        """Move the clock to `t` without an event; return the violations of deadlines it passed."""
+        if t.tzinfo is None:
+            raise TosEngineError("advance_to() needs an aware datetime (with a UTC offset)")
+        with self._lock:
+            self._check_open()
+            self._out = []
+            self._advance(t)
+            self._lapse_overdue()
+            out, self._out = self._out, []
+            if self._audit is not None:
+                self._audit.record(None, out)
+            return out
+
+    def close(self) -> None:
+        """Release durable_rules resources and flush the audit log."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._matcher.close()
+            if self._audit is not None:
+                self._audit.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def state_size(self) -> dict[str, int]:
+        """How much state is held, for memory tests and monitoring."""
+        return {
+            "threshold_keys": len(self._thresholds),
+            "threshold_items": sum(len(s.items) for s in self._thresholds.values()),
+            "sequence_keys": len(self._partials),
+            "partials": sum(len(v) for v in self._partials.values()),
+            "obligations": sum(len(v) for v in self._obligations.values()),
+            "deadline_heap": len(self._deadlines),
+            "expiry_heap": len(self._expiry),
+            "dedupe": len(self._seen),
+        }
+
+    # ------------------------------------------------------------------ clock
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise TosEngineError("the engine is closed")
+
+    def _remember(self, ev: Event) -> None:
+        self._seen[ev.identity] = ev.time
+        self._seen_heap.push(ev.time + self._dedupe_window, ev.identity)
+
+    def _advance(self, t: datetime) -> None:
+        """Move the clock; lapse obligations due strictly before it, each with its chain, in order."""
+        if not self._clock.advance(t):
+            return
+        self._lapse_overdue()
+        self._sweep(t)
+
+    def _lapse_overdue(self) -> None:
+        now = self._clock.now
+        if now is None:
+            return
+        while (due := self._deadlines.pop_before(now)) is not None:
+            deadline, (ri, key, ob) = due
+            if not ob.open:
+                continue
+            ob.open = False
+            obs = self._obligations.get((ri, key))
+            if obs is not None:
+                obs.remove(ob)
+                if not obs:
+                    del self._obligations[(ri, key)]
+            cr = self._rules[ri]
+            self._fire(cr, key, deadline, [ob.after], {"after": ob.after.fields, ob.after.kind: ob.after.fields},
+                       deadline=deadline)
+            self._drain()
+
+    def _sweep(self, now: datetime) -> None:
+        """Forget state that no future item can use: windows and partial matches behind the clock."""
+        while (due := self._expiry.pop_before(now)) is not None:
+            _, (what, ri, key) = due
+            cr = self._rules[ri]
+            if what == "threshold":
+                st = self._thresholds.get((ri, key))
+                assert cr.rule.threshold is not None
+                if st is not None and st.items and st.items[-1][0].time + cr.rule.threshold.within < now:
+                    # Dropping `armed` too is equivalent: count >= 2, so the next lone item re-arms anyway.
+                    del self._thresholds[(ri, key)]
+            else:
+                parts = self._partials.get((ri, key))
+                if parts is not None and cr.seq_within is not None:
+                    w = cr.seq_within
+                    parts[:] = [p for p in parts if p.items[0].time + w >= now]
+                    if not parts:
+                        del self._partials[(ri, key)]
+        while (seen := self._seen_heap.pop_before(now)) is not None:
+            self._seen.pop(seen[1], None)
+
+    # ------------------------------------------------------------------ matching and deciding
+
+    def _run(self, item: Item) -> None:
+        self._offer(item)
+        self._drain()
+
+    def _drain(self) -> None:
+        depth = 0
+        while self._queue:
+            depth += 1
+            if depth > MAX_CHAIN * 1024:
+                raise TosEngineError("derived facts did not settle (a fact cycle check missed a loop)")
+            self._offer(self._queue.popleft())
+
+    def _offer(self, item: Item) -> None:
+        """Offer one item to every rule: matcher first, then each rule's decision logic in rule order."""
+        fired = self._matcher.match(item.kind, item.fields)  # type: ignore[arg-type]
+        if not fired:
+            return
+        env: Env = {item.kind: item.fields}
+        by_rule: dict[int, list[tuple[str, int, int]]] = {}
+        for tid in fired:
+            local = self._local[tid]
+            if local is not None and local(env) is not True:
+                continue
+            t = self.plan.triggers[tid]
+            by_rule.setdefault(t.rule, []).append((t.role, t.step, tid))
+        for ri in sorted(by_rule):
+            cr = self._rules[ri]
+            key = self._key(cr, item)
+            if key is None:
+                self.stats["skipped_no_key"] += 1
+                continue
+            roles = by_rule[ri]
+            kind = cr.rule.kind
+            if kind == "match":
+                self._fire(cr, key, item.time, [item], env)
+            elif kind == "threshold":
+                self._threshold(cr, key, item)
+            elif kind == "sequence":
+                self._sequence(cr, key, item, roles)
+            else:
+                self._expect(cr, key, item, roles)
+
+    def _key(self, cr: CompiledRule, item: Item) -> str | None:
+        v = item.fields.get("subject") if cr.key is None else cr.key({item.kind: item.fields})
+        return v if type(v) is str and v else None
+
+    def _threshold(self, cr: CompiledRule, key: str, item: Item) -> None:
+        th = cr.rule.threshold
+        assert th is not None and self._clock.now is not None
+        st = self._thresholds.get((cr.index, key))
+        if st is None:
+            st = self._thresholds[(cr.index, key)] = ThresholdState()
+        horizon = self._clock.now - th.within
+        while st.items and st.items[0][0].time < horizon:
+            st.items.popleft()
+        lo = max(item.time - th.within, horizon)
+        value = cr.distinct({item.kind: item.fields}) if cr.distinct is not None else None
+        window = [(it, v) for it, v in st.items if lo <= it.time <= item.time]
+        window.append((item, value))
+        # With `distinct`, count different present values; absent values do not count.
+        distinct = cr.distinct is not None
+        n = len({_hashable(v) for _, v in window if v is not MISSING}) if distinct else len(window)
+        if st.armed and n >= th.count:
+            st.armed = False
+            self._fire(cr, key, item.time, [it for it, _ in window], {item.kind: item.fields})
+        elif not st.armed and n < th.count:
+            st.armed = True
+        # Keep items ordered by time so the horizon trim above can stop at the first recent one.
+        if not st.items or st.items[-1][0].time <= item.time:
+            st.items.append((item, value))
+        else:
+            pos = len(st.items)
+            while pos > 0 and st.items[pos - 1][0].time > item.time:
+                pos -= 1
+            st.items.insert(pos, (item, value))
+        self._expiry.push(st.items[-1][0].time + th.within, ("threshold", cr.index, key))
+
+    def _sequence(self, cr: CompiledRule, key: str, item: Item, roles: list[tuple[str, int, int]]) -> None:
+        steps = {step: tid for _, step, tid in roles}
+        names = cr.step_names
+        w = cr.seq_within
+        now = self._clock.now
+        assert now is not None
+        parts = self._partials.get((cr.index, key))
+        if parts:
+            keep: list[Partial] = []
+            for p in parts:
+                if w is not None and p.items[0].time + w < now:
+                    continue  # expired: the clock is past its window
+                j = len(p.items)
+                tid = steps.get(j)
+                if tid is not None and item.time >= p.items[-1].time and \
+                        (w is None or item.time - p.items[0].time <= w):
+                    joined = self._joined[tid]
+                    env: Env = {names[i]: it.fields for i, it in enumerate(p.items)}
+                    env[item.kind] = item.fields
+                    if joined is None or joined(env) is True:
+                        if j + 1 == len(names):
+                            env.update({names[j]: item.fields})
+                            self._fire(cr, key, item.time, [*p.items, item], env)
+                            continue
+                        p.items.append(item)
+                keep.append(p)
+            parts[:] = keep
+        if 0 in steps:
+            if parts is None:
+                parts = self._partials[(cr.index, key)] = []
+            parts.append(Partial([item]))
+            if len(parts) > self._max_partials:
+                parts.pop(0)
+                self.stats["partials_dropped"] += 1
+            if w is not None:
+                self._expiry.push(item.time + w, ("sequence", cr.index, key))
+        if parts is not None and not parts:
+            del self._partials[(cr.index, key)]
+
+    def _expect(self, cr: CompiledRule, key: str, item: Item, roles: list[tuple[str, int, int]]) -> None:
+        role_ids = {role: tid for role, _, tid in roles}
+        fulfil = role_ids.get("fulfil")
+        if fulfil is not None:
+            obs = self._obligations.get((cr.index, key))
+            if obs:
+                joined = self._joined[fulfil]
+                for ob in list(obs):
+                    a = ob.after
+                    if a.seq < item.seq and a.time <= item.time <= ob.deadline and \
+                            (joined is None or joined({"after": a.fields, item.kind: item.fields}) is True):
+                        ob.open = False
+                        obs.remove(ob)
+                if not obs:
+                    del self._obligations[(cr.index, key)]
+        if "after" in role_ids:
+            assert cr.within is not None
+            offset = cr.within({"after": item.fields})
+            if type(offset) is not timedelta:
+                return
+            try:
+                deadline = item.time + offset
+            except OverflowError:
+                return
+            ob = Obligation(item, deadline)
+            self._obligations.setdefault((cr.index, key), []).append(ob)
+            self._deadlines.push(deadline, (cr.index, key, ob))
+
+    def _fire(self, cr: CompiledRule, key: str, time: datetime, items: list[Item], env: Env,
+              *, deadline: datetime | None = None) -> None:
+        """A rule matched: record the violation, and queue its violation fact and emitted fact."""
+        rule, pol = cr.rule, cr.policy
+        evidence, events = _merge(items)
+        causes = tuple(c for it in items for c in it.causes)
+        if rule.violation:
+            vid = violation_id("violation", rule.id, key, evidence, causes)
+            message = cr.message(env) if cr.message is not None else f"{pol.title}: {rule.id} ({key})"
+            self._out.append(Violation(
+                id=vid, policy=pol.id, rule=rule.id, subject=key, severity=rule.severity, action=rule.action,
+                time=time, evidence=evidence, message=message, clause=pol.clause, policy_version=pol.version,
+                causes=causes, kind=rule.kind, deadline=deadline,
+                evidence_events=tuple(e.to_dict() for e in events)))
+            self.stats["violations"] += 1
+            self._seq += 1
+            self._queue.append(Item("fact", {
+                "type": "violation", "policy": pol.id, "rule": rule.id, "subject": key,
+                "severity": rule.severity, "action": rule.action, "time": time, "id": vid,
+            }, time, self._seq, vid, evidence, events))
+            self.stats["facts"] += 1
+        if cr.emit is not None:
+            assert rule.emit is not None
+            data = {}
+            for name, fn in cr.emit:
+                v = fn(env)
+                if v is not MISSING:
+                    data[name] = v
+            fid = violation_id("emit", rule.id, key, evidence, causes)
+            self._seq += 1
+            self._queue.append(Item("fact", {"type": rule.emit.fact, "subject": key, "time": time, "id": fid,
+                                             "data": data}, time, self._seq, fid, evidence, events))
+            self.stats["facts"] += 1
+
+
+def _hashable(v: Any) -> Any:
+    if isinstance(v, list):
+        return ("list", tuple(_hashable(x) for x in v))
+    if isinstance(v, dict):
+        return ("dict", tuple(sorted((k, _hashable(x)) for k, x in v.items())))
+    if isinstance(v, bool):
+        return ("bool", v)
+    if isinstance(v, int | float):
+        return ("num", v)
+    return (type(v).__name__, v)
+
+
+__all__ += ["event_fields"]

@@ -1,0 +1,138 @@
+"""Stage match: an item's projection -> the ids of the triggers whose pushed conditions hold.
+
+This is the only module that imports durable_rules. How each defect of durable_rules 2.0.28
+(../shared/durable_rules/FINDINGS.md) is made unreachable:
+
+* 1,024 sessions per ruleset, 85 KB-2.3 MB each, sid hash collisions: every message goes to the
+  single session "0"; partition keys never reach durable_rules (state by key lives in Python).
+* Events consumed by the first rule that fires: items are asserted as *facts*, which fire every
+  matching rule, and retracted straight after, so nothing accumulates (bounded memory).
+* 32-bit FNV-1a message ids: only one message is ever live per ruleset, always with the id "m";
+  event ids never reach durable_rules.
+* Broken `$not`, joins, 16-frame rules, count/cap: the compiler emits one-element rules only.
+* 252-property, string-size and encoding limits, loose typing: messages are projections holding
+  only short ASCII codes chosen by the compiler (see tosengine/policy/compile.py).
+* >64 alpha nodes per message (error 303), >=513 rules (hang): bounded by the compiler's budgets.
+* Wall-clock timers and the Host's background threads: no Host is created and no timer is used;
+  time is event time, handled in Python.
+* Exceptions swallowed inside actions: no Python action runs inside durable_rules; the rules fired
+  are read back from the engine's result, and every non-zero status raises MatcherError.
+* No thread safety: every call into durable_rules is made under one lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import durable_rules_engine as _dre
+
+from tosengine.errors import MatcherError
+from tosengine.policy.compile import Plan, RulesetPlan
+from tosengine.policy.model import ItemKind
+from tosengine.runtime.evaluate import MISSING, lookup
+
+__all__ = ["Matcher"]
+
+_MESSAGE_ID = "m"
+_SID = "0"
+_RETRACT = json.dumps({"id": _MESSAGE_ID, "sid": _SID})
+_OK, _NOT_HANDLED = 0, 1
+
+
+class _Ruleset:
+    """One created durable_rules ruleset and how to project an item for it."""
+
+    def __init__(self, plan: RulesetPlan) -> None:
+        self.plan = plan
+        self.handle: int | None = _dre.create_ruleset(plan.name, json.dumps(plan.definition))
+        self.trigger_of = {f"t{t}": t for t in plan.triggers}
+        self.projections = [(p.prop, p.parts, dict(p.codes)) for p in plan.projections]
+
+    def project(self, fields: dict[str, Any]) -> str:
+        msg: dict[str, str] = {"id": _MESSAGE_ID, "sid": _SID, "k": "1"}
+        for prop, parts, codes in self.projections:
+            v = lookup(fields, parts)
+            if v is True:
+                msg[prop] = "$T"
+            elif v is MISSING:
+                msg[prop] = "$A"
+            elif type(v) is str:
+                msg[prop] = codes.get(v, "$O")
+            else:
+                msg[prop] = "$O"
+        return json.dumps(msg)
+
+
+class Matcher:
+    """Pre-selects triggers with durable_rules. Safe to call from several threads."""
+
+    def __init__(self, plan: Plan) -> None:
+        self._lock = threading.Lock()
+        self._rulesets: list[_Ruleset] = []
+        try:
+            for rp in plan.rulesets:
+                self._rulesets.append(_Ruleset(rp))
+        except _dre.error as exc:
+            self.close()
+            raise MatcherError(f"durable_rules refused a compiled ruleset: {exc}") from exc
+        self._by_type: dict[tuple[ItemKind, str], list[_Ruleset]] = {}
+        self._any: dict[ItemKind, list[_Ruleset]] = {"event": [], "fact": []}
+        for rs in self._rulesets:
+            if rs.plan.type is None:
+                self._any[rs.plan.kind].append(rs)
+            else:
+                self._by_type.setdefault((rs.plan.kind, rs.plan.type), []).append(rs)
+
+    def rulesets_for(self, kind: ItemKind, item_type: Any) -> list[_Ruleset]:
+        """The rulesets an item of this kind and type must be offered to."""
+        typed = self._by_type.get((kind, item_type), []) if type(item_type) is str else []
+        return typed + self._any[kind] if typed else self._any[kind]
+
+    def match(self, kind: ItemKind, fields: dict[str, Any]) -> list[int]:
+        """Ids of the triggers whose pushed conditions hold for this item, ascending."""
+        rulesets = self.rulesets_for(kind, fields.get("type"))
+        if not rulesets:
+            return []
+        fired: set[int] = set()
+        with self._lock:
+            for rs in rulesets:
+                self._assert(rs, rs.project(fields), fired.add)
+        return sorted(fired)
+
+    def _assert(self, rs: _Ruleset, message: str, add: Callable[[int], None]) -> None:
+        handle = rs.handle
+        if handle is None:
+            raise MatcherError("the matcher is closed")
+        try:
+            status, state = _dre.assert_fact(handle, message)
+            try:
+                if status == _OK:
+                    result = _dre.start_action_for_state(handle, state)
+                    while result:
+                        payload = result[1] if isinstance(result, tuple) else result
+                        for name in json.loads(payload):
+                            add(rs.trigger_of[name])
+                        result = _dre.complete_and_start_action(handle, state)
+                elif status != _NOT_HANDLED:
+                    raise MatcherError(f"durable_rules returned status {status} asserting into {rs.plan.name}")
+            finally:
+                # Retract even after a failure, so the next message can reuse the id.
+                _dre.retract_fact(handle, _RETRACT)
+        except _dre.error as exc:
+            raise MatcherError(f"durable_rules failed in {rs.plan.name}: {exc}") from exc
+        except KeyError as exc:
+            raise MatcherError(f"durable_rules fired an unknown rule {exc} in {rs.plan.name}") from exc
+
+    def close(self) -> None:
+        """Free the durable_rules rulesets; the matcher cannot be used afterwards."""
+        with self._lock:
+            for rs in self._rulesets:
+                if rs.handle is not None:
+                    # Nothing more can be done for a handle the engine no longer knows.
+                    with contextlib.suppress(_dre.error):
+                        _dre.delete_ruleset(rs.handle)
+                    rs.handle = None

@@ -1,0 +1,413 @@
+"""Stage decide (reference): CheckedPolicySet + events -> violations, naively, as docs/semantics.md says."""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+from tosengine.events import Event
+from tosengine.policy.expr import Call, DurationLit, Expr, ListLit, Lit, Path, Unary
+from tosengine.policy.model import CheckedPolicySet, ItemKind, Policy, Rule
+from tosengine.violation import Violation, violation_id
+
+__all__ = ["ABSENT", "evaluate_expr", "evaluate_reference"]
+
+
+# ---------------------------------------------------------------- values and expressions
+
+
+class _Absent:
+    """The type of ABSENT: a missing field, JSON null, the literal null, or an ill-typed result."""
+
+    def __repr__(self) -> str:
+        return "ABSENT"
+
+
+ABSENT: Final = _Absent()
+Env = dict[str, dict[str, Any]]  # path root -> the item (as a JSON-like object) it names
+
+
+def _kind(v: Any) -> str:
+    # bool before number: in Python `True` is an int, in the language it is not a number.
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, int | float):
+        return "number"
+    if isinstance(v, str):
+        return "string"
+    if isinstance(v, datetime):
+        return "time"
+    if isinstance(v, timedelta):
+        return "duration"
+    if isinstance(v, list):
+        return "list"
+    if isinstance(v, dict):
+        return "object"
+    return "absent" if v is ABSENT else "null"  # "null" only occurs nested inside lists/objects
+
+
+def _equal(a: Any, b: Any) -> bool:
+    if a is ABSENT or b is ABSENT or _kind(a) != _kind(b):
+        return False
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    return bool(a == b)
+
+
+def _order(op: str, a: Any, b: Any) -> bool:
+    if _kind(a) != _kind(b) or _kind(a) not in ("number", "string", "time", "duration"):
+        return False
+    return bool({"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op])
+
+
+def _arith(op: str, a: Any, b: Any) -> Any:
+    kinds = (_kind(a), _kind(b))
+    allowed = {("number", "number"), ("time", "duration"), ("duration", "duration")}
+    allowed |= {("duration", "time")} if op == "+" else {("time", "time")}
+    if kinds not in allowed:
+        return ABSENT
+    try:
+        return a + b if op == "+" else a - b
+    except OverflowError:  # e.g. a time pushed past year 9999: ill-typed, hence absent
+        return ABSENT
+
+
+def _lookup(value: Any, parts: tuple[str, ...]) -> Any:
+    for part in parts:
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and part.isdecimal() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return ABSENT
+    return ABSENT if value is None else value
+
+
+def _duration(unit: str, n: Any) -> Any:
+    if _kind(n) != "number":
+        return ABSENT
+    try:
+        return timedelta(**{unit: n})
+    except OverflowError:
+        return ABSENT
+
+
+def _call(func: str, args: list[Any]) -> Any:
+    if func == "exists":
+        return args[0] is not ABSENT
+    if func == "matches":
+        if not (isinstance(args[0], str) and isinstance(args[1], str)):
+            return False
+        try:
+            return re.search(args[1], args[0]) is not None
+        except re.error:
+            return False
+    if func == "startswith":
+        return isinstance(args[0], str) and isinstance(args[1], str) and args[0].startswith(args[1])
+    if func == "lower":
+        return args[0].lower() if isinstance(args[0], str) else ABSENT
+    if func == "len":
+        return len(args[0]) if isinstance(args[0], str | list | dict) else ABSENT
+    if func in ("days", "hours", "minutes"):
+        return _duration(func, args[0])
+    raise ValueError(f"unknown function {func}")  # check rejects these; reaching here is a bug
+
+
+def evaluate_expr(e: Expr, env: Env) -> Any:
+    """The value of `e` with the path roots in `env` bound; ABSENT for anything not found or ill-typed."""
+    if isinstance(e, Lit):
+        return ABSENT if e.value is None else e.value
+    if isinstance(e, DurationLit):
+        return e.value
+    if isinstance(e, ListLit):
+        return [evaluate_expr(x, env) for x in e.items]
+    if isinstance(e, Path):
+        return _lookup(env[e.root], e.parts) if e.root in env else ABSENT
+    if isinstance(e, Unary):
+        v = evaluate_expr(e.operand, env)
+        if e.op == "not":
+            return v is not True
+        if _kind(v) in ("number", "duration"):
+            try:
+                return -v
+            except OverflowError:  # -timedelta.min
+                return ABSENT
+        return ABSENT
+    if isinstance(e, Call):
+        return _call(e.func, [evaluate_expr(a, env) for a in e.args])
+    # Binary. and/or short-circuit, so the right side is evaluated only when it decides.
+    if e.op == "and":
+        return evaluate_expr(e.left, env) is True and evaluate_expr(e.right, env) is True
+    if e.op == "or":
+        return evaluate_expr(e.left, env) is True or evaluate_expr(e.right, env) is True
+    a, b = evaluate_expr(e.left, env), evaluate_expr(e.right, env)
+    if e.op == "==":
+        return _equal(a, b)
+    if e.op == "!=":
+        return not _equal(a, b)
+    if e.op in ("in", "not in"):
+        found = isinstance(b, list) and any(_equal(a, x) for x in b)
+        return found if e.op == "in" else not found
+    if e.op in ("+", "-"):
+        return _arith(e.op, a, b)
+    return _order(e.op, a, b)
+
+
+# ---------------------------------------------------------------- items and state
+
+
+@dataclass(frozen=True, eq=False)  # identity: two items are never the same item
+class _Item:
+    """An event or a fact: `value` is what `event.*` / `fact.*` (or a step name, or `after`) reads."""
+
+    kind: ItemKind
+    value: dict[str, Any]
+    pos: int  # stream position
+    evidence: tuple[str, ...]
+
+    @property
+    def time(self) -> datetime:
+        t = self.value["time"]
+        assert isinstance(t, datetime)
+        return t
+
+    @property
+    def id(self) -> str:
+        return str(self.value["id"])
+
+
+@dataclass(eq=False)
+class _Obligation:
+    """An open `expect` obligation; `order` is when it was opened, the tie-break for lapsing."""
+
+    rule: Rule
+    key: str
+    after: _Item
+    deadline: datetime
+    order: int
+
+
+@dataclass
+class _ThresholdState:
+    kept: list[_Item] = field(default_factory=list)  # every matching item ever seen, in stream order
+    armed: bool = True
+
+
+def _merge_evidence(items: Iterable[_Item]) -> tuple[str, ...]:
+    out: list[str] = []
+    for item in items:
+        out.extend(x for x in item.evidence if x not in out)
+    return tuple(out)
+
+
+def _event_item(e: Event, pos: int) -> _Item:
+    value: dict[str, Any] = dict(e.extensions)
+    value.update(id=e.id, type=e.type, time=e.time, subject=e.subject, source=e.source)
+    if e.data is not None:
+        value["data"] = e.data
+    return _Item("event", value, pos, (e.id,))
+
+
+class _Reference:
+    """All state of one run; every method follows one paragraph of docs/semantics.md."""
+
+    def __init__(self, policies: CheckedPolicySet) -> None:
+        self.rules: tuple[Rule, ...] = policies.rules
+        self.policies: dict[str, Policy] = {p.id: p for p in policies.policies}
+        self.clock: datetime | None = None
+        self.seen: set[tuple[str, str]] = set()
+        self.positions = 0
+        self.opened = 0
+        self.queue: deque[_Item] = deque()
+        self.violations: list[Violation] = []
+        self.thresholds: dict[tuple[str, str], _ThresholdState] = {}
+        self.partials: dict[tuple[str, str], list[list[_Item]]] = {}
+        self.obligations: list[_Obligation] = []
+
+    def next_pos(self) -> int:
+        self.positions += 1
+        return self.positions
+
+    # -------------------------------------------------------- clock and processing order
+
+    def process(self, e: Event) -> None:
+        """Steps 1-5 of "The clock and processing order"."""
+        if e.identity in self.seen:
+            return
+        self.seen.add(e.identity)
+        self.move_clock(e.time)
+        # Positioned after the lapses of step 2: facts they derive come earlier in the stream than `e`.
+        self.offer(_event_item(e, self.next_pos()))
+        self.drain()
+        self.lapse_overdue()
+
+    def advance_to(self, t: datetime) -> None:
+        """Steps 2 and 5 without an event."""
+        self.move_clock(t)
+        self.lapse_overdue()
+
+    def move_clock(self, t: datetime) -> None:
+        # The clock moves first, so rules reacting to a lapse already see the new clock.
+        if self.clock is None or t > self.clock:
+            self.clock = t
+            self.lapse_overdue()
+
+    def lapse_overdue(self) -> None:
+        # Rescan after every lapse: handling one may open, fulfil or overdue other obligations.
+        while True:
+            overdue = [o for o in self.obligations if self.clock is not None and o.deadline < self.clock]
+            if not overdue:
+                return
+            first = min(overdue, key=lambda o: (o.deadline, o.order))
+            self.obligations.remove(first)
+            self.fire(first.rule, first.key, first.deadline, [first.after], {"after": first.after.value},
+                      deadline=first.deadline)
+            self.drain()
+
+    def drain(self) -> None:
+        # Derived items wait until the item that produced them has been offered to every rule.
+        while self.queue:
+            self.offer(self.queue.popleft())
+
+    def offer(self, item: _Item) -> None:
+        for rule in self.rules:
+            if rule.kind == "match":
+                self.offer_match(rule, item)
+            elif rule.kind == "threshold":
+                self.offer_threshold(rule, item)
+            elif rule.kind == "sequence":
+                self.offer_sequence(rule, item)
+            else:
+                self.offer_expect(rule, item)
+
+    # -------------------------------------------------------- rules
+
+    def key(self, rule: Rule, item: _Item) -> str | None:
+        """The rule's key for this item, or None when the item is to be ignored by the rule."""
+        k = item.value["subject"] if rule.key is None else evaluate_expr(rule.key, {item.kind: item.value})
+        return k if isinstance(k, str) and k else None
+
+    @staticmethod
+    def matches(cond: Expr, kind: ItemKind, item: _Item, bound: Env | None = None) -> bool:
+        # A condition reads either events or facts: an item of the other kind never matches it.
+        return item.kind == kind and evaluate_expr(cond, {**(bound or {}), item.kind: item.value}) is True
+
+    def offer_match(self, rule: Rule, item: _Item) -> None:
+        assert rule.match is not None
+        if self.matches(rule.match, rule.match_kind, item) and (k := self.key(rule, item)) is not None:
+            self.fire(rule, k, item.time, [item], {item.kind: item.value})
+
+    def offer_threshold(self, rule: Rule, item: _Item) -> None:
+        th = rule.threshold
+        assert th is not None and self.clock is not None
+        if not self.matches(th.match, th.kind, item) or (k := self.key(rule, item)) is None:
+            return
+        state = self.thresholds.setdefault((rule.id, k), _ThresholdState())
+        t = item.time
+        low = max(t - th.within, self.clock - th.within)
+        window = [i for i in state.kept if low <= i.time <= t] + [item]
+        if th.distinct is None:
+            n = len(window)
+        else:
+            values: list[Any] = []
+            for i in window:
+                v = evaluate_expr(th.distinct, {i.kind: i.value})
+                if v is not ABSENT and not any(_equal(v, seen) for seen in values):
+                    values.append(v)
+            n = len(values)
+        if state.armed and n >= th.count:
+            state.armed = False
+            # The window is in stream order already: kept items were appended as they came, item is newest.
+            self.fire(rule, k, t, window, {item.kind: item.value})
+        elif not state.armed and n < th.count:
+            state.armed = True
+        state.kept.append(item)
+
+    def offer_sequence(self, rule: Rule, item: _Item) -> None:
+        seq = rule.sequence
+        assert seq is not None and self.clock is not None
+        k = self.key(rule, item)
+        if k is None:
+            return
+        clock = self.clock
+        partials = self.partials.setdefault((rule.id, k), [])
+        if seq.within is not None:
+            partials[:] = [p for p in partials if not clock > p[0].time + seq.within]
+        for partial in list(partials):  # a copy: completed partials are removed while iterating
+            step = seq.steps[len(partial)]
+            bound = {s.name: i.value for s, i in zip(seq.steps, partial, strict=False)}
+            if not self.matches(step.match, step.kind, item, bound) or item.time < partial[-1].time:
+                continue
+            if seq.within is not None and item.time - partial[0].time > seq.within:
+                continue
+            partial.append(item)
+            if len(partial) == len(seq.steps):
+                partials.remove(partial)
+                env = {**bound, step.name: item.value, item.kind: item.value}
+                self.fire(rule, k, item.time, partial, env)
+        # Started only after the existing partial matches have seen the item.
+        if self.matches(seq.steps[0].match, seq.steps[0].kind, item):
+            partials.append([item])
+
+    def offer_expect(self, rule: Rule, item: _Item) -> None:
+        x = rule.expect
+        assert x is not None
+        k = self.key(rule, item)
+        if k is None:
+            return
+        # Fulfilment first, so an item never fulfils the obligation it opens itself.
+        for ob in list(self.obligations):
+            if (ob.rule is rule and ob.key == k and item.pos > ob.after.pos
+                    and ob.after.time <= item.time <= ob.deadline
+                    and self.matches(x.fulfilled_by, x.fulfil_kind, item, {"after": ob.after.value})):
+                self.obligations.remove(ob)
+        if self.matches(x.after, x.after_kind, item):
+            within = evaluate_expr(x.within, {"after": item.value})
+            if not isinstance(within, timedelta):
+                return
+            try:
+                deadline = item.time + within
+            except OverflowError:  # a deadline past year 9999 can never lapse
+                return
+            self.opened += 1
+            self.obligations.append(_Obligation(rule, k, item, deadline, self.opened))
+
+    # -------------------------------------------------------- firing
+
+    def fire(self, rule: Rule, key: str, time: datetime, items: list[_Item], env: Env,
+             deadline: datetime | None = None) -> None:
+        """Record the violation (unless `violation: false`), then queue its fact and the emitted fact."""
+        evidence = _merge_evidence(items)
+        causes = tuple(i.id for i in items if i.kind == "fact")
+        if rule.violation:
+            policy = self.policies[rule.policy]
+            vid = violation_id("violation", rule.id, key, evidence, causes)
+            self.violations.append(Violation(
+                id=vid, policy=rule.policy, rule=rule.id, subject=key, severity=rule.severity,
+                action=rule.action, time=time, evidence=evidence, clause=policy.clause,
+                policy_version=policy.version, causes=causes, kind=rule.kind, deadline=deadline))
+            fact = {"type": "violation", "policy": rule.policy, "rule": rule.id, "subject": key,
+                    "severity": rule.severity, "action": rule.action, "time": time, "id": vid}
+            self.queue.append(_Item("fact", fact, self.next_pos(), evidence))
+        if rule.emit is not None:
+            data = {name: v for name, e in rule.emit.data if (v := evaluate_expr(e, env)) is not ABSENT}
+            eid = violation_id("emit", rule.id, key, evidence, causes)
+            emitted = {"type": rule.emit.fact, "subject": key, "time": time, "data": data, "id": eid}
+            self.queue.append(_Item("fact", emitted, self.next_pos(), evidence))
+
+
+def evaluate_reference(policies: CheckedPolicySet, events: Iterable[Event],
+                       until: datetime | None = None) -> list[Violation]:
+    """Every violation `policies` find in `events`, then advancing the clock to `until`; in order produced."""
+    ref = _Reference(policies)
+    for e in events:
+        ref.process(e)
+    if until is not None:
+        ref.advance_to(until)
+    return ref.violations
