@@ -492,7 +492,8 @@ def _check_rule(ctx: _FileCtx, i: int, policy_id: str, defaults: tuple[str, str,
         steps_raw = raw["sequence"]
         sb: Key = (*base, "sequence")
         if not isinstance(steps_raw, list) or not 2 <= len(steps_raw) <= MAX_STEPS:
-            ctx.error(ctx.at(sb), "invalid-value", f"`sequence` is a list of 2 to {MAX_STEPS} steps `- name: condition`")
+            ctx.error(ctx.at(sb), "invalid-value",
+                      f"`sequence` is a list of 2 to {MAX_STEPS} steps `- name: condition`")
             return None
         steps: list[Step] = []
         names: list[str] = []
@@ -557,6 +558,8 @@ def _check_rule(ctx: _FileCtx, i: int, policy_id: str, defaults: tuple[str, str,
     if "key" in raw:
         key = _cond(ctx, (*base, "key"), {"event", "fact"})
         ok = ok and key is not None
+    if ok and key is not None:
+        ok = _check_key_kind(ctx, key, fields, span if "key" not in raw else ctx.at((*base, "key")))
     message = None
     if "message" in raw:
         m = raw["message"]
@@ -596,6 +599,27 @@ def _check_rule(ctx: _FileCtx, i: int, policy_id: str, defaults: tuple[str, str,
     return Rule(policy=policy_id, name=str(name), kind=kind,  # type: ignore[arg-type]
                 severity=severity, action=action, key=key,
                 message=message, emit=emit, violation=bool(violation), span=span, **fields)
+
+
+def _check_key_kind(ctx: _FileCtx, key: Expr, fields: dict[str, Any], span: Span) -> bool:
+    """A key reads the matched item, so it must read the kind of item every trigger of the rule matches."""
+    kinds: set[str] = set()
+    if "match_kind" in fields:
+        kinds.add(fields["match_kind"])
+    if "threshold" in fields:
+        kinds.add(fields["threshold"].kind)
+    if "sequence" in fields:
+        kinds |= {s.kind for s in fields["sequence"].steps}
+    if "expect" in fields:
+        kinds |= {fields["expect"].after_kind, fields["expect"].fulfil_kind}
+    roots = {p.root for p in walk(key) if isinstance(p, Path)} & {"event", "fact"}
+    wrong = sorted(k for k in kinds if k not in roots) if roots else []
+    if wrong:
+        ctx.error(span, "mixed-item", f"the key reads {', '.join(sorted(roots))}.* but this rule matches "
+                  f"{'facts' if 'fact' in wrong else 'events'}, whose key would always be absent",
+                  "give the rule its own `key`, or leave it out to use the subject of what the rule matched")
+        return False
+    return True
 
 
 def _check_emit(ctx: _FileCtx, path: Key, roots: set[str]) -> Emit | None:
@@ -669,24 +693,32 @@ def _check_policy(source: Source, diags: list[Diagnostic]) -> Policy | None:
 # ---------------------------------------------------------------- across files
 
 
-def _fact_constraints(e: Expr) -> dict[str, set[str]]:
-    """Top-level `fact.<f> == "lit"` / `in [...]` conjuncts: what a fact-matching condition can accept."""
-    out: dict[str, set[str]] = {}
+def _fact_constraints(e: Expr) -> dict[str, tuple[set[str] | None, set[str]]]:
+    """Top-level `fact.<f>` conjuncts with string literals: (allowed values or None, excluded values)."""
+    out: dict[str, tuple[set[str] | None, set[str]]] = {}
     stack = [e]
     while stack:
         x = stack.pop()
         if isinstance(x, Binary) and x.op == "and":
             stack += [x.left, x.right]
-        elif isinstance(x, Binary) and x.op in ("==", "in"):
-            path, other = (x.left, x.right) if isinstance(x.left, Path) else (x.right, x.left)
-            if isinstance(path, Path) and path.root == "fact" and len(path.parts) == 1:
-                if isinstance(other, Lit) and isinstance(other.value, str):
-                    vals = {other.value}
-                elif isinstance(other, ListLit) and all(isinstance(i, Lit) for i in other.items):
-                    vals = {str(i.value) for i in other.items if isinstance(i, Lit)}
-                else:
-                    continue
-                out[path.parts[0]] = out.get(path.parts[0], vals) & vals
+            continue
+        if not (isinstance(x, Binary) and x.op in ("==", "in", "!=", "not in")):
+            continue
+        path, other = (x.left, x.right) if isinstance(x.left, Path) else (x.right, x.left)
+        if not (isinstance(path, Path) and path.root == "fact" and len(path.parts) == 1):
+            continue
+        if isinstance(other, Lit) and isinstance(other.value, str):
+            vals = {other.value}
+        elif isinstance(other, ListLit) and all(isinstance(i, Lit) for i in other.items):
+            vals = {str(i.value) for i in other.items if isinstance(i, Lit)}
+        else:
+            continue
+        allowed, excluded = out.get(path.parts[0], (None, set()))
+        if x.op in ("==", "in"):
+            allowed = vals if allowed is None else allowed & vals
+        else:
+            excluded = excluded | vals
+        out[path.parts[0]] = (allowed, excluded)
     return out
 
 
@@ -712,9 +744,14 @@ def _produces(rule: Rule) -> list[dict[str, str]]:
     return out
 
 
-def _accepts(constraints: dict[str, set[str]], fact: dict[str, str]) -> bool:
-    return all(f not in fact or fact[f] in vals for f, vals in constraints.items()) and \
-        all(f in fact or f not in ("type",) for f in constraints)
+def _accepts(constraints: dict[str, tuple[set[str] | None, set[str]]], fact: dict[str, str]) -> bool:
+    """Whether a fact with these known fields can satisfy the constraints (unknown fields: it can)."""
+    for f, (allowed, excluded) in constraints.items():
+        if f not in fact:
+            continue
+        if (allowed is not None and fact[f] not in allowed) or fact[f] in excluded:
+            return False
+    return True
 
 
 def _check_fact_cycles(policies: list[Policy], diags: list[Diagnostic], lines: dict[str, list[str]]) -> None:
@@ -765,7 +802,8 @@ def check_sources(sources: list[Source]) -> tuple[CheckedPolicySet | None, list[
     diags: list[Diagnostic] = []
     policies: list[Policy] = []
     seen: dict[str, str] = {}
-    for src in sources:
+    # Rule order is part of the semantics (the order derived facts are queued): always by path.
+    for src in sorted(sources, key=lambda s: s.path):
         p = _check_policy(src, diags)
         if p is None:
             continue

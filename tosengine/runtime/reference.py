@@ -266,7 +266,8 @@ class _Reference:
                 return
             first = min(overdue, key=lambda o: (o.deadline, o.order))
             self.obligations.remove(first)
-            self.fire(first.rule, first.key, first.deadline, [first.after], {"after": first.after.value},
+            self.fire(first.rule, first.key, first.deadline, [first.after],
+                      {"after": first.after.value, first.after.kind: first.after.value},
                       deadline=first.deadline)
             self.drain()
 

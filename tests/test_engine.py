@@ -1,0 +1,176 @@
+"""The library API and the durable_rules defects it must make unreachable (FINDINGS.md section 0)."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta
+
+import pytest
+
+from tests.conftest import T0, ev, policy_set, run, summary
+from tosengine import Engine, EventError, MatcherError, TosEngineError
+from tosengine.policy.compile import Plan, RulesetPlan
+from tosengine.runtime.matcher import Matcher
+from tosengine.runtime.reference import evaluate_reference
+from tosengine.events import validate_event
+
+
+def fnv1a32(text: str) -> int:
+    """durable_rules identifies sids and message ids by this hash only (FINDINGS.md section 6)."""
+    h = 0x811C9DC5
+    for b in text.encode():
+        h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
+    return h
+
+
+MIXED = """
+policy: mixed
+title: Mixed
+clause: Test clause.
+severity: high
+action: restrict
+rules:
+  - id: leak
+    sequence:
+      - minted: event.type == "token.minted"
+      - exposed: event.type == "token.exposed" and event.data.token == minted.data.token
+    within: 1d
+  - id: burst
+    threshold:
+      match: event.type == "login.failed"
+      count: 2
+      within: 1h
+  - id: unanswered
+    expect:
+      after: event.type == "info.requested"
+      fulfilled_by: event.type == "info.answered"
+      within: 1d
+"""
+
+
+def test_colliding_subjects_never_share_state() -> None:
+    a, b = "account:2315246", "account:3054780"
+    assert fnv1a32(a) == fnv1a32(b)  # the premise: durable_rules would give them one session
+    events = [
+        ev("m1", "token.minted", a, timedelta(0), token="t"),
+        ev("x1", "token.exposed", b, timedelta(minutes=1), token="t"),
+        ev("f1", "login.failed", a, timedelta(minutes=2)),
+        ev("f2", "login.failed", b, timedelta(minutes=3)),
+        ev("q1", "info.requested", a, timedelta(minutes=4)),
+        ev("r1", "info.answered", b, timedelta(minutes=5)),
+    ]
+    got = run(policy_set(MIXED), events, until=T0 + timedelta(days=3))
+    assert summary(got) == [("mixed/unanswered", a, ("q1",))]
+
+
+def test_colliding_event_ids_are_distinct_events() -> None:
+    i, j = "evt-49399", "evt-1155910"
+    assert fnv1a32(i) == fnv1a32(j)
+    events = [ev(i, "login.failed", "account:1"), ev(j, "login.failed", "account:1", timedelta(seconds=1))]
+    assert summary(run(policy_set(MIXED), events)) == [("mixed/burst", "account:1", (i, j))]
+
+
+def test_five_thousand_subjects_match_the_reference() -> None:
+    events = []
+    for n in range(5000):
+        s = f"account:{n}"
+        t = timedelta(seconds=n)
+        events.append(ev(f"m{n}", "token.minted", s, t, token=f"t{n}"))
+        events.append(ev(f"q{n}", "info.requested", s, t))
+        if n % 2:
+            events.append(ev(f"r{n}", "info.answered", s, t + timedelta(hours=1)))
+        events.append(ev(f"x{n}", "token.exposed", s, t + timedelta(hours=2), token=f"t{n}"))
+    checked = policy_set(MIXED)
+    until = T0 + timedelta(days=5)
+    got = run(checked, events, until)
+    assert len([v for v in got if v.rule == "mixed/leak"]) == 5000
+    assert len([v for v in got if v.rule == "mixed/unanswered"]) == 2500
+    ref = evaluate_reference(checked, [validate_event(e) for e in events], until)
+    assert sorted(v.id for v in got) == sorted(v.id for v in ref)
+
+
+def test_invalid_event_names_the_field_and_leaves_state_alone() -> None:
+    with Engine(policy_set(MIXED)) as engine:
+        with pytest.raises(EventError) as info:
+            engine.process({"id": "x", "type": "login.failed", "time": "yesterday", "subject": "account:1"})
+        assert info.value.field == "time" and "RFC 3339" in str(info.value)
+        with pytest.raises(EventError) as info:
+            engine.process({"id": "x", "type": "login.failed", "time": "2026-01-01T00:00:00Z", "subject": "nokind"})
+        assert info.value.field == "subject"
+        assert engine.clock is None and engine.stats["events"] == 0
+
+
+def test_redelivery_is_processed_once_per_source() -> None:
+    e = ev("same", "login.failed", "account:1")
+    other_source = {**e, "source": "svc/b"}
+    got = run(policy_set(MIXED), [e, e, other_source])
+    assert summary(got) == [("mixed/burst", "account:1", ("same",))]
+
+
+def test_advance_to_needs_an_aware_time_and_a_closed_engine_refuses_work() -> None:
+    engine = Engine(policy_set(MIXED))
+    with pytest.raises(TosEngineError):
+        engine.advance_to(datetime(2026, 1, 1))
+    engine.close()
+    with pytest.raises(TosEngineError):
+        engine.process(ev("a", "login.failed", "account:1"))
+
+
+def _wide_policy(rules: int) -> str:
+    body = "\n".join(
+        f"""  - id: r{i}
+    match: event.type == "wide" and event.data.f{i} == "x" and exists(event.data.g{i}) and event.data.h{i} and event.data.k{i} != "no\""""
+        for i in range(rules))
+    return f"policy: wide\ntitle: Wide\nclause: c\nrules:\n{body}\n"
+
+
+@pytest.mark.parametrize("rules", [13, 70, 600])
+def test_many_overlapping_rules_all_fire(rules: int) -> None:
+    """One event passing 4 conditions of each of 600 rules: durable_rules alone fails at >64 nodes
+    (error 303) and hangs creating a ruleset of >=513 rules; the compiler's budgets keep it working."""
+    data: dict[str, object] = {}
+    for i in range(rules):
+        data.update({f"f{i}": "x", f"g{i}": 1, f"h{i}": True, f"k{i}": "yes"})
+    got = run(policy_set(_wide_policy(rules)), [ev("w", "wide", "account:1", **data)])
+    assert len(got) == rules
+
+
+def test_wide_events_do_not_reach_durable_rules_property_limit() -> None:
+    data = {f"f{i}": i for i in range(400)}
+    data["nested"] = {f"k{i}": f"v{i}" for i in range(300)}  # type: ignore[assignment]
+    policy = """
+policy: wide
+title: Wide
+clause: c
+rules:
+  - id: deep
+    match: event.data.nested.k299 == "v299" and event.data.f399 == 399
+"""
+    assert len(run(policy_set(policy), [ev("w", "t.x", "account:1", **data)])) == 1
+
+
+def test_durable_rules_errors_surface_as_matcher_error() -> None:
+    bogus = RulesetPlan("bad", "event", None, (0,), {"t0": {"all": [{"m": {"$in": {"x": 1}}}]}}, ())
+    with pytest.raises(MatcherError):
+        Matcher(Plan((), (bogus,)))
+
+
+def test_threads_get_the_same_violations_as_one_thread() -> None:
+    checked = policy_set(MIXED)
+    streams = [[ev(f"{t}-{n}", "login.failed" if n % 3 else "token.minted", f"account:{t}-{n % 7}",
+                   timedelta(seconds=n), token="tk") for n in range(300)] for t in range(8)]
+    single = run(checked, [e for s in streams for e in s])
+    with Engine(checked) as engine:
+        results: list[list[object]] = [[] for _ in streams]
+
+        def work(i: int) -> None:
+            results[i] = list(engine.process_many(streams[i]))
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(len(streams))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    many = [v for r in results for v in r]
+    assert sorted(v.id for v in many) == sorted(v.id for v in single)  # type: ignore[attr-defined]
+    assert len(single) > 50  # the streams do produce violations: the comparison is not vacuous

@@ -1,0 +1,44 @@
+"""House rules checked by the test suite: mypy --strict and ruff are clean, conformance passes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFORMANCE = ROOT.parent / "shared" / "conformance"
+
+
+def _tool(name: str) -> list[str]:
+    exe = Path(sys.executable).with_name(name)
+    if exe.exists():
+        return [str(exe)]
+    found = shutil.which(name)
+    if found is None:
+        pytest.skip(f"{name} is not installed (pip install -e '.[test]')")
+    return [found]
+
+
+def test_mypy_strict_is_clean() -> None:
+    p = subprocess.run([*_tool("mypy"), "--strict", "tosengine"], cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_ruff_is_clean() -> None:
+    p = subprocess.run([*_tool("ruff"), "check", "tosengine", "tests"], cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+@pytest.mark.skipif(not (CONFORMANCE / "run.py").exists(), reason="../shared/conformance is not present")
+def test_conformance_suite_passes() -> None:
+    """The shared conformance cases, driven through the real CLI exactly as run.py does."""
+    env = {**os.environ, "TOSENGINE": f"{sys.executable} -m tosengine"}
+    p = subprocess.run([sys.executable, str(CONFORMANCE / "run.py")], capture_output=True, text=True, env=env,
+                       timeout=1800)
+    assert p.returncode == 0, p.stdout[-5000:] + p.stderr[-2000:]
+    assert " cases pass" in p.stdout
