@@ -9,10 +9,10 @@ import pytest
 
 from tests.conftest import T0, ev, policy_set, run, summary
 from tosengine import Engine, EventError, MatcherError, TosEngineError
+from tosengine.events import validate_event
 from tosengine.policy.compile import Plan, RulesetPlan
 from tosengine.runtime.matcher import Matcher
 from tosengine.runtime.reference import evaluate_reference
-from tosengine.events import validate_event
 
 
 def fnv1a32(text: str) -> int:
@@ -119,7 +119,8 @@ def test_advance_to_needs_an_aware_time_and_a_closed_engine_refuses_work() -> No
 def _wide_policy(rules: int) -> str:
     body = "\n".join(
         f"""  - id: r{i}
-    match: event.type == "wide" and event.data.f{i} == "x" and exists(event.data.g{i}) and event.data.h{i} and event.data.k{i} != "no\""""
+    match: event.type == "wide" and event.data.f{i} == "x" and exists(event.data.g{i})
+      and event.data.h{i} and event.data.k{i} != "no\""""
         for i in range(rules))
     return f"policy: wide\ntitle: Wide\nclause: c\nrules:\n{body}\n"
 

@@ -1,4 +1,4 @@
-"""The `tosengine` command: a thin client of the public API (check, replay)."""
+"""The `tosengine` command: a thin client of the public API (check, replay, audit, db)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,12 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import TextIO
 
+from sqlalchemy.exc import SQLAlchemyError
+
+from tosengine.audit.log import AuditLog, connect
+from tosengine.audit.migrate import upgrade_database
+from tosengine.audit.query import export_html, export_json, list_violations, row_json
+from tosengine.audit.verify import verify_chain
 from tosengine.errors import EventError, PolicyError, TosEngineError
 from tosengine.events import parse_event_line, parse_time
 from tosengine.policy.check import check_sources
@@ -25,6 +31,15 @@ EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 
 def _default_policies() -> str:
     return os.environ.get("TOSENGINE_POLICIES", "policies")
+
+
+def _default_db() -> str:
+    return os.environ.get("TOSENGINE_DB", "sqlite:///tosengine.db")
+
+
+def _db_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", default=None, metavar="URL",
+                   help="audit database URL (default: $TOSENGINE_DB or sqlite:///tosengine.db)")
 
 
 def _time_arg(text: str) -> datetime:
@@ -56,11 +71,33 @@ def _parser() -> argparse.ArgumentParser:
                                    "any line was rejected.")
     r.add_argument("files", nargs="+", metavar="FILE", help="JSON Lines files of events, or - for stdin")
     r.add_argument("--policies", default=None, help="policy directory (default: $TOSENGINE_POLICIES or ./policies)")
+    _db_arg(r)
     r.add_argument("--dry-run", action="store_true", help="print violations without writing the audit log")
     r.add_argument("--until", type=_time_arg, default=None, metavar="TIME",
                    help="after the last event, advance the clock to TIME (RFC 3339) so deadlines before it fire")
     r.add_argument("--format", choices=("table", "json"), default="table",
                    help="table, or json: one violation per line")
+
+    a = sub.add_parser("audit", help="read and verify the audit log")
+    asub = a.add_subparsers(dest="audit_command", required=True, metavar="AUDIT_COMMAND")
+    al = asub.add_parser("list", help="list violations (all that match, unless --limit)")
+    _db_arg(al)
+    al.add_argument("--subject", help="only violations against this subject")
+    al.add_argument("--policy", help="only violations of this policy")
+    al.add_argument("--since", type=_time_arg, metavar="TIME", help="only violations at or after TIME")
+    al.add_argument("--limit", type=int, metavar="N", help="at most N violations")
+    al.add_argument("--format", choices=("table", "json"), default="table")
+    av = asub.add_parser("verify", help="check the hash chain; exit 0 intact, 1 naming the first bad row")
+    _db_arg(av)
+    ae = asub.add_parser("export", help="the case file of one subject: violations, clauses, evidence, chain check")
+    _db_arg(ae)
+    ae.add_argument("--subject", required=True)
+    ae.add_argument("--format", choices=("json", "html"), default="json")
+
+    d = sub.add_parser("db", help="manage the audit database")
+    dsub = d.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
+    du = dsub.add_parser("upgrade", help="create or migrate the audit database to the latest schema")
+    _db_arg(du)
     return p
 
 
@@ -118,8 +155,12 @@ def _replay(args: argparse.Namespace, out: TextIO) -> int:
         print(f"tosengine: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if not args.dry_run:
-        print("tosengine: the audit log is not available yet; run with --dry-run", file=sys.stderr)
-        return EXIT_USAGE
+        try:
+            engine.close()
+            engine = Engine(engine.policies, audit=AuditLog(args.db or _default_db()))
+        except (TosEngineError, SQLAlchemyError) as exc:
+            print(f"tosengine: cannot open the audit log: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     rejected = accepted = found = 0
     with engine:
         if args.format == "table":
@@ -132,6 +173,7 @@ def _replay(args: argparse.Namespace, out: TextIO) -> int:
                     event = parse_event_line(line, line=n)
                 except EventError as exc:
                     rejected += 1
+                    engine.reject(line.rstrip("\n"), exc, origin=name)
                     print(f"{name}:{n}: rejected: {exc.problem if exc.line else exc}"
                           .replace(": rejected: ", f": rejected: {'field `' + exc.field + '`: ' if exc.field else ''}",
                                    1), file=sys.stderr)
@@ -147,8 +189,47 @@ def _replay(args: argparse.Namespace, out: TextIO) -> int:
         except OSError as exc:
             print(f"tosengine: {exc}", file=sys.stderr)
             return EXIT_USAGE
-    print(f"{accepted} event(s) accepted, {rejected} rejected, {found} violation(s)", file=sys.stderr)
+    where = "" if args.dry_run else f", written to {args.db or _default_db()}"
+    print(f"{accepted} event(s) accepted, {rejected} rejected, {found} violation(s){where}", file=sys.stderr)
     return EXIT_FINDINGS if rejected else EXIT_OK
+
+
+def _audit(args: argparse.Namespace, out: TextIO) -> int:
+    url = args.db or _default_db()
+    log = AuditLog(url)  # also migrates: reading an empty database is not an error
+    try:
+        if args.audit_command == "verify":
+            result = verify_chain(log.engine, log.key)
+            print(result.describe(), file=out)
+            return EXIT_OK if result.ok else EXIT_FINDINGS
+        if args.audit_command == "list":
+            rows = list_violations(log.engine, subject=args.subject, policy=args.policy, since=args.since,
+                                   limit=args.limit)
+            if args.format == "table":
+                out.write(f"{'TIME':24} {'RULE':40} {'SUBJECT':28} {'SEVERITY':8} {'ACTION':14} ID\n")
+            for r in rows:
+                j = row_json(r)
+                if args.format == "json":
+                    out.write(json.dumps(j, ensure_ascii=False) + "\n")
+                else:
+                    out.write(f"{j['time']:24} {j['rule']:40} {j['subject']:28} {j['severity']:8} "
+                              f"{j['action']:14} {j['id']}\n")
+            return EXIT_OK
+        result = verify_chain(log.engine, log.key)
+        if args.format == "html":
+            out.write(export_html(log.engine, args.subject, result) + "\n")
+        else:
+            out.write(json.dumps(export_json(log.engine, args.subject, result), ensure_ascii=False, indent=2) + "\n")
+        return EXIT_OK
+    finally:
+        log.close()
+
+
+def _db(args: argparse.Namespace, out: TextIO) -> int:
+    url = args.db or _default_db()
+    upgrade_database(connect(url))
+    print(f"ok: {url} is at the latest schema", file=out)
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -158,7 +239,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "check":
             return _check(args, out)
+        if args.command == "audit":
+            return _audit(args, out)
+        if args.command == "db":
+            return _db(args, out)
         return _replay(args, out)
+    except SQLAlchemyError as exc:
+        print(f"tosengine: database error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except TosEngineError as exc:
         print(f"tosengine: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

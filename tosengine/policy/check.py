@@ -52,7 +52,8 @@ _ID = re.compile(r"[a-z0-9]+(?:[-.][a-z0-9]+)*")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _FACT = re.compile(r"[a-z0-9_]+(?:\.[a-z0-9_]+)*")
 RESERVED = {"event", "fact", "after", "true", "false", "null", "and", "or", "not", "in", *FUNCTIONS}
-POLICY_FIELDS = ("policy", "title", "clause", "clause_ref", "severity", "action", "key", "lists", "macros", "rules")
+POLICY_FIELDS = ("policy", "title", "clause", "clause_ref", "severity", "action", "key", "lists", "macros", "rules",
+                 "sensitive")
 RULE_FIELDS = ("id", "match", "threshold", "sequence", "expect", "within", "severity", "action", "key",
                "message", "emit", "violation", "title")
 MAX_STEPS = 16  # durable_rules' MAX_MESSAGE_FRAMES; kept as a language limit
@@ -683,9 +684,18 @@ def _check_policy(source: Source, diags: list[Diagnostic]) -> Policy | None:
                 continue
             seen[r.name] = i
             rules.append(r)
+    sensitive: list[tuple[str, ...]] = []
+    raw_sensitive = raw.get("sensitive", [])
+    if not isinstance(raw_sensitive, list) or not all(
+            isinstance(x, str) and re.fullmatch(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*", x) for x in raw_sensitive):
+        ctx.error(ctx.at(("sensitive",)), "invalid-value",
+                  "`sensitive` lists event paths such as data.password (no `event.` prefix)")
+    else:
+        sensitive = [tuple(x.split(".")) for x in raw_sensitive]
     if len(diags) > before:
         return None
-    return Policy(id=str(pid), title=str(raw.get("title") or pid), clause=" ".join(str(raw["clause"]).split()),
+    return Policy(sensitive=tuple(sensitive), text=source.text, id=str(pid), title=str(raw.get("title") or pid),
+                  clause=" ".join(str(raw["clause"]).split()),
                   clause_ref=str(raw.get("clause_ref") or ""), severity=severity, action=action,
                   path=source.path, version=source.version, rules=tuple(rules))
 

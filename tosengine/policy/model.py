@@ -123,6 +123,9 @@ class Policy:
     path: str
     version: str
     rules: tuple[Rule, ...]
+    # Event paths (`data.password`) the audit log must never store in clear: it stores a salted hash.
+    sensitive: tuple[tuple[str, ...], ...] = ()
+    text: str = field(default="", repr=False, compare=False)  # the file as read: what `version` hashes
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,11 @@ class CheckedPolicySet:
     def rules(self) -> tuple[Rule, ...]:
         """All rules of all policies, in order."""
         return tuple(r for p in self.policies for r in p.rules)
+
+    @property
+    def sensitive(self) -> tuple[tuple[str, ...], ...]:
+        """Every path any policy declares sensitive (masking applies to every stored event)."""
+        return tuple(sorted({p for pol in self.policies for p in pol.sensitive}))
 
     def policy(self, policy_id: str) -> Policy:
         """The policy with this id."""

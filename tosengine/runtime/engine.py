@@ -8,6 +8,7 @@ that go round the same loop (forward chaining). The semantics are in docs/semant
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import deque
 from collections.abc import Iterable
@@ -16,7 +17,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from tosengine.errors import TosEngineError
+from tosengine.audit.log import AuditLog
+from tosengine.errors import EventError, TosEngineError
 from tosengine.events import Event, validate_event
 from tosengine.policy.check import check_policy_set
 from tosengine.policy.compile import Plan, compile_policy_set
@@ -69,7 +71,7 @@ class Engine:
     >>> violations = engine.process({"id": "e1", ...})      # doctest: +SKIP
     """
 
-    def __init__(self, policies: CheckedPolicySet, *, audit: Any = None,
+    def __init__(self, policies: CheckedPolicySet, *, audit: AuditLog | str | None = None,
                  dedupe_window: timedelta = timedelta(days=7), max_partials_per_key: int = 10_000) -> None:
         self.policies = policies
         self.plan: Plan = compile_policy_set(policies)
@@ -90,13 +92,18 @@ class Engine:
         self._out: list[Violation] = []
         self._queue: deque[Item] = deque()
         self._closed = False
-        self._audit = audit
+        self._audit = AuditLog(audit) if isinstance(audit, str) else audit
+        if self._audit is not None:
+            self._audit.register_policies(policies, {p.path: p.text for p in policies.policies})
         self.stats: dict[str, int] = {"events": 0, "duplicates": 0, "facts": 0, "violations": 0,
                                       "skipped_no_key": 0, "partials_dropped": 0}
 
     @classmethod
-    def from_directory(cls, directory: str | Path, *, audit: Any = None, **options: Any) -> Engine:
-        """Load, check and compile every policy under `directory`; raises PolicyError with diagnostics."""
+    def from_directory(cls, directory: str | Path, *, audit: AuditLog | str | None = None, **options: Any) -> Engine:
+        """Load, check and compile every policy under `directory`; raises PolicyError with diagnostics.
+
+        `audit` is a database URL (e.g. ``sqlite:///tosengine.db``) or an AuditLog; None: no audit log.
+        """
         return cls(check_policy_set(read_sources(directory)), audit=audit, **options)
 
     # ------------------------------------------------------------------ public API
@@ -111,7 +118,11 @@ class Engine:
 
         Raises EventError (a TosEngineError) if the event is invalid; the engine is unchanged then.
         """
-        ev = validate_event(event)
+        try:
+            ev = validate_event(event)
+        except EventError as exc:
+            self.reject(event, exc)
+            raise
         with self._lock:
             self._check_open()
             self._out = []
@@ -149,6 +160,20 @@ class Engine:
             if self._audit is not None:
                 self._audit.record(None, out)
             return out
+
+    def reject(self, raw: Any, error: EventError, origin: str = "api") -> None:
+        """Record input that was not a valid event in the audit log's dead letter (no-op without one)."""
+        if self._audit is None:
+            return
+        text = raw if isinstance(raw, str) else json.dumps(raw, ensure_ascii=False, default=str)
+        with self._lock:
+            self._audit.reject(text, error, origin)
+
+    def flush(self) -> None:
+        """Write everything queued to the audit log now; raises AuditError if the database fails."""
+        with self._lock:
+            if self._audit is not None:
+                self._audit.flush()
 
     def close(self) -> None:
         """Release durable_rules resources and flush the audit log."""

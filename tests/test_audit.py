@@ -1,0 +1,224 @@
+"""The audit log on SQLite and PostgreSQL: idempotent, atomic, tamper-evident, masked, migrated."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.exc import DBAPIError
+
+from tests.conftest import ev, policy_set
+from tosengine import Engine
+from tosengine.audit import AuditLog, verify_chain
+from tosengine.audit.log import AuditError
+from tosengine.audit.models import AcceptedEvent, Base, RejectedEvent, ViolationRow
+
+PG_URL = os.environ.get("TOSENGINE_TEST_DATABASE_URL")
+REQUIRE_PG = os.environ.get("TOSENGINE_REQUIRE_POSTGRES") == "1"
+
+POLICY = """
+policy: logins
+title: Logins
+clause: You will not enter other people's credentials on third-party sites.
+severity: high
+action: restrict
+sensitive: [data.password]
+rules:
+  - id: offsite
+    match: event.type == "account.login" and event.data.origin != "facebook.com"
+  - id: two-offsite
+    threshold:
+      match: event.type == "account.login" and event.data.origin != "facebook.com"
+      count: 2
+      within: 1h
+"""
+
+
+def _events(n: int = 6) -> list[dict[str, Any]]:
+    from datetime import timedelta
+    return [ev(f"l{i}", "account.login", f"account:{i % 2}", timedelta(minutes=i), origin="evil.example",
+               password=f"hunter{i}") for i in range(n)]
+
+
+@contextmanager
+def pg_schema() -> Iterator[str]:
+    """A URL for a new, empty schema in the PostgreSQL test database, dropped afterwards."""
+    if not PG_URL:
+        if REQUIRE_PG:
+            pytest.fail("TOSENGINE_REQUIRE_POSTGRES=1 but TOSENGINE_TEST_DATABASE_URL is not set")
+        pytest.skip("PostgreSQL tests need TOSENGINE_TEST_DATABASE_URL "
+                    "(e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_URL)
+    with admin.begin() as c:
+        c.execute(text(f"CREATE SCHEMA {schema}"))
+    sep = "&" if "?" in PG_URL else "?"
+    try:
+        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as c:
+            c.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh empty database: a SQLite file, or a new schema in the PostgreSQL test database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'audit.db'}"
+        return
+    with pg_schema() as url:
+        yield url
+
+
+def _replay(url: str, events: list[dict[str, Any]]) -> list[Any]:
+    with Engine(policy_set(POLICY), audit=url) as engine:
+        return engine.process_many(events)
+
+
+def _count(url: str, model: type[Any]) -> int:
+    eng = create_engine(url)
+    try:
+        with eng.connect() as c:
+            return int(c.execute(select(func.count()).select_from(model)).scalar_one())
+    finally:
+        eng.dispose()
+
+
+def _verify(url: str) -> Any:
+    log = AuditLog(url)
+    try:
+        return verify_chain(log.engine, log.key)
+    finally:
+        log.close()
+
+
+def test_replaying_twice_leaves_the_rows_of_one_replay(db_url: str) -> None:
+    first = _replay(db_url, _events())
+    assert len(first) == 8  # 6 offsite logins + one threshold per account
+    counts = (_count(db_url, ViolationRow), _count(db_url, AcceptedEvent))
+    assert counts == (8, 6)
+    _replay(db_url, _events())
+    assert (_count(db_url, ViolationRow), _count(db_url, AcceptedEvent)) == counts
+    assert _verify(db_url).ok
+
+
+def test_models_and_migrations_agree(db_url: str) -> None:
+    AuditLog(db_url).close()  # migrates
+    eng = create_engine(db_url)
+    with eng.connect() as c:
+        diff = compare_metadata(MigrationContext.configure(c), Base.metadata)
+    eng.dispose()
+    assert diff == []
+
+
+def test_sensitive_fields_are_masked_and_the_chain_still_verifies(db_url: str) -> None:
+    _replay(db_url, _events(2))
+    eng = create_engine(db_url)
+    with eng.connect() as c:
+        stored = " ".join(r[0] for r in c.execute(select(ViolationRow.evidence_events)))
+        stored += " ".join(r[0] for r in c.execute(select(AcceptedEvent.body)))
+    eng.dispose()
+    assert "hunter" not in stored and "masked:hmac-sha256:" in stored
+    assert _verify(db_url).ok
+
+
+def test_a_failing_batch_writes_nothing_and_raises(db_url: str) -> None:
+    log = AuditLog(db_url, batch_size=10_000)
+    engine = Engine(policy_set(POLICY), audit=log)
+    engine.process_many(_events(4))
+    # The database loses a table behind the writer's back: the whole batch must fail together.
+    eng = create_engine(db_url)
+    with eng.begin() as c:
+        c.execute(text("DROP TABLE rejected_events"))
+    from tosengine.errors import EventError
+    engine.reject("garbage", EventError("", "not JSON", line=1))
+    with pytest.raises(AuditError):
+        engine.flush()
+    with eng.connect() as c:
+        assert c.execute(select(func.count()).select_from(ViolationRow)).scalar_one() == 0
+        assert c.execute(select(func.count()).select_from(AcceptedEvent)).scalar_one() == 0
+    eng.dispose()
+
+
+def _tamper(url: str, *sql: str) -> None:
+    eng = create_engine(url)
+    with eng.begin() as c:
+        if url.startswith("sqlite"):  # an attacker with the file can drop the append-only triggers
+            c.execute(text("DROP TRIGGER IF EXISTS violations_no_update"))
+            c.execute(text("DROP TRIGGER IF EXISTS violations_no_delete"))
+        for s in sql:
+            c.execute(text(s))
+    eng.dispose()
+
+
+@pytest.mark.parametrize("attack,seq,words", [
+    (["UPDATE violations SET subject = 'account:someone-else' WHERE seq = 3"], 3, "changed"),
+    (["DELETE FROM violations WHERE seq = 4"], 5, "deleted, inserted or reordered"),
+    (["DELETE FROM violations WHERE seq = 8"], None, "chain head"),
+    (["UPDATE violations SET seq = 100 WHERE seq = 2", "UPDATE violations SET seq = 2 WHERE seq = 5",
+      "UPDATE violations SET seq = 5 WHERE seq = 100"], 2, ""),
+])
+def test_verify_names_the_first_bad_row_after_tampering_on_sqlite(tmp_path: Path, attack: list[str],
+                                                                   seq: int | None, words: str) -> None:
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    _replay(url, _events())
+    assert _verify(url).ok
+    _tamper(url, *attack)
+    result = _verify(url)
+    assert not result.ok
+    assert result.bad_seq == seq
+    assert words in result.describe()
+    p = subprocess.run([sys.executable, "-m", "tosengine", "audit", "verify", "--db", url], capture_output=True,
+                       text=True)
+    assert p.returncode == 1 and "BROKEN" in p.stdout
+
+
+def test_postgres_refuses_update_delete_and_truncate_for_the_owner() -> None:
+    with pg_schema() as url:
+        _replay(url, _events(2))
+        eng = create_engine(url)
+        for sql in ("UPDATE violations SET subject = 'x'", "DELETE FROM violations", "TRUNCATE violations"):
+            with pytest.raises(DBAPIError, match="append-only"), eng.begin() as c:
+                c.execute(text(sql))
+        eng.dispose()
+        assert _verify(url).ok
+
+
+def test_cli_replay_records_rejections_and_exports_a_case_file(tmp_path: Path) -> None:
+    pol = tmp_path / "policies"
+    pol.mkdir()
+    (pol / "logins.yaml").write_text(POLICY, encoding="utf-8")
+    lines = [json.dumps(e) for e in _events(3)] + ['{"id": "bad"}', "{not json"]
+    (tmp_path / "ev.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    run = [sys.executable, "-m", "tosengine"]
+    p = subprocess.run([*run, "replay", str(tmp_path / "ev.jsonl"), "--policies", str(pol), "--db", url],
+                       capture_output=True, text=True)
+    assert p.returncode == 1, p.stderr
+    assert _count(url, RejectedEvent) == 2
+    eng = create_engine(url)
+    with eng.connect() as c:
+        reasons = [r[0] for r in c.execute(select(RejectedEvent.field).order_by(RejectedEvent.seq))]
+    eng.dispose()
+    assert reasons == ["type", ""]
+    p = subprocess.run([*run, "audit", "list", "--db", url, "--subject", "account:0", "--format", "json"],
+                       capture_output=True, text=True)
+    listed = [json.loads(x) for x in p.stdout.splitlines()]
+    assert [v["rule"] for v in listed] == ["logins/offsite", "logins/offsite", "logins/two-offsite"]
+    p = subprocess.run([*run, "audit", "export", "--db", url, "--subject", "account:0", "--format", "html"],
+                       capture_output=True, text=True)
+    assert p.returncode == 0
+    assert "hash chain intact" in p.stdout and "third-party sites" in p.stdout and "l0" in p.stdout
+    assert "hunter" not in p.stdout

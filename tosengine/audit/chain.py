@@ -1,0 +1,38 @@
+"""The hash chain: a canonical encoding of a violation row and the hash that links it to the previous."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+__all__ = ["GENESIS", "canonical", "link_hash", "utc_text"]
+
+GENESIS = "0" * 64
+# The columns a row's hash covers, in a fixed order. `hash` itself is the only column left out.
+HASHED = ("seq", "id", "policy", "rule", "policy_version", "clause", "subject", "key", "severity", "action",
+          "message", "time", "recorded_at", "evidence", "evidence_events", "causes", "detail", "engine_version",
+          "prev_hash")
+
+
+def utc_text(t: datetime) -> str:
+    """Times hash as UTC microsecond text, whatever the database hands back (naive UTC in SQLite)."""
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def canonical(row: dict[str, Any]) -> bytes:
+    """Canonical JSON of the hashed columns: sorted keys, no spaces, UTF-8."""
+    values = {k: utc_text(row[k]) if isinstance(row[k], datetime) else row[k] for k in HASHED}
+    return json.dumps(values, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def link_hash(row: dict[str, Any], key: bytes | None = None) -> str:
+    """SHA-256 of the canonical row (which includes prev_hash); HMAC-SHA-256 when a secret key is set."""
+    data = canonical(row)
+    if key:
+        return hmac.new(key, data, hashlib.sha256).hexdigest()
+    return hashlib.sha256(data).hexdigest()

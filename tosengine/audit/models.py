@@ -1,0 +1,120 @@
+"""The audit schema: typed declarative models with a constraint naming convention."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, DateTime, Index, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = ["AcceptedEvent", "Base", "ChainHead", "Meta", "PolicyVersion", "RejectedEvent", "ViolationRow"]
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+# SQLite only autoincrements INTEGER PRIMARY KEY; BigInteger elsewhere.
+Seq = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    """Declarative base with the naming convention, so migrations name constraints predictably."""
+
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class ViolationRow(Base):
+    """One violation, hash-chained to the previous one in `seq` order. Append-only."""
+
+    __tablename__ = "violations"
+
+    seq: Mapped[int] = mapped_column(Seq, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(32), unique=True)
+    policy: Mapped[str] = mapped_column(String(200), index=True)
+    rule: Mapped[str] = mapped_column(String(400))
+    policy_version: Mapped[str] = mapped_column(String(80))
+    clause: Mapped[str] = mapped_column(Text)
+    subject: Mapped[str] = mapped_column(String(1000))
+    key: Mapped[str] = mapped_column(String(1000))
+    severity: Mapped[str] = mapped_column(String(20))
+    action: Mapped[str] = mapped_column(String(40))
+    message: Mapped[str] = mapped_column(Text)
+    time: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    evidence: Mapped[str] = mapped_column(Text)  # JSON list of event ids
+    evidence_events: Mapped[str] = mapped_column(Text)  # JSON list of the events as seen (sensitive fields masked)
+    causes: Mapped[str] = mapped_column(Text)  # JSON list of fact ids (forward chaining)
+    detail: Mapped[str] = mapped_column(Text)  # JSON: rule kind, deadline, ...
+    engine_version: Mapped[str] = mapped_column(String(40))
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AcceptedEvent(Base):
+    """Every accepted event, once per (source, id): evidence can be shown and state rebuilt."""
+
+    __tablename__ = "events"
+    __table_args__ = (UniqueConstraint("source", "event_id"),)
+
+    seq: Mapped[int] = mapped_column(Seq, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(1000))
+    event_id: Mapped[str] = mapped_column(String(1000))
+    type: Mapped[str] = mapped_column(String(400))
+    subject: Mapped[str] = mapped_column(String(1000), index=True)
+    time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    body: Mapped[str] = mapped_column(Text)  # canonical JSON, sensitive fields masked
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class RejectedEvent(Base):
+    """The dead letter: input that was not an acceptable event, with why and where it came from."""
+
+    __tablename__ = "rejected_events"
+
+    seq: Mapped[int] = mapped_column(Seq, primary_key=True, autoincrement=True)
+    origin: Mapped[str] = mapped_column(String(1000))  # file name, "<stdin>" or "api"
+    line: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    field: Mapped[str] = mapped_column(String(1000))
+    reason: Mapped[str] = mapped_column(Text)
+    raw: Mapped[str] = mapped_column(Text)
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class PolicyVersion(Base):
+    """Each policy version seen: the exact file text a violation's `policy_version` refers to."""
+
+    __tablename__ = "policy_versions"
+    __table_args__ = (UniqueConstraint("policy", "version"),)
+
+    seq: Mapped[int] = mapped_column(Seq, primary_key=True, autoincrement=True)
+    policy: Mapped[str] = mapped_column(String(200))
+    version: Mapped[str] = mapped_column(String(80))
+    path: Mapped[str] = mapped_column(String(2000))
+    text: Mapped[str] = mapped_column(Text)
+    first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ChainHead(Base):
+    """The last link of the violation chain: deleting the newest rows is then detectable too."""
+
+    __tablename__ = "chain_head"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)
+    last_seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class Meta(Base):
+    """Settings of this audit database (the salt for masking sensitive values)."""
+
+    __tablename__ = "meta"
+
+    name: Mapped[str] = mapped_column(String(80), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+Index("ix_violations_subject_time", ViolationRow.subject, ViolationRow.time)
