@@ -139,7 +139,7 @@ def _print_violation(v: Violation, fmt: str, out: TextIO) -> None:
     if fmt == "json":
         out.write(json.dumps(v.to_json(), ensure_ascii=False) + "\n")
     else:
-        out.write(f"{format_time(v.time):24} {v.rule:40} {v.subject:28} {v.severity:8} {v.action:14} "
+        out.write(f"{format_time(v.time):24} {v.rule:48} {v.subject:28} {v.severity:8} {v.action:14} "
                   f"{','.join(v.evidence)}\n")
 
 
@@ -164,7 +164,7 @@ def _replay(args: argparse.Namespace, out: TextIO) -> int:
     rejected = accepted = found = 0
     with engine:
         if args.format == "table":
-            out.write(f"{'TIME':24} {'RULE':40} {'SUBJECT':28} {'SEVERITY':8} {'ACTION':14} EVIDENCE\n")
+            out.write(f"{'TIME':24} {'RULE':48} {'SUBJECT':28} {'SEVERITY':8} {'ACTION':14} EVIDENCE\n")
         try:
             for name, n, line in _lines(args.files):
                 if not line.strip():
@@ -206,13 +206,13 @@ def _audit(args: argparse.Namespace, out: TextIO) -> int:
             rows = list_violations(log.engine, subject=args.subject, policy=args.policy, since=args.since,
                                    limit=args.limit)
             if args.format == "table":
-                out.write(f"{'TIME':24} {'RULE':40} {'SUBJECT':28} {'SEVERITY':8} {'ACTION':14} ID\n")
+                out.write(f"{'TIME':24} {'RULE':48} {'SUBJECT':28} {'SEVERITY':8} {'ACTION':14} ID\n")
             for r in rows:
                 j = row_json(r)
                 if args.format == "json":
                     out.write(json.dumps(j, ensure_ascii=False) + "\n")
                 else:
-                    out.write(f"{j['time']:24} {j['rule']:40} {j['subject']:28} {j['severity']:8} "
+                    out.write(f"{j['time']:24} {j['rule']:48} {j['subject']:28} {j['severity']:8} "
                               f"{j['action']:14} {j['id']}\n")
             return EXIT_OK
         result = verify_chain(log.engine, log.key)
