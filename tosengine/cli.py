@@ -162,6 +162,17 @@ def _replay(args: argparse.Namespace, out: TextIO) -> int:
             print(f"tosengine: cannot open the audit log: {exc}", file=sys.stderr)
             return EXIT_USAGE
     rejected = accepted = found = 0
+    pending: list[Violation] = []
+
+    def acknowledge() -> None:
+        # Violations are printed only once the audit log holds them: nothing is acknowledged unwritten.
+        nonlocal found
+        engine.flush()
+        for v in pending:
+            _print_violation(v, args.format, out)
+        found += len(pending)
+        pending.clear()
+
     with engine:
         if args.format == "table":
             out.write(f"{'TIME':24} {'RULE':48} {'SUBJECT':28} {'SEVERITY':8} {'ACTION':14} EVIDENCE\n")
@@ -174,18 +185,16 @@ def _replay(args: argparse.Namespace, out: TextIO) -> int:
                 except EventError as exc:
                     rejected += 1
                     engine.reject(line.rstrip("\n"), exc, origin=name)
-                    print(f"{name}:{n}: rejected: {exc.problem if exc.line else exc}"
-                          .replace(": rejected: ", f": rejected: {'field `' + exc.field + '`: ' if exc.field else ''}",
-                                   1), file=sys.stderr)
+                    field = f"field `{exc.field}`: " if exc.field else ""
+                    print(f"{name}:{n}: rejected: {field}{exc.problem}", file=sys.stderr)
                     continue
                 accepted += 1
-                for v in engine.process(event):
-                    found += 1
-                    _print_violation(v, args.format, out)
+                pending.extend(engine.process(event))
+                if args.dry_run or len(pending) >= 1000:
+                    acknowledge()
             if args.until is not None:
-                for v in engine.advance_to(args.until):
-                    found += 1
-                    _print_violation(v, args.format, out)
+                pending.extend(engine.advance_to(args.until))
+            acknowledge()
         except OSError as exc:
             print(f"tosengine: {exc}", file=sys.stderr)
             return EXIT_USAGE

@@ -37,20 +37,28 @@ def parse_time(text: str) -> datetime:
     return datetime.fromisoformat(f"{m[1]}-{m[2]}-{m[3]}T{m[4]}:{m[5]}:{m[6]}.{frac}{off}")
 
 
-def _check_value(value: Any, path: str, depth: int) -> None:
-    """Reject values JSON producers should never send: NaN/inf, huge strings, absurd nesting."""
-    if depth > MAX_DEPTH:
-        raise EventError(path, f"nested deeper than {MAX_DEPTH} levels")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise EventError(path, "numbers must be finite (no NaN or infinity)")
-    if isinstance(value, str) and len(value) > MAX_STRING:
-        raise EventError(path, f"string longer than {MAX_STRING} characters")
-    if isinstance(value, dict):
-        for k, v in value.items():
-            _check_value(v, f"{path}.{k}", depth + 1)
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            _check_value(v, f"{path}[{i}]", depth + 1)
+def _check_value(value: Any, path: str) -> None:
+    """Reject values JSON producers should never send: NaN/inf, huge strings, absurd nesting.
+
+    Iterative, and cheap for the common case (flat objects of short strings and numbers).
+    """
+    stack: list[tuple[Any, str, int]] = [(value, path, 0)]
+    while stack:
+        v, where, depth = stack.pop()
+        t = type(v)
+        if t is str:
+            if len(v) > MAX_STRING:
+                raise EventError(where, f"string longer than {MAX_STRING} characters")
+        elif t is float:
+            if not math.isfinite(v):
+                raise EventError(where, "numbers must be finite (no NaN or infinity)")
+        elif t is dict or t is list:
+            if depth >= MAX_DEPTH:
+                raise EventError(where, f"nested deeper than {MAX_DEPTH} levels")
+            items = v.items() if t is dict else enumerate(v)
+            for k, x in items:
+                if type(x) in (str, float, dict, list):
+                    stack.append((x, f"{where}.{k}" if t is dict else f"{where}[{k}]", depth + 1))
 
 
 class Event(BaseModel):
@@ -154,8 +162,9 @@ def validate_event(obj: Any, *, line: int | None = None) -> Event:
             if not _EXTENSION.fullmatch(name):
                 raise EventError(name, "extension attribute names must be 1-20 lowercase letters or digits")
             extensions[name] = value
-        _check_value(data, "data", 1)
-        _check_value(extensions, "", 0)
+        _check_value(data, "data")
+        for name, value in extensions.items():
+            _check_value(value, name)
         try:
             return Event(id=ident, type=etype, time=when, subject=subject, source=source,
                          specversion=obj.get("specversion"), data=data, extensions=extensions,

@@ -28,6 +28,7 @@ from tosengine.runtime.clock import Clock, DueHeap
 from tosengine.runtime.evaluate import MISSING, Env
 from tosengine.runtime.matcher import Matcher
 from tosengine.runtime.rules import (
+    ABSENT,
     CompiledRule,
     Item,
     Obligation,
@@ -311,33 +312,35 @@ class Engine:
 
     def _threshold(self, cr: CompiledRule, key: str, item: Item) -> None:
         th = cr.rule.threshold
-        assert th is not None and self._clock.now is not None
+        now = self._clock.now
+        assert th is not None and now is not None
         st = self._thresholds.get((cr.index, key))
         if st is None:
             st = self._thresholds[(cr.index, key)] = ThresholdState()
-        horizon = self._clock.now - th.within
+        horizon = now - th.within
         while st.items and st.items[0][0].time < horizon:
-            st.items.popleft()
-        lo = max(item.time - th.within, horizon)
-        value = cr.distinct({item.kind: item.fields}) if cr.distinct is not None else None
-        window = [(it, v) for it, v in st.items if lo <= it.time <= item.time]
-        window.append((item, value))
-        # With `distinct`, count different present values; absent values do not count.
-        distinct = cr.distinct is not None
-        n = len({_hashable(v) for _, v in window if v is not MISSING}) if distinct else len(window)
+            st.forget()
+        value = _hashable(cr.distinct({item.kind: item.fields})) if cr.distinct is not None else None
+        if item.time == now:
+            # The usual case: an item at the clock's time has every kept item in its window.
+            if cr.distinct is None:
+                n = len(st.items) + 1
+            else:
+                n = len(st.counts) + (value is not ABSENT and value not in st.counts)
+            window = None
+        else:
+            # A late item: its window [t - within, t] may leave out kept items on either side.
+            lo = max(item.time - th.within, horizon)
+            window = [(it, v) for it, v in st.items if lo <= it.time <= item.time]
+            window.append((item, value))
+            n = len({v for _, v in window if v is not ABSENT}) if cr.distinct is not None else len(window)
         if st.armed and n >= th.count:
             st.armed = False
-            self._fire(cr, key, item.time, [it for it, _ in window], {item.kind: item.fields})
+            members = window if window is not None else [*st.items, (item, value)]
+            self._fire(cr, key, item.time, [it for it, _ in members], {item.kind: item.fields})
         elif not st.armed and n < th.count:
             st.armed = True
-        # Keep items ordered by time so the horizon trim above can stop at the first recent one.
-        if not st.items or st.items[-1][0].time <= item.time:
-            st.items.append((item, value))
-        else:
-            pos = len(st.items)
-            while pos > 0 and st.items[pos - 1][0].time > item.time:
-                pos -= 1
-            st.items.insert(pos, (item, value))
+        st.keep(item, value)
         self._expiry.push(st.items[-1][0].time + th.within, ("threshold", cr.index, key))
 
     def _sequence(self, cr: CompiledRule, key: str, item: Item, roles: list[tuple[str, int, int]]) -> None:
@@ -443,6 +446,9 @@ class Engine:
 
 
 def _hashable(v: Any) -> Any:
+    """A hashable stand-in for a value, equal exactly when the values are `==` in the language."""
+    if v is MISSING:
+        return ABSENT
     if isinstance(v, list):
         return ("list", tuple(_hashable(x) for x in v))
     if isinstance(v, dict):

@@ -13,7 +13,7 @@ from tosengine.policy.compile import Plan
 from tosengine.policy.model import CheckedPolicySet, Policy, Rule
 from tosengine.runtime.evaluate import Env, Fn, compile_expr, compile_template
 
-__all__ = ["CompiledRule", "Item", "Obligation", "Partial", "ThresholdState", "compile_rules"]
+__all__ = ["ABSENT", "CompiledRule", "Item", "Obligation", "Partial", "ThresholdState", "compile_rules"]
 
 
 class Item:
@@ -33,12 +33,43 @@ class Item:
         self.causes: tuple[str, ...] = (ident,) if kind == "fact" else ()
 
 
+# The `distinct` value of an item where the expression is absent: kept, but never counted.
+ABSENT = ("absent",)
+
+
 @dataclass
 class ThresholdState:
-    """The matching items kept for one (rule, key), oldest first, and whether the rule is armed."""
+    """The matching items kept for one (rule, key) in time order, and whether the rule is armed.
+
+    `counts` tracks how often each distinct value occurs among the kept items, so the distinct
+    count of an in-order item's window is O(1).
+    """
 
     items: deque[tuple[Item, Any]] = field(default_factory=deque)
+    counts: dict[Any, int] = field(default_factory=dict)
     armed: bool = True
+
+    def keep(self, item: Item, value: Any) -> None:
+        """Add an item, keeping time order (a late item is inserted in place)."""
+        if not self.items or self.items[-1][0].time <= item.time:
+            self.items.append((item, value))
+        else:
+            pos = len(self.items)
+            while pos > 0 and self.items[pos - 1][0].time > item.time:
+                pos -= 1
+            self.items.insert(pos, (item, value))
+        if value is not None and value is not ABSENT:
+            self.counts[value] = self.counts.get(value, 0) + 1
+
+    def forget(self) -> None:
+        """Drop the oldest kept item."""
+        _, value = self.items.popleft()
+        if value is not None and value is not ABSENT:
+            left = self.counts[value] - 1
+            if left:
+                self.counts[value] = left
+            else:
+                del self.counts[value]
 
 
 @dataclass
