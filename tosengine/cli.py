@@ -22,6 +22,7 @@ from tosengine.policy.check import check_sources
 from tosengine.policy.diagnostics import CODES
 from tosengine.policy.sources import read_sources
 from tosengine.runtime.engine import Engine
+from tosengine.testing import run_policy_tests
 from tosengine.violation import Violation, format_time
 
 __all__ = ["main"]
@@ -64,6 +65,13 @@ def _parser() -> argparse.ArgumentParser:
                    help="directory of policy files (default: $TOSENGINE_POLICIES or ./policies)")
     c.add_argument("--format", choices=("text", "json"), default="text", help="diagnostics as text or JSON lines")
     c.add_argument("--codes", action="store_true", help="list every diagnostic code and exit")
+
+    t = sub.add_parser("test", help="run the *_test.yaml policy tests; exit 0 all pass, 1 any failure",
+                       description="Run every *_test.yaml case beside the policies in POLICY_DIR and print each "
+                                   "failure as a diff of expected and actual violations.")
+    t.add_argument("policy_dir", nargs="?", default=None, metavar="POLICY_DIR",
+                   help="directory of policies and their tests (default: $TOSENGINE_POLICIES or ./policies)")
+    t.add_argument("--coverage", action="store_true", help="also list the rules no case makes fire")
 
     r = sub.add_parser("replay", help="run events (JSON Lines) through the policies and print violations",
                        description="Replay JSON Lines events through the policies. Bad lines are reported "
@@ -122,6 +130,29 @@ def _check(args: argparse.Namespace, out: TextIO) -> int:
     if args.format == "text":
         print(f"ok: {len(checked.policies)} policies, {len(checked.rules)} rules in {directory}", file=out)
     return EXIT_OK
+
+
+def _test(args: argparse.Namespace, out: TextIO) -> int:
+    directory = args.policy_dir or _default_policies()
+    checked, diags = check_sources(read_sources(directory))
+    if checked is None:
+        for d in diags:
+            print(d.render() + "\n", file=out)
+        return EXIT_FINDINGS
+    run = run_policy_tests(checked, directory)
+    for r in run.results:
+        if not r.passed:
+            print(r.render() + "\n", file=out)
+    passed = sum(r.passed for r in run.results)
+    print(f"{passed} passed, {len(run.results) - passed} failed", file=out)
+    if args.coverage:
+        missing = run.uncovered()
+        print(f"coverage: {len(run.rules) - len(missing)}/{len(run.rules)} rules fire in some case", file=out)
+        for rid in missing:
+            print(f"  not covered: {rid}", file=out)
+    if not run.results:
+        print(f"no *_test.yaml cases found in {directory}", file=sys.stderr)
+    return EXIT_OK if run.passed else EXIT_FINDINGS
 
 
 def _lines(files: Sequence[str]) -> Iterator[tuple[str, int, str]]:
@@ -248,6 +279,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "check":
             return _check(args, out)
+        if args.command == "test":
+            return _test(args, out)
         if args.command == "audit":
             return _audit(args, out)
         if args.command == "db":

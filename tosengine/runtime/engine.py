@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -96,6 +96,8 @@ class Engine:
         self._audit = AuditLog(audit) if isinstance(audit, str) else audit
         if self._audit is not None:
             self._audit.register_policies(policies, {p.path: p.text for p in policies.policies})
+        # How often each rule fired (a violation, or its fact for emit-only rules): policy test coverage.
+        self.fired: Counter[str] = Counter()
         self.stats: dict[str, int] = {"events": 0, "duplicates": 0, "facts": 0, "violations": 0,
                                       "skipped_no_key": 0, "partials_dropped": 0}
 
@@ -414,6 +416,7 @@ class Engine:
               *, deadline: datetime | None = None) -> None:
         """A rule matched: record the violation, and queue its violation fact and emitted fact."""
         rule, pol = cr.rule, cr.policy
+        self.fired[rule.id] += 1
         evidence, events = _merge(items)
         causes = tuple(c for it in items for c in it.causes)
         if rule.violation:
