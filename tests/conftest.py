@@ -45,3 +45,26 @@ def run(policies: CheckedPolicySet, events: Iterable[dict[str, Any]], until: dat
 def summary(vs: Iterable[Violation]) -> list[tuple[str, str, tuple[str, ...]]]:
     """(rule, subject, evidence) of each violation, sorted: what most assertions compare."""
     return sorted((v.rule, v.subject, v.evidence) for v in vs)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """`pytest --update-golden` rewrites the golden files instead of comparing with them."""
+    parser.addoption("--update-golden", action="store_true", help="rewrite tests/golden/*.txt from current output")
+
+
+@pytest.fixture
+def golden(request: pytest.FixtureRequest) -> Any:
+    """Compare text with tests/golden/<name>, or rewrite it under --update-golden."""
+    from pathlib import Path
+
+    update = request.config.getoption("--update-golden")
+
+    def check(name: str, text: str) -> None:
+        path = Path(__file__).parent / "golden" / name
+        if update or not path.exists():
+            path.write_text(text, encoding="utf-8")
+            if not update:
+                pytest.fail(f"golden file {path} did not exist; wrote it -- review and commit it")
+        assert text == path.read_text(encoding="utf-8"), f"output differs from {path} (pytest --update-golden)"
+
+    return check

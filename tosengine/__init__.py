@@ -9,6 +9,8 @@ from tosengine.errors import PolicyError as PolicyError
 from tosengine.errors import TosEngineError as TosEngineError
 from tosengine.events import Event as Event
 from tosengine.events import validate_event as validate_event
+from tosengine.explain import Explanation as Explanation
+from tosengine.explain import explain_violation as explain_violation
 from tosengine.policy.check import check_policy_set as check_policy_set
 from tosengine.policy.check import check_sources as check_sources
 from tosengine.policy.model import CheckedPolicySet as CheckedPolicySet
@@ -21,12 +23,14 @@ __all__ = [
     "Engine",
     "Event",
     "EventError",
+    "Explanation",
     "MatcherError",
     "PolicyError",
     "TosEngineError",
     "Violation",
     "check_policy_set",
     "check_sources",
+    "explain_violation",
     "read_sources",
     "validate_event",
 ]

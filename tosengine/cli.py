@@ -18,6 +18,7 @@ from tosengine.audit.query import export_html, export_json, list_violations, row
 from tosengine.audit.verify import verify_chain
 from tosengine.errors import EventError, PolicyError, TosEngineError
 from tosengine.events import parse_event_line, parse_time
+from tosengine.explain import explain_violation
 from tosengine.policy.check import check_sources
 from tosengine.policy.diagnostics import CODES
 from tosengine.policy.sources import read_sources
@@ -101,6 +102,13 @@ def _parser() -> argparse.ArgumentParser:
     _db_arg(ae)
     ae.add_argument("--subject", required=True)
     ae.add_argument("--format", choices=("json", "html"), default="json")
+
+    x = sub.add_parser("explain", help="explain one recorded violation: rule, clause, evidence, chain",
+                       description="Explain VIOLATION_ID from the audit log: the rule and its clause, the "
+                                   "evidence events with the fields the rule read, the derived facts in the "
+                                   "chain and, for expect rules, the deadline and what would have fulfilled it.")
+    x.add_argument("violation_id", metavar="VIOLATION_ID")
+    _db_arg(x)
 
     d = sub.add_parser("db", help="manage the audit database")
     dsub = d.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
@@ -265,6 +273,15 @@ def _audit(args: argparse.Namespace, out: TextIO) -> int:
         log.close()
 
 
+def _explain(args: argparse.Namespace, out: TextIO) -> int:
+    log = AuditLog(args.db or _default_db())
+    try:
+        print(explain_violation(log.engine, args.violation_id).render(), file=out)
+    finally:
+        log.close()
+    return EXIT_OK
+
+
 def _db(args: argparse.Namespace, out: TextIO) -> int:
     url = args.db or _default_db()
     upgrade_database(connect(url))
@@ -283,6 +300,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _test(args, out)
         if args.command == "audit":
             return _audit(args, out)
+        if args.command == "explain":
+            return _explain(args, out)
         if args.command == "db":
             return _db(args, out)
         return _replay(args, out)

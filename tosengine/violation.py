@@ -44,6 +44,7 @@ class Violation:
     causes: tuple[str, ...] = ()  # ids of the facts this rule matched (forward chaining)
     kind: str = "match"  # match | threshold | sequence | expect
     deadline: datetime | None = None  # expect rules: when the obligation lapsed
+    facts: tuple[dict[str, Any], ...] = field(default=(), compare=False, repr=False)  # the derived facts behind it
     evidence_events: tuple[dict[str, Any], ...] = field(default=(), compare=False, repr=False)
 
     def to_json(self) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from tosengine.audit.models import AcceptedEvent, ChainHead, Meta, PolicyVersion
 from tosengine.errors import EventError, TosEngineError
 from tosengine.events import Event
 from tosengine.policy.model import CheckedPolicySet
-from tosengine.violation import Violation
+from tosengine.violation import Violation, format_time
 
 __all__ = ["AuditError", "AuditLog", "audit_key", "connect"]
 
@@ -128,7 +128,8 @@ class AuditLog:
                 "evidence": _json(list(v.evidence)),
                 "evidence_events": _json([self.mask(e) for e in v.evidence_events]),
                 "causes": _json(list(v.causes)),
-                "detail": _json({"kind": v.kind, "deadline": v.deadline.isoformat() if v.deadline else None}),
+                "detail": _json({"kind": v.kind, "deadline": format_time(v.deadline) if v.deadline else None,
+                                 "facts": list(v.facts)}),
                 "engine_version": ENGINE_VERSION,
             })
         if len(self._events) + len(self._violations) >= self.batch_size:

@@ -59,6 +59,7 @@ RULE_FIELDS = ("id", "match", "threshold", "sequence", "expect", "within", "seve
 MAX_STEPS = 16  # durable_rules' MAX_MESSAGE_FRAMES; kept as a language limit
 MAX_COUNT = 100_000
 MAX_RULES = 1000
+_TYPE_NAMES = {"num": "number", "str": "string"}
 
 
 def _suggest(word: str, choices: Iterable[str]) -> str:
@@ -172,7 +173,7 @@ class _Resolver:
         def bad(span: Span, msg: str) -> str:
             nonlocal ok
             ok = False
-            self.ctx.error(span, "type-mismatch", msg)
+            self.ctx.error(span, "type-mismatch", re.sub(r"\b(num|str)\b", lambda m: _TYPE_NAMES[m[0]], msg))
             return "any"
 
         def ty(x: Expr) -> str:
@@ -823,10 +824,11 @@ def check_sources(sources: list[Source]) -> tuple[CheckedPolicySet | None, list[
             continue
         seen[p.id] = src.path
         policies.append(p)
-    if not diags:
-        lines = {s.path: s.text.splitlines() for s in sources}
-        for _name, check in _CHECKS:
-            check(policies, diags, lines)
+    # Checks across files run on the policies that passed on their own, so one broken file does not
+    # hide a cycle elsewhere.
+    lines = {s.path: s.text.splitlines() for s in sources}
+    for _name, check in _CHECKS:
+        check(policies, diags, lines)
     diags.sort(key=lambda d: d.sort_key)
     if any(d.severity == "error" for d in diags):
         return None, diags

@@ -114,9 +114,11 @@ def load_yaml(text: str) -> Located:
     except YamlError:
         raise
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
+        # Point at where the broken construct starts (an unclosed quote, say), not where YAML gave up.
+        mark = exc.context_mark or exc.problem_mark
         span = Span(mark.line + 1, mark.column + 1) if mark else Span(1, 1)
-        raise YamlError("yaml-syntax", f"{exc.problem or exc.context}", span) from None
+        what = f"{exc.context}: {exc.problem}" if exc.context and exc.problem else (exc.problem or exc.context)
+        raise YamlError("yaml-syntax", str(what), span) from None
     except yaml.YAMLError as exc:
         raise YamlError("yaml-syntax", str(exc), Span(1, 1)) from None
     finally:

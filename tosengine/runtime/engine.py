@@ -36,7 +36,7 @@ from tosengine.runtime.rules import (
     ThresholdState,
     compile_rules,
 )
-from tosengine.violation import Violation, violation_id
+from tosengine.violation import Violation, format_time, violation_id
 
 __all__ = ["Engine"]
 
@@ -419,20 +419,22 @@ class Engine:
         self.fired[rule.id] += 1
         evidence, events = _merge(items)
         causes = tuple(c for it in items for c in it.causes)
+        chain = tuple({f["id"]: f for it in items for f in it.chain}.values())
         if rule.violation:
             vid = violation_id("violation", rule.id, key, evidence, causes)
             message = cr.message(env) if cr.message is not None else f"{pol.title}: {rule.id} ({key})"
             self._out.append(Violation(
                 id=vid, policy=pol.id, rule=rule.id, subject=key, severity=rule.severity, action=rule.action,
                 time=time, evidence=evidence, message=message, clause=pol.clause, policy_version=pol.version,
-                causes=causes, kind=rule.kind, deadline=deadline,
+                causes=causes, kind=rule.kind, deadline=deadline, facts=chain,
                 evidence_events=tuple(e.to_dict() for e in events)))
             self.stats["violations"] += 1
             self._seq += 1
+            me = {"id": vid, "type": "violation", "rule": rule.id, "subject": key, "time": format_time(time)}
             self._queue.append(Item("fact", {
                 "type": "violation", "policy": pol.id, "rule": rule.id, "subject": key,
                 "severity": rule.severity, "action": rule.action, "time": time, "id": vid,
-            }, time, self._seq, vid, evidence, events))
+            }, time, self._seq, vid, evidence, events, (*chain, me)))
             self.stats["facts"] += 1
         if cr.emit is not None:
             assert rule.emit is not None
@@ -443,8 +445,10 @@ class Engine:
                     data[name] = v
             fid = violation_id("emit", rule.id, key, evidence, causes)
             self._seq += 1
+            me = {"id": fid, "type": rule.emit.fact, "rule": rule.id, "subject": key, "time": format_time(time),
+                  "data": json.loads(json.dumps(data, default=str))}
             self._queue.append(Item("fact", {"type": rule.emit.fact, "subject": key, "time": time, "id": fid,
-                                             "data": data}, time, self._seq, fid, evidence, events))
+                                             "data": data}, time, self._seq, fid, evidence, events, (*chain, me)))
             self.stats["facts"] += 1
 
 

@@ -19,10 +19,11 @@ __all__ = ["ABSENT", "CompiledRule", "Item", "Obligation", "Partial", "Threshold
 class Item:
     """An event or a fact as rules see it, with its place in the stream and the evidence behind it."""
 
-    __slots__ = ("causes", "events", "evidence", "fields", "id", "kind", "seq", "time")
+    __slots__ = ("causes", "chain", "events", "evidence", "fields", "id", "kind", "seq", "time")
 
     def __init__(self, kind: str, fields: dict[str, Any], time: datetime, seq: int, ident: str,
-                 evidence: tuple[str, ...], events: tuple[Event, ...]) -> None:
+                 evidence: tuple[str, ...], events: tuple[Event, ...],
+                 chain: tuple[dict[str, Any], ...] = ()) -> None:
         self.kind = kind
         self.fields = fields
         self.time = time
@@ -31,6 +32,8 @@ class Item:
         self.evidence = evidence
         self.events = events
         self.causes: tuple[str, ...] = (ident,) if kind == "fact" else ()
+        # For a fact: the derived facts behind it, itself last (what `explain` shows as the chain).
+        self.chain = chain
 
 
 # The `distinct` value of an item where the expression is absent: kept, but never counted.

@@ -1,0 +1,152 @@
+"""Explain a recorded violation: the rule and its clause, the evidence fields the rule read, the
+derived facts in the chain and, for `expect`, the deadline and what would have fulfilled it."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from tosengine.audit.models import PolicyVersion, ViolationRow
+from tosengine.audit.query import row_json
+from tosengine.errors import TosEngineError
+from tosengine.policy.check import check_sources
+from tosengine.policy.expr import Path, walk
+from tosengine.policy.model import Rule
+from tosengine.policy.sources import Source
+from tosengine.policy.yaml import load_yaml
+
+__all__ = ["Explanation", "explain_violation"]
+
+
+class ExplainError(TosEngineError):
+    """The violation (or the policy version it names) is not in the audit log."""
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Everything `explain` shows, as data; `render()` gives the text."""
+
+    violation: dict[str, Any]
+    rule_kind: str
+    conditions: list[tuple[str, str]]  # (field, expression text as written)
+    evidence: list[tuple[dict[str, Any], list[tuple[str, Any]]]]  # (event, [(path, value)])
+    facts: list[dict[str, Any]]
+    fulfilment: str  # expect: what would have fulfilled the obligation
+
+    def render(self) -> str:
+        """The explanation as text for a person."""
+        v = self.violation
+        out = [
+            f"violation {v['id']}  (#{v['seq']} in the audit log)",
+            f"rule      {v['rule']}  ({self.rule_kind}; policy version {v['policy_version']})",
+            f"subject   {v['subject']}",
+            f"time      {v['time']}  (recorded {v['recorded_at']})",
+            f"severity  {v['severity']}   action {v['action']}",
+            f"message   {v['message']}",
+            f"clause    \"{v['clause']}\"",
+            "",
+            "why:",
+        ]
+        width = max((len(k) for k, _ in self.conditions), default=0)
+        out += [f"  {k + ':':{width + 1}} {text}" for k, text in self.conditions]
+        if self.fulfilment:
+            out += ["", *self.fulfilment.splitlines()]
+        out += ["", "evidence:"]
+        for ev, fields in self.evidence:
+            out.append(f"  {ev.get('id')}  {ev.get('type')}  {ev.get('time')}  {ev.get('subject')}")
+            for path, value in fields:
+                out.append(f"      {path} = {json.dumps(value, ensure_ascii=False)}")
+        if self.facts:
+            out += ["", "derived facts in the chain:"]
+            for f in self.facts:
+                data = f" data={json.dumps(f['data'], ensure_ascii=False)}" if f.get("data") else ""
+                out.append(f"  {f['type']} from {f['rule']} about {f['subject']} at {f['time']}{data}  ({f['id']})")
+        return "\n".join(out)
+
+
+def _reads(rule: Rule) -> dict[str, set[tuple[str, ...]]]:
+    """The paths each root (event, after, a step name) is read at by the rule's conditions and key."""
+    exprs = [e for e in (rule.match, rule.key) if e is not None]
+    if rule.threshold is not None:
+        exprs += [rule.threshold.match] + ([rule.threshold.distinct] if rule.threshold.distinct else [])
+    if rule.sequence is not None:
+        exprs += [s.match for s in rule.sequence.steps]
+    if rule.expect is not None:
+        exprs += [rule.expect.after, rule.expect.fulfilled_by, rule.expect.within]
+    out: dict[str, set[tuple[str, ...]]] = {}
+    for e in exprs:
+        for p in walk(e):
+            if isinstance(p, Path) and p.parts:
+                out.setdefault(p.root, set()).add(p.parts)
+    return out
+
+
+def _value(obj: Any, parts: tuple[str, ...]) -> Any:
+    for part in parts:
+        if not isinstance(obj, dict) or part not in obj:
+            return "<absent>"
+        obj = obj[part]
+    return obj
+
+
+def explain_violation(engine: Engine, violation_id: str) -> Explanation:
+    """Build the explanation of one violation from the audit log at `engine`."""
+    with Session(engine) as s:
+        row = s.scalars(select(ViolationRow).where(ViolationRow.id == violation_id)).first()
+        if row is None:
+            raise ExplainError(f"no violation {violation_id} in the audit log")
+        v = row_json(row)
+        evidence_events: list[dict[str, Any]] = json.loads(row.evidence_events)
+        pv = s.scalars(select(PolicyVersion).where(PolicyVersion.policy == row.policy,
+                                                    PolicyVersion.version == row.policy_version)).first()
+    if pv is None:
+        raise ExplainError(f"policy version {v['policy_version']} of {v['policy']} is not in the audit log")
+    checked, _ = check_sources([Source(pv.path, pv.text)])
+    name = v["rule"].split("/", 1)[1]
+    rule = next((r for r in checked.rules if r.name == name), None) if checked else None
+    raw_rule = next((r for r in (load_yaml(pv.text).value or {}).get("rules", [])
+                     if isinstance(r, dict) and r.get("id") == name), {})
+    kind = rule.kind if rule is not None else "?"
+    conditions: list[tuple[str, str]] = []
+    body = raw_rule.get(kind, {}) if isinstance(raw_rule, dict) else {}
+    if kind == "match":
+        conditions.append(("match", str(body)))
+    elif kind == "sequence":
+        conditions += [(f"step {k}", str(c)) for st in body for k, c in st.items()]
+        if "within" in raw_rule:
+            conditions.append(("within", str(raw_rule["within"])))
+    elif isinstance(body, dict):
+        conditions += [(k, " ".join(str(c).split())) for k, c in body.items()]
+    if "key" in raw_rule:
+        conditions.append(("key", str(raw_rule["key"])))
+    # Name the macros the conditions use, so the reader sees what `strike` means.
+    macros = (load_yaml(pv.text).value or {}).get("macros") or {}
+    used = " ".join(text for _, text in conditions)
+    conditions += [(f"macro {m}", " ".join(str(t).split())) for m, t in macros.items()
+                   if re.search(rf"\b{re.escape(m)}\b", used)]
+    reads = _reads(rule) if rule is not None else {}
+    # Which root names each evidence event: sequences bind steps in order, expect binds `after`.
+    roots_of: list[set[str]] = [{"event"} for _ in evidence_events]
+    if rule is not None and rule.sequence is not None and len(evidence_events) == len(rule.sequence.steps):
+        roots_of = [{"event", s.name} for s in rule.sequence.steps]
+    if kind == "expect":
+        roots_of = [{"event", "after"} for _ in evidence_events]
+    evidence = []
+    for ev, roots in zip(evidence_events, roots_of, strict=True):
+        paths = sorted({p for r in roots for p in reads.get(r, set())})
+        evidence.append((ev, [(".".join(p), _value(ev, p)) for p in paths]))
+    fulfilment = ""
+    if kind == "expect" and isinstance(body, dict):
+        after = evidence_events[0] if evidence_events else {}
+        bound = sorted(p for p in reads.get("after", set()))
+        values = ", ".join(f"after.{'.'.join(p)} = {json.dumps(_value(after, p), ensure_ascii=False)}" for p in bound)
+        fulfilment = (f"deadline {v['detail'].get('deadline')} passed with no fulfilling item: one with key "
+                      f"{v['subject']}, later than {after.get('id')}, at or before the deadline, where\n"
+                      f"  {' '.join(str(body.get('fulfilled_by')).split())}"
+                      + (f"\n  with {values}" if values else ""))
+    return Explanation(v, kind, conditions, evidence, list(v["detail"].get("facts", [])), fulfilment)
