@@ -65,3 +65,28 @@ def test_documented_diagnostic_codes_are_the_real_ones() -> None:
     table = doc.split("## Diagnostics")[1]
     documented = set(re.findall(r"`([a-z-]+)`", table.split("|---|---|")[1]))
     assert documented == set(CODES)
+
+
+def test_events_doc_shows_the_schemas_check_uses() -> None:
+    import json
+
+    import yaml
+
+    schema = yaml.safe_load((ROOT / "policies" / "events.schema.yaml").read_text(encoding="utf-8"))["events"]
+    doc = (ROOT / "docs" / "events.md").read_text(encoding="utf-8")
+    shown = {t: json.loads(b) for t, b in re.findall(r"^## `([a-z_.]+)`\n\n```json\n(.*?)^```$", doc, re.S | re.M)}
+    assert shown == {t: d["data"] for t, d in schema.items()}
+
+
+def test_check_reports_a_field_no_declared_event_has(tmp_path: Path) -> None:
+    import shutil
+
+    d = tmp_path / "policies"
+    shutil.copytree(ROOT / "policies", d)
+    p = d / "unauthorized-data-collection.yaml"
+    p.write_text(p.read_text(encoding="utf-8").replace("event.data.sdk not in", "event.data.skd not in"),
+                 encoding="utf-8")
+    out = subprocess.run([sys.executable, "-m", "tosengine", "check", str(d)], capture_output=True, text=True)
+    assert out.returncode == 1
+    assert "error[unknown-field]: no developer.data_access event has `event.data.skd`" in out.stdout
+    assert "did you mean `sdk`?" in out.stdout

@@ -21,7 +21,7 @@ from tosengine.events import parse_event_line, parse_time
 from tosengine.explain import explain_violation
 from tosengine.policy.check import check_sources
 from tosengine.policy.diagnostics import CODES
-from tosengine.policy.sources import read_sources
+from tosengine.policy.sources import read_schemas, read_sources
 from tosengine.runtime.engine import Engine
 from tosengine.testing import run_policy_tests
 from tosengine.violation import Violation, format_time
@@ -128,7 +128,7 @@ def _check(args: argparse.Namespace, out: TextIO) -> int:
     except (FileNotFoundError, NotADirectoryError) as exc:
         print(f"tosengine: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    checked, diags = check_sources(sources)
+    checked, diags = check_sources(sources, read_schemas(directory))
     for d in diags:
         print(json.dumps(d.to_json(), ensure_ascii=False) if args.format == "json" else d.render() + "\n", file=out)
     if checked is None:
@@ -142,7 +142,7 @@ def _check(args: argparse.Namespace, out: TextIO) -> int:
 
 def _test(args: argparse.Namespace, out: TextIO) -> int:
     directory = args.policy_dir or _default_policies()
-    checked, diags = check_sources(read_sources(directory))
+    checked, diags = check_sources(read_sources(directory), read_schemas(directory))
     if checked is None:
         for d in diags:
             print(d.render() + "\n", file=out)

@@ -43,6 +43,7 @@ from tosengine.policy.model import (
     Template,
     Threshold,
 )
+from tosengine.policy.schemas import check_event_fields, load_schemas
 from tosengine.policy.sources import Source
 from tosengine.policy.yaml import Key, Located, YamlError, load_yaml
 
@@ -808,8 +809,12 @@ _CHECKS: tuple[tuple[str, Callable[..., None]], ...] = (
 )
 
 
-def check_sources(sources: list[Source]) -> tuple[CheckedPolicySet | None, list[Diagnostic]]:
-    """Check every file; return the policy set (None if any error) and all diagnostics, sorted."""
+def check_sources(sources: list[Source], schemas: list[Source] | None = None
+                  ) -> tuple[CheckedPolicySet | None, list[Diagnostic]]:
+    """Check every file; return the policy set (None if any error) and all diagnostics, sorted.
+
+    `schemas` are event schema files (`*.schema.yaml`); with them, fields no event has are errors.
+    """
     diags: list[Diagnostic] = []
     policies: list[Policy] = []
     seen: dict[str, str] = {}
@@ -829,15 +834,20 @@ def check_sources(sources: list[Source]) -> tuple[CheckedPolicySet | None, list[
     lines = {s.path: s.text.splitlines() for s in sources}
     for _name, check in _CHECKS:
         check(policies, diags, lines)
+    if schemas:
+        declared, schema_diags = load_schemas(schemas)
+        diags += schema_diags
+        if declared is not None:
+            diags += check_event_fields(CheckedPolicySet(tuple(policies)), declared, lines)
     diags.sort(key=lambda d: d.sort_key)
     if any(d.severity == "error" for d in diags):
         return None, diags
     return CheckedPolicySet(tuple(policies)), diags
 
 
-def check_policy_set(sources: list[Source]) -> CheckedPolicySet:
+def check_policy_set(sources: list[Source], schemas: list[Source] | None = None) -> CheckedPolicySet:
     """Check, raising PolicyError with every diagnostic if anything is wrong."""
-    checked, diags = check_sources(sources)
+    checked, diags = check_sources(sources, schemas)
     if checked is None:
         raise PolicyError(diags)
     return checked

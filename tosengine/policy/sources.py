@@ -6,7 +6,10 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Source", "read_sources"]
+__all__ = ["SCHEMA_SUFFIXES", "Source", "read_schemas", "read_sources"]
+
+# Event schema files live beside the policies but are not policies.
+SCHEMA_SUFFIXES = (".schema.yaml", ".schema.yml")
 
 
 @dataclass(frozen=True)
@@ -28,5 +31,12 @@ def read_sources(directory: str | Path) -> list[Source]:
     if not root.is_dir():
         raise FileNotFoundError(f"policy directory not found: {root}")
     files = sorted(p for ext in ("*.yaml", "*.yml") for p in root.rglob(ext)
-                   if not p.stem.endswith("_test") and p.is_file())
+                   if not p.stem.endswith("_test") and not p.name.endswith(SCHEMA_SUFFIXES) and p.is_file())
+    return [Source(str(p), p.read_text(encoding="utf-8", errors="surrogateescape")) for p in files]
+
+
+def read_schemas(directory: str | Path) -> list[Source]:
+    """Every `*.schema.yaml` event-schema file under `directory`, sorted by path."""
+    root = Path(directory)
+    files = sorted(p for ext in SCHEMA_SUFFIXES for p in root.rglob(f"*{ext}") if p.is_file())
     return [Source(str(p), p.read_text(encoding="utf-8", errors="surrogateescape")) for p in files]

@@ -23,7 +23,7 @@ from tosengine.events import Event, validate_event
 from tosengine.policy.check import check_policy_set
 from tosengine.policy.compile import Plan, compile_policy_set
 from tosengine.policy.model import CheckedPolicySet
-from tosengine.policy.sources import read_sources
+from tosengine.policy.sources import read_schemas, read_sources
 from tosengine.runtime.clock import Clock, DueHeap
 from tosengine.runtime.evaluate import MISSING, Env
 from tosengine.runtime.matcher import Matcher
@@ -107,7 +107,7 @@ class Engine:
 
         `audit` is a database URL (e.g. ``sqlite:///tosengine.db``) or an AuditLog; None: no audit log.
         """
-        return cls(check_policy_set(read_sources(directory)), audit=audit, **options)
+        return cls(check_policy_set(read_sources(directory), read_schemas(directory)), audit=audit, **options)
 
     # ------------------------------------------------------------------ public API
 
