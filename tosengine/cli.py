@@ -21,6 +21,7 @@ from tosengine.events import parse_event_line, parse_time
 from tosengine.explain import explain_violation
 from tosengine.policy.check import check_sources
 from tosengine.policy.diagnostics import CODES
+from tosengine.policy.model import ACTIONS
 from tosengine.policy.sources import read_schemas, read_sources
 from tosengine.runtime.engine import Engine
 from tosengine.testing import run_policy_tests
@@ -86,6 +87,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="after the last event, advance the clock to TIME (RFC 3339) so deadlines before it fire")
     r.add_argument("--format", choices=("table", "json"), default="table",
                    help="table, or json: one violation per line")
+    r.add_argument("--summary", action="store_true",
+                   help="instead of every violation, print counts per rule, the subjects at each action step "
+                        "and where to look next")
 
     a = sub.add_parser("audit", help="read and verify the audit log")
     asub = a.add_subparsers(dest="audit_command", required=True, metavar="AUDIT_COMMAND")
@@ -202,18 +206,22 @@ def _replay(args: argparse.Namespace, out: TextIO) -> int:
             return EXIT_USAGE
     rejected = accepted = found = 0
     pending: list[Violation] = []
+    summary = _Summary()
 
     def acknowledge() -> None:
         # Violations are printed only once the audit log holds them: nothing is acknowledged unwritten.
         nonlocal found
         engine.flush()
         for v in pending:
-            _print_violation(v, args.format, out)
+            if args.summary:
+                summary.add(v)
+            else:
+                _print_violation(v, args.format, out)
         found += len(pending)
         pending.clear()
 
     with engine:
-        if args.format == "table":
+        if args.format == "table" and not args.summary:
             out.write(f"{'TIME':24} {'RULE':48} {'SUBJECT':28} {'SEVERITY':8} {'ACTION':14} EVIDENCE\n")
         try:
             for name, n, line in _lines(args.files):
@@ -237,9 +245,44 @@ def _replay(args: argparse.Namespace, out: TextIO) -> int:
         except OSError as exc:
             print(f"tosengine: {exc}", file=sys.stderr)
             return EXIT_USAGE
+    if args.summary:
+        summary.write(None if args.dry_run else (args.db or _default_db()), out)
     where = "" if args.dry_run else f", written to {args.db or _default_db()}"
     print(f"{accepted} event(s) accepted, {rejected} rejected, {found} violation(s){where}", file=sys.stderr)
     return EXIT_FINDINGS if rejected else EXIT_OK
+
+
+class _Summary:
+    """Counts per rule and each subject's strongest action, kept small however long the replay."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.per_rule: dict[str, int] = {}
+        self.strongest: dict[str, tuple[int, str]] = {}  # subject -> (action rank, a violation id)
+
+    def add(self, v: Violation) -> None:
+        self.total += 1
+        self.per_rule[v.rule] = self.per_rule.get(v.rule, 0) + 1
+        rank = ACTIONS.index(v.action)
+        if rank > self.strongest.get(v.subject, (-1, ""))[0]:
+            self.strongest[v.subject] = (rank, v.id)
+
+    def write(self, db: str | None, out: TextIO) -> None:
+        out.write(f"{self.total} violation(s)\n\nviolations per rule:\n")
+        for rule, n in sorted(self.per_rule.items()):
+            out.write(f"  {n:6}  {rule}\n")
+        out.write("\nsubjects by the strongest action recorded against them:\n")
+        for rank in range(len(ACTIONS) - 1, -1, -1):
+            subjects = sorted(s for s, (r, _) in self.strongest.items() if r == rank)
+            if subjects:
+                out.write(f"  {ACTIONS[rank]:15} {', '.join(subjects)}\n")
+        if db is not None and self.strongest:
+            top = max(self.strongest, key=lambda s: (self.strongest[s][0], s))
+            flag = "" if db == _default_db() else f" --db {db}"
+            out.write(f"\nnext:\n  tosengine audit list --subject {top}{flag}\n"
+                      f"  tosengine audit export --subject {top} --format html{flag} > case.html\n"
+                      f"  tosengine explain {self.strongest[top][1]}{flag}\n"
+                      f"  tosengine audit verify{flag}\n")
 
 
 def _audit(args: argparse.Namespace, out: TextIO) -> int:
