@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -40,6 +41,9 @@ __all__ = ["Matcher"]
 _MESSAGE_ID = "m"
 _SID = "0"
 _RETRACT = json.dumps({"id": _MESSAGE_ID, "sid": _SID})
+_HEAD = '{"id":"m","sid":"0","k":"1"'
+# An action's payload is {"t<trigger id>": {...}}: the rule name is read without parsing the rest.
+_NAME = re.compile(r'\{\s*"(t\d+)"')
 _OK, _NOT_HANDLED = 0, 1
 
 
@@ -53,18 +57,21 @@ class _Ruleset:
         self.projections = [(p.prop, p.parts, dict(p.codes)) for p in plan.projections]
 
     def project(self, fields: dict[str, Any]) -> str:
-        msg: dict[str, str] = {"id": _MESSAGE_ID, "sid": _SID, "k": "1"}
-        for prop, parts, codes in self.projections:
-            v = lookup(fields, parts)
+        """The JSON message for this item: built by hand, since every value is a short ASCII code."""
+        parts = [_HEAD]
+        for prop, path, codes in self.projections:
+            v = lookup(fields, path)
             if v is True:
-                msg[prop] = "$T"
+                code = "$T"
             elif v is MISSING:
-                msg[prop] = "$A"
+                code = "$A"
             elif type(v) is str:
-                msg[prop] = codes.get(v, "$O")
+                code = codes.get(v, "$O")
             else:
-                msg[prop] = "$O"
-        return json.dumps(msg)
+                code = "$O"
+            parts.append(f',"{prop}":"{code}"')
+        parts.append("}")
+        return "".join(parts)
 
 
 class Matcher:
@@ -114,8 +121,10 @@ class Matcher:
                     result = _dre.start_action_for_state(handle, state)
                     while result:
                         payload = result[1] if isinstance(result, tuple) else result
-                        for name in json.loads(payload):
-                            add(rs.trigger_of[name])
+                        m = _NAME.match(payload)
+                        if m is None:
+                            raise MatcherError(f"unexpected action payload from durable_rules: {payload[:200]}")
+                        add(rs.trigger_of[m[1]])
                         result = _dre.complete_and_start_action(handle, state)
                 elif status != _NOT_HANDLED:
                     raise MatcherError(f"durable_rules returned status {status} asserting into {rs.plan.name}")
