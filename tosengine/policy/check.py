@@ -90,6 +90,27 @@ class _FileCtx:
 # ---------------------------------------------------------------- expressions
 
 
+# A quantified group that itself contains a quantifier -- `(a+)+`, `(\w*)*`, `(a|a?)+` -- can take
+# exponential time on a non-matching input in Python's backtracking `re`. Patterns are written by
+# policy authors but run on attacker-controlled events, so such patterns are refused.
+_NESTED_QUANTIFIER = re.compile(r"\((?:[^()\\]|\\.)*(?:[+*?]|\{\d*,?\d*\})(?:[^()\\]|\\.)*\)(?:[+*]|\{\d*,\d*\})")
+MAX_PATTERN = 500
+
+
+def regex_problem(pattern: str) -> str:
+    """Why a matches() pattern is refused (does not compile, may backtrack catastrophically), or ""."""
+    if len(pattern) > MAX_PATTERN:
+        return f"regular expression longer than {MAX_PATTERN} characters"
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        return f"regular expression does not compile: {exc}"
+    if _NESTED_QUANTIFIER.search(pattern) or re.search(r"\\[1-9]|\(\?P=", pattern):
+        return ("regular expression with a repeated group that repeats inside, or a back-reference: it can "
+                "take exponential time on a hostile event; rewrite it without nested repetition")
+    return ""
+
+
 def parse_template(text: str, base: Span) -> tuple[list[str | Expr], list[tuple[str, Span]]]:
     """Split `a {expr} b` into text and parsed expressions; `{{`/`}}` are literal braces."""
     parts: list[str | Expr] = []
@@ -134,6 +155,11 @@ class _Resolver:
         def go(x: Expr) -> Expr:
             nonlocal ok
             if isinstance(x, Path):
+                if any(p.startswith("_") for p in (x.root, *x.parts)):
+                    self.ctx.error(x.span, "invalid-value",
+                                   f"`{x.dotted}`: names starting with _ are not allowed in expressions")
+                    ok = False
+                    return x
                 if x.root in self.roots:
                     return x
                 if not x.parts and x.root in self.ctx.lists:
@@ -201,13 +227,11 @@ class _Resolver:
                     pat = x.args[1]
                     if not (isinstance(pat, Lit) and isinstance(pat.value, str)):
                         return bad(pat.span, "the pattern of matches() must be a string literal")
-                    try:
-                        re.compile(pat.value)
-                    except re.error as exc:
-                        ok_ = False
-                        self.ctx.error(pat.span, "bad-regex", f"regular expression does not compile: {exc}")
+                    problem = regex_problem(pat.value)
+                    if problem:
+                        self.ctx.error(pat.span, "bad-regex", problem)
                         nonlocal ok
-                        ok = ok_
+                        ok = False
                 if x.func in ("days", "hours", "minutes"):
                     if ts[0] not in ("num", "any"):
                         return bad(x.span, f"{x.func}() takes a number, got a {ts[0]}")
