@@ -53,8 +53,8 @@ _ID = re.compile(r"[a-z0-9]+(?:[-.][a-z0-9]+)*")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _FACT = re.compile(r"[a-z0-9_]+(?:\.[a-z0-9_]+)*")
 RESERVED = {"event", "fact", "after", "true", "false", "null", "and", "or", "not", "in", *FUNCTIONS}
-POLICY_FIELDS = ("policy", "title", "clause", "clause_ref", "severity", "action", "key", "lists", "macros", "rules",
-                 "sensitive")
+POLICY_FIELDS = ("policy", "title", "clause", "clause_ref", "severity", "action", "key", "params", "lists", "macros",
+                 "rules", "sensitive")
 RULE_FIELDS = ("id", "match", "threshold", "sequence", "expect", "within", "severity", "action", "key",
                "message", "emit", "violation", "title")
 MAX_STEPS = 16  # durable_rules' MAX_MESSAGE_FRAMES; kept as a language limit
@@ -78,6 +78,7 @@ class _FileCtx:
     lines: list[str]
     lists: dict[str, ListLit] = field(default_factory=dict)
     macros: dict[str, Expr] = field(default_factory=dict)
+    params: dict[str, int | float | str] = field(default_factory=dict)
 
     def error(self, span: Span, code: str, message: str, hint: str = "") -> None:
         line = self.lines[span.line - 1] if 0 < span.line <= len(self.lines) else ""
@@ -85,6 +86,11 @@ class _FileCtx:
 
     def at(self, path: Key) -> Span:
         return self.doc.span(path)
+
+    def value(self, path: Key) -> Any:
+        """The raw value at `path`, with a `params` name replaced by its value."""
+        raw = _get(self, path)
+        return self.params[raw] if isinstance(raw, str) and raw in self.params else raw
 
 
 # ---------------------------------------------------------------- expressions
@@ -166,7 +172,11 @@ class _Resolver:
                     return ListLit(self.ctx.lists[x.root].items, x.span)
                 if not x.parts and x.root in self.ctx.macros:
                     return self.ctx.macros[x.root]
-                known = sorted(self.roots | set(self.ctx.lists) | set(self.ctx.macros))
+                if not x.parts and x.root in self.ctx.params:
+                    v = self.ctx.params[x.root]
+                    d = parse_duration(v) if isinstance(v, str) else None
+                    return DurationLit(d, x.span) if d is not None else Lit(v, x.span)
+                known = sorted(self.roots | set(self.ctx.lists) | set(self.ctx.macros) | set(self.ctx.params))
                 self.ctx.error(x.span, "unknown-name", f"unknown name `{x.root}`",
                                _suggest(x.root, known) or f"names available here: {', '.join(known)}")
                 ok = False
@@ -325,7 +335,7 @@ def _check_fields(ctx: _FileCtx, path: Key, allowed: tuple[str, ...], what: str)
 
 
 def _duration(ctx: _FileCtx, path: Key) -> timedelta | None:
-    raw = _get(ctx, path)
+    raw = ctx.value(path)
     d = parse_duration(raw) if isinstance(raw, str) else None
     if d is None:
         ctx.error(ctx.at(path), "invalid-value", "a duration is a whole number with s, m, h or d: 30s 10m 2h 14d")
@@ -370,6 +380,21 @@ def _check_header(ctx: _FileCtx) -> dict[str, Any] | None:
     return doc
 
 
+def _check_params(ctx: _FileCtx) -> None:
+    """`params`: named numbers and durations an author tunes, usable as count/within and in expressions."""
+    params = ctx.doc.value.get("params") or {}
+    if not isinstance(params, dict):
+        ctx.error(ctx.at(("params",)), "invalid-value", "`params` maps names to numbers or durations")
+        return
+    for name, v in params.items():
+        if not _NAME.fullmatch(name) or name in RESERVED:
+            ctx.error(ctx.doc.key_span(("params", name)), "invalid-value", f"`{name}` cannot be a param name")
+        elif isinstance(v, bool) or not (isinstance(v, int | float) or (isinstance(v, str) and parse_duration(v))):
+            ctx.error(ctx.at(("params", name)), "invalid-value", "a param is a number or a duration such as 10m")
+        else:
+            ctx.params[name] = v
+
+
 def _check_lists(ctx: _FileCtx) -> None:
     lists = ctx.doc.value.get("lists") or {}
     if not isinstance(lists, dict):
@@ -377,8 +402,8 @@ def _check_lists(ctx: _FileCtx) -> None:
         return
     for name, items in lists.items():
         span = ctx.doc.key_span(("lists", name))
-        if not _NAME.fullmatch(name) or name in RESERVED:
-            ctx.error(span, "invalid-value", f"`{name}` cannot be a list name")
+        if not _NAME.fullmatch(name) or name in RESERVED or name in ctx.params:
+            ctx.error(span, "invalid-value", f"`{name}` cannot be a list name (reserved, or a param's name)")
             continue
         if not isinstance(items, list) or not all(isinstance(i, str | int | float | bool) for i in items):
             ctx.error(ctx.at(("lists", name)), "invalid-value", "a list holds strings, numbers or booleans")
@@ -394,8 +419,8 @@ def _check_macros(ctx: _FileCtx) -> None:
     parsed: dict[str, Expr] = {}
     for name, text in macros.items():
         span = ctx.doc.key_span(("macros", name))
-        if not _NAME.fullmatch(name) or name in RESERVED or name in ctx.lists:
-            ctx.error(span, "invalid-value", f"`{name}` cannot be a macro name (reserved, or a list's name)")
+        if not _NAME.fullmatch(name) or name in RESERVED or name in ctx.lists or name in ctx.params:
+            ctx.error(span, "invalid-value", f"`{name}` cannot be a macro name (reserved, or a list's or param's name)")
             continue
         if not isinstance(text, str):
             ctx.error(ctx.at(("macros", name)), "invalid-value", "a macro is an expression (a string)")
@@ -503,7 +528,7 @@ def _check_rule(ctx: _FileCtx, i: int, policy_id: str, defaults: tuple[str, str,
         if not ok:
             return None
         e = _cond(ctx, (*tb, "match"), {"event", "fact"})
-        count = t["count"]
+        count = ctx.value((*tb, "count"))
         if not isinstance(count, int) or isinstance(count, bool) or not 2 <= count <= MAX_COUNT:
             ctx.error(ctx.at((*tb, "count")), "invalid-value",
                       f"`count` is a whole number from 2 to {MAX_COUNT} (for 1, use a match rule)")
@@ -565,7 +590,7 @@ def _check_rule(ctx: _FileCtx, i: int, policy_id: str, defaults: tuple[str, str,
         after = _cond(ctx, (*xb, "after"), {"event", "fact"})
         fb = _cond(ctx, (*xb, "fulfilled_by"), {"event", "fact", "after"})
         within_e: Expr | None
-        wraw = x["within"]
+        wraw = ctx.value((*xb, "within"))
         if isinstance(wraw, str) and parse_duration(wraw) is not None:
             d = _duration(ctx, (*xb, "within"))
             within_e = DurationLit(d, ctx.at((*xb, "within"))) if d is not None else None
@@ -688,6 +713,7 @@ def _check_policy(source: Source, diags: list[Diagnostic]) -> Policy | None:
     raw = _check_header(ctx)
     if raw is None:
         return None
+    _check_params(ctx)
     _check_lists(ctx)
     _check_macros(ctx)
     severity = _choice(ctx, ("severity",), SEVERITIES, "medium")

@@ -234,6 +234,20 @@ def compile_expr(e: Expr) -> Fn:
     return lambda env: cmp(left(env), right(env))
 
 
+def format_duration(d: timedelta) -> str:
+    """A duration as the language writes it: 10m, 1d, 1h30m (fractions of a second dropped)."""
+    secs = int(d.total_seconds())
+    if secs == 0:
+        return "0s"
+    sign, secs = ("-", -secs) if secs < 0 else ("", secs)
+    out = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if secs >= size:
+            out.append(f"{secs // size}{unit}")
+            secs %= size
+    return sign + "".join(out)
+
+
 def render_value(v: Any) -> str:
     """How a value appears in a message."""
     if v is MISSING:
@@ -245,7 +259,7 @@ def render_value(v: Any) -> str:
     if isinstance(v, str):
         return v
     if isinstance(v, timedelta):
-        return str(v)
+        return format_duration(v)
     return json.dumps(v, ensure_ascii=False, default=str)
 
 
