@@ -46,7 +46,8 @@ class Explanation:
             f"rule      {v['rule']}  ({self.rule_kind}; policy version {v['policy_version']})",
             f"subject   {v['subject']}",
             f"time      {v['time']}  (recorded {v['recorded_at']})",
-            f"severity  {v['severity']}   action {v['action']}",
+            f"severity  {v['severity']}   action {v['action']}"
+            + (f"   (escalation ladder step {v['detail']['ladder_step']})" if v["detail"].get("ladder_step") else ""),
             f"message   {v['message']}",
             f"clause    \"{v['clause']}\"",
             "",

@@ -43,7 +43,7 @@ _REL = re.compile(r"\+((?:\d+[smhd])+)")
 _PART = re.compile(r"(\d+)([smhd])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 DEFAULT_START = "2026-01-01T00:00:00Z"
-_MATCH_KEYS = ("policy", "rule", "subject", "message", "evidence", "action", "severity")
+_MATCH_KEYS = ("policy", "rule", "subject", "message", "evidence", "action", "severity", "ladder_step")
 
 
 class PolicyTestError(TosEngineError):

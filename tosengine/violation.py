@@ -45,6 +45,7 @@ class Violation:
     kind: str = "match"  # match | threshold | sequence | expect
     deadline: datetime | None = None  # expect rules: when the obligation lapsed
     facts: tuple[dict[str, Any], ...] = field(default=(), compare=False, repr=False)  # the derived facts behind it
+    ladder_step: int = 0  # the subject's step on the escalation ladder when this was recorded (0: no ladder)
     evidence_events: tuple[dict[str, Any], ...] = field(default=(), compare=False, repr=False)
 
     def to_json(self) -> dict[str, Any]:
@@ -63,4 +64,5 @@ class Violation:
             "clause": self.clause,
             "policy_version": self.policy_version,
             "causes": list(self.causes),
+            "ladder_step": self.ladder_step,
         }

@@ -129,7 +129,7 @@ class AuditLog:
                 "evidence_events": _json([self.mask(e) for e in v.evidence_events]),
                 "causes": _json(list(v.causes)),
                 "detail": _json({"kind": v.kind, "deadline": format_time(v.deadline) if v.deadline else None,
-                                 "facts": list(v.facts)}),
+                                 "facts": list(v.facts), "ladder_step": v.ladder_step}),
                 "engine_version": ENGINE_VERSION,
             })
         if len(self._events) + len(self._violations) >= self.batch_size:

@@ -36,6 +36,7 @@ from tosengine.policy.model import (
     Emit,
     Expect,
     ItemKind,
+    Ladder,
     Policy,
     Rule,
     Sequence,
@@ -54,7 +55,7 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _FACT = re.compile(r"[a-z0-9_]+(?:\.[a-z0-9_]+)*")
 RESERVED = {"event", "fact", "after", "true", "false", "null", "and", "or", "not", "in", *FUNCTIONS}
 POLICY_FIELDS = ("policy", "title", "clause", "clause_ref", "severity", "action", "key", "params", "lists", "macros",
-                 "rules", "sensitive")
+                 "rules", "sensitive", "ladder")
 RULE_FIELDS = ("id", "match", "threshold", "sequence", "expect", "within", "severity", "action", "key",
                "message", "emit", "violation", "title")
 MAX_STEPS = 16  # durable_rules' MAX_MESSAGE_FRAMES; kept as a language limit
@@ -367,7 +368,7 @@ def _check_header(ctx: _FileCtx) -> dict[str, Any] | None:
         ctx.error(Span(1, 1), "not-a-mapping", "a policy file must be a mapping with `policy`, `clause`, `rules`")
         return None
     _check_fields(ctx, (), POLICY_FIELDS, "a policy")
-    for name in ("policy", "clause", "rules"):
+    for name in ("policy", "clause", *(() if "ladder" in doc else ("rules",))):
         if name not in doc:
             ctx.error(Span(1, 1), "missing-field", f"missing required field `{name}`")
     pid = doc.get("policy")
@@ -674,6 +675,52 @@ def _check_key_kind(ctx: _FileCtx, key: Expr, fields: dict[str, Any], span: Span
     return True
 
 
+def _check_ladder(ctx: _FileCtx, policy_id: str) -> Ladder | None:
+    """`ladder: {within, steps, counts}`: the escalation ladder of the policy set."""
+    lb: Key = ("ladder",)
+    raw = _get(ctx, lb)
+    if not isinstance(raw, dict):
+        ctx.error(ctx.at(lb), "not-a-mapping", "`ladder` has within, steps and optional counts")
+        return None
+    _check_fields(ctx, lb, ("within", "steps", "counts"), "a ladder")
+    if "within" not in raw or "steps" not in raw:
+        ctx.error(ctx.at(lb), "missing-field", "a ladder needs `within` and `steps`")
+        return None
+    within = _duration(ctx, (*lb, "within"))
+    steps = raw["steps"]
+    if not isinstance(steps, list) or not steps or any(s not in ACTIONS for s in steps):
+        ctx.error(ctx.at((*lb, "steps")), "invalid-value", f"`steps` is a list of actions: {', '.join(ACTIONS)}")
+        return None
+    counts: frozenset[str] | None = None
+    if "counts" in raw:
+        c = raw["counts"]
+        if isinstance(c, str) and c in ctx.lists:
+            c = [i.value for i in ctx.lists[c].items if isinstance(i, Lit)]
+        if not isinstance(c, list) or not all(isinstance(x, str) for x in c):
+            ctx.error(ctx.at((*lb, "counts")), "invalid-value", "`counts` is a list of policy ids (or a list's name)")
+            return None
+        counts = frozenset(c)
+    if within is None:
+        return None
+    return Ladder(policy_id, within, tuple(steps), counts, ctx.at(lb))
+
+
+def _check_ladders(policies: list[Policy], diags: list[Diagnostic], lines: dict[str, list[str]]) -> None:
+    """At most one ladder, counting only policies that exist."""
+    ids = {p.id for p in policies}
+    ladders = [p for p in policies if p.ladder is not None]
+    for p in ladders[1:]:
+        assert p.ladder is not None
+        diags.append(Diagnostic(p.path, p.ladder.span, "duplicate-policy",
+                                f"only one policy may declare a ladder; {ladders[0].path} already does"))
+    for p in ladders[:1]:
+        assert p.ladder is not None
+        for missing in sorted((p.ladder.counts or frozenset()) - ids):
+            diags.append(Diagnostic(p.path, p.ladder.span, "unknown-name",
+                                    f"the ladder counts `{missing}`, which is not a policy here",
+                                    _suggest(missing, ids)))
+
+
 def _check_emit(ctx: _FileCtx, path: Key, roots: set[str]) -> Emit | None:
     raw = _get(ctx, path)
     if not isinstance(raw, dict) or "fact" not in raw:
@@ -736,6 +783,7 @@ def _check_policy(source: Source, diags: list[Diagnostic]) -> Policy | None:
                 continue
             seen[r.name] = i
             rules.append(r)
+    ladder = _check_ladder(ctx, str(pid)) if "ladder" in raw else None
     sensitive: list[tuple[str, ...]] = []
     raw_sensitive = raw.get("sensitive", [])
     if not isinstance(raw_sensitive, list) or not all(
@@ -746,7 +794,8 @@ def _check_policy(source: Source, diags: list[Diagnostic]) -> Policy | None:
         sensitive = [tuple(x.split(".")) for x in raw_sensitive]
     if len(diags) > before:
         return None
-    return Policy(sensitive=tuple(sensitive), text=source.text, id=str(pid), title=str(raw.get("title") or pid),
+    return Policy(ladder=ladder, sensitive=tuple(sensitive), text=source.text, id=str(pid),
+                  title=str(raw.get("title") or pid),
                   clause=" ".join(str(raw["clause"]).split()),
                   clause_ref=str(raw.get("clause_ref") or ""), severity=severity, action=action,
                   path=source.path, version=source.version, rules=tuple(rules))
@@ -856,6 +905,7 @@ def _check_fact_cycles(policies: list[Policy], diags: list[Diagnostic], lines: d
 
 _CHECKS: tuple[tuple[str, Callable[..., None]], ...] = (
     ("fact-cycles", _check_fact_cycles),
+    ("ladders", _check_ladders),
 )
 
 

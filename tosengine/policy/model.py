@@ -16,6 +16,7 @@ __all__ = [
     "Emit",
     "Expect",
     "ItemKind",
+    "Ladder",
     "Policy",
     "Rule",
     "Sequence",
@@ -111,6 +112,17 @@ class Rule:
 
 
 @dataclass(frozen=True)
+class Ladder:
+    """Escalation: a subject's n-th counted violation within `within` is recorded at least at steps[n-1]."""
+
+    policy: str
+    within: timedelta
+    steps: tuple[str, ...]
+    counts: frozenset[str] | None  # policy ids whose violations climb the ladder; None: every policy
+    span: Span
+
+
+@dataclass(frozen=True)
 class Policy:
     """One policy file, checked."""
 
@@ -126,6 +138,7 @@ class Policy:
     # Event paths (`data.password`) the audit log must never store in clear: it stores a salted hash.
     sensitive: tuple[tuple[str, ...], ...] = ()
     text: str = field(default="", repr=False, compare=False)  # the file as read: what `version` hashes
+    ladder: Ladder | None = None
 
 
 @dataclass(frozen=True)
@@ -139,6 +152,11 @@ class CheckedPolicySet:
     def rules(self) -> tuple[Rule, ...]:
         """All rules of all policies, in order."""
         return tuple(r for p in self.policies for r in p.rules)
+
+    @property
+    def ladder(self) -> Ladder | None:
+        """The escalation ladder, if a policy declares one (check allows at most one)."""
+        return next((p.ladder for p in self.policies if p.ladder is not None), None)
 
     @property
     def sensitive(self) -> tuple[tuple[str, ...], ...]:

@@ -22,7 +22,7 @@ from tosengine.errors import EventError, TosEngineError
 from tosengine.events import Event, validate_event
 from tosengine.policy.check import check_policy_set
 from tosengine.policy.compile import Plan, compile_policy_set
-from tosengine.policy.model import CheckedPolicySet
+from tosengine.policy.model import ACTIONS, CheckedPolicySet
 from tosengine.policy.sources import read_schemas, read_sources
 from tosengine.runtime.clock import Clock, DueHeap
 from tosengine.runtime.evaluate import MISSING, Env
@@ -90,6 +90,8 @@ class Engine:
         self._deadlines: DueHeap[tuple[int, str, Obligation]] = DueHeap()
         self._expiry: DueHeap[tuple[str, int, str]] = DueHeap()
         self._max_partials = max_partials_per_key
+        self._ladder = policies.ladder
+        self._ladder_seen: dict[str, deque[datetime]] = {}
         self._out: list[Violation] = []
         self._queue: deque[Item] = deque()
         self._closed = False
@@ -205,6 +207,7 @@ class Engine:
             "deadline_heap": len(self._deadlines),
             "expiry_heap": len(self._expiry),
             "dedupe": len(self._seen),
+            "ladder_subjects": len(self._ladder_seen),
         }
 
     # ------------------------------------------------------------------ clock
@@ -247,6 +250,11 @@ class Engine:
         """Forget state that no future item can use: windows and partial matches behind the clock."""
         while (due := self._expiry.pop_before(now)) is not None:
             _, (what, ri, key) = due
+            if what == "ladder":
+                times = self._ladder_seen.get(key)
+                if times and self._ladder is not None and times[-1] + self._ladder.within < now:
+                    del self._ladder_seen[key]
+                continue
             cr = self._rules[ri]
             if what == "threshold":
                 st = self._thresholds.get((ri, key))
@@ -412,6 +420,33 @@ class Engine:
             self._obligations.setdefault((cr.index, key), []).append(ob)
             self._deadlines.push(deadline, (cr.index, key, ob))
 
+    def _climb(self, policy: str, subject: str, time: datetime, action: str) -> tuple[str, int]:
+        """The escalation ladder: a subject's n-th counted violation within the ladder's window is recorded
+        at least at steps[n-1]; every violation records the subject's step (docs/semantics.md)."""
+        ladder = self._ladder
+        now = self._clock.now
+        if ladder is None or now is None:
+            return action, 0
+        horizon = now - ladder.within
+        seen = self._ladder_seen.get(subject)
+        if seen is None:
+            seen = self._ladder_seen[subject] = deque()
+        while seen and seen[0] < horizon:
+            seen.popleft()
+        lo = max(time - ladder.within, horizon)
+        n = sum(1 for t in seen if lo <= t <= time)
+        if ladder.counts is not None and policy not in ladder.counts:
+            if not seen:
+                del self._ladder_seen[subject]
+            return action, min(n, len(ladder.steps))
+        pos = len(seen)
+        while pos > 0 and seen[pos - 1] > time:  # keep time order for the trim above
+            pos -= 1
+        seen.insert(pos, time)
+        self._expiry.push(seen[-1] + ladder.within, ("ladder", 0, subject))
+        step = min(n + 1, len(ladder.steps))
+        return max(action, ladder.steps[step - 1], key=ACTIONS.index), step
+
     def _fire(self, cr: CompiledRule, key: str, time: datetime, items: list[Item], env: Env,
               *, deadline: datetime | None = None) -> None:
         """A rule matched: record the violation, and queue its violation fact and emitted fact."""
@@ -422,18 +457,19 @@ class Engine:
         chain = tuple({f["id"]: f for it in items for f in it.chain}.values())
         if rule.violation:
             vid = violation_id("violation", rule.id, key, evidence, causes)
+            action, step = self._climb(pol.id, key, time, rule.action)
             message = cr.message(env) if cr.message is not None else f"{pol.title}: {rule.id} ({key})"
             self._out.append(Violation(
-                id=vid, policy=pol.id, rule=rule.id, subject=key, severity=rule.severity, action=rule.action,
+                id=vid, policy=pol.id, rule=rule.id, subject=key, severity=rule.severity, action=action,
                 time=time, evidence=evidence, message=message, clause=pol.clause, policy_version=pol.version,
-                causes=causes, kind=rule.kind, deadline=deadline, facts=chain,
+                causes=causes, kind=rule.kind, deadline=deadline, facts=chain, ladder_step=step,
                 evidence_events=tuple(e.to_dict() for e in events)))
             self.stats["violations"] += 1
             self._seq += 1
             me = {"id": vid, "type": "violation", "rule": rule.id, "subject": key, "time": format_time(time)}
             self._queue.append(Item("fact", {
                 "type": "violation", "policy": pol.id, "rule": rule.id, "subject": key,
-                "severity": rule.severity, "action": rule.action, "time": time, "id": vid,
+                "severity": rule.severity, "action": action, "time": time, "id": vid,
             }, time, self._seq, vid, evidence, events, (*chain, me)))
             self.stats["facts"] += 1
         if cr.emit is not None:

@@ -11,7 +11,7 @@ from typing import Any, Final
 
 from tosengine.events import Event
 from tosengine.policy.expr import Call, DurationLit, Expr, ListLit, Lit, Path, Unary
-from tosengine.policy.model import CheckedPolicySet, ItemKind, Policy, Rule
+from tosengine.policy.model import ACTIONS, CheckedPolicySet, ItemKind, Policy, Rule
 from tosengine.violation import Violation, violation_id
 
 __all__ = ["ABSENT", "evaluate_expr", "evaluate_reference"]
@@ -220,6 +220,8 @@ class _Reference:
     def __init__(self, policies: CheckedPolicySet) -> None:
         self.rules: tuple[Rule, ...] = policies.rules
         self.policies: dict[str, Policy] = {p.id: p for p in policies.policies}
+        self.set = policies
+        self.ladder_seen: dict[str, list[datetime]] = {}  # subject -> times of its counted violations
         self.clock: datetime | None = None
         self.seen: set[tuple[str, str]] = set()
         self.positions = 0
@@ -381,6 +383,20 @@ class _Reference:
 
     # -------------------------------------------------------- firing
 
+    def climb(self, policy: str, subject: str, time: datetime, action: str) -> tuple[str, int]:
+        """The escalation ladder (docs/semantics.md): the recorded action and the subject's step."""
+        ladder = self.set.ladder
+        if ladder is None or self.clock is None:
+            return action, 0
+        lo = max(time - ladder.within, self.clock - ladder.within)
+        seen = self.ladder_seen.setdefault(subject, [])
+        n = sum(1 for t in seen if lo <= t <= time and t >= self.clock - ladder.within)
+        if ladder.counts is not None and policy not in ladder.counts:
+            return action, min(n, len(ladder.steps))
+        seen.append(time)
+        step = min(n + 1, len(ladder.steps))
+        return max(action, ladder.steps[step - 1], key=ACTIONS.index), step
+
     def fire(self, rule: Rule, key: str, time: datetime, items: list[_Item], env: Env,
              deadline: datetime | None = None) -> None:
         """Record the violation (unless `violation: false`), then queue its fact and the emitted fact."""
@@ -389,12 +405,13 @@ class _Reference:
         if rule.violation:
             policy = self.policies[rule.policy]
             vid = violation_id("violation", rule.id, key, evidence, causes)
+            action, step = self.climb(rule.policy, key, time, rule.action)
             self.violations.append(Violation(
                 id=vid, policy=rule.policy, rule=rule.id, subject=key, severity=rule.severity,
-                action=rule.action, time=time, evidence=evidence, clause=policy.clause,
-                policy_version=policy.version, causes=causes, kind=rule.kind, deadline=deadline))
+                action=action, time=time, evidence=evidence, clause=policy.clause,
+                policy_version=policy.version, causes=causes, kind=rule.kind, deadline=deadline, ladder_step=step))
             fact = {"type": "violation", "policy": rule.policy, "rule": rule.id, "subject": key,
-                    "severity": rule.severity, "action": rule.action, "time": time, "id": vid}
+                    "severity": rule.severity, "action": action, "time": time, "id": vid}
             self.queue.append(_Item("fact", fact, self.next_pos(), evidence))
         if rule.emit is not None:
             data = {name: v for name, e in rule.emit.data if (v := evaluate_expr(e, env)) is not ABSENT}
