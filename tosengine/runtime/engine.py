@@ -347,7 +347,9 @@ class Engine:
         if st.armed and n >= th.count:
             st.armed = False
             members = window if window is not None else [*st.items, (item, value)]
-            self._fire(cr, key, item.time, [it for it, _ in members], {item.kind: item.fields})
+            # Kept items are in time order (for trimming); evidence is in stream order.
+            self._fire(cr, key, item.time, sorted((it for it, _ in members), key=lambda it: it.seq),
+                       {item.kind: item.fields})
         elif not st.armed and n < th.count:
             st.armed = True
         st.keep(item, value)
