@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -167,15 +167,23 @@ def _test(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK if run.passed else EXIT_FINDINGS
 
 
-def _lines(files: Sequence[str]) -> Iterator[tuple[str, int, str]]:
+def _lines(files: Sequence[str]) -> Iterator[tuple[str, int, str | None, bytes]]:
+    """(file, line number, text or None if not UTF-8, raw bytes) for every line of every input."""
     for name in files:
         if name == "-":
-            for n, line in enumerate(sys.stdin, 1):
-                yield "<stdin>", n, line
+            stream, label = sys.stdin.buffer, "<stdin>"
+            yield from _decode(label, stream)
         else:
-            with open(name, encoding="utf-8", errors="surrogateescape") as fh:
-                for n, line in enumerate(fh, 1):
-                    yield name, n, line
+            with open(name, "rb") as fh:
+                yield from _decode(name, fh)
+
+
+def _decode(label: str, stream: BinaryIO) -> Iterator[tuple[str, int, str | None, bytes]]:
+    for n, raw in enumerate(stream, 1):
+        try:
+            yield label, n, raw.decode("utf-8"), raw
+        except UnicodeDecodeError:
+            yield label, n, None, raw
 
 
 def _print_violation(v: Violation, fmt: str, out: TextIO) -> None:
@@ -224,14 +232,17 @@ def _replay(args: argparse.Namespace, out: TextIO) -> int:
         if args.format == "table" and not args.summary:
             out.write(f"{'TIME':24} {'RULE':48} {'SUBJECT':28} {'SEVERITY':8} {'ACTION':14} EVIDENCE\n")
         try:
-            for name, n, line in _lines(args.files):
-                if not line.strip():
+            for name, n, line, raw in _lines(args.files):
+                if line is not None and not line.strip():
                     continue
                 try:
+                    if line is None:
+                        raise EventError("", "the line is not valid UTF-8", line=n)
                     event = parse_event_line(line, line=n)
                 except EventError as exc:
                     rejected += 1
-                    engine.reject(line.rstrip("\n"), exc, origin=name)
+                    text = line if line is not None else raw.decode("utf-8", "backslashreplace")
+                    engine.reject(text.rstrip("\n"), exc, origin=name)
                     field = f"field `{exc.field}`: " if exc.field else ""
                     print(f"{name}:{n}: rejected: {field}{exc.problem}", file=sys.stderr)
                     continue

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
@@ -25,6 +25,10 @@ _KNOWN = {"id", "type", "time", "subject", "source", "specversion", "data", "dat
 # Bounds that keep one event from costing unbounded memory or time; generous for real producers.
 MAX_STRING = 1 << 20
 MAX_DEPTH = 32
+# Event times outside this range are rejected: windows and deadlines are computed by adding and
+# subtracting durations of up to years, which must not overflow.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 
 
 def parse_time(text: str) -> datetime:
@@ -35,6 +39,14 @@ def parse_time(text: str) -> datetime:
     frac = (m[7] or "")[:6].ljust(6, "0")
     off = "+00:00" if m[8] in ("Z", "z") else m[8]
     return datetime.fromisoformat(f"{m[1]}-{m[2]}-{m[3]}T{m[4]}:{m[5]}:{m[6]}.{frac}{off}")
+
+
+def _encodable(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_value(value: Any, path: str) -> None:
@@ -49,12 +61,18 @@ def _check_value(value: Any, path: str) -> None:
         if t is str:
             if len(v) > MAX_STRING:
                 raise EventError(where, f"string longer than {MAX_STRING} characters")
+            if not v.isascii() and not _encodable(v):
+                raise EventError(where, "string is not valid Unicode (a lone surrogate)")
         elif t is float:
             if not math.isfinite(v):
                 raise EventError(where, "numbers must be finite (no NaN or infinity)")
         elif t is dict or t is list:
             if depth >= MAX_DEPTH:
                 raise EventError(where, f"nested deeper than {MAX_DEPTH} levels")
+            if t is dict:
+                for k in v:
+                    if not k.isascii() and not _encodable(k):
+                        raise EventError(where, "a field name is not valid Unicode (a lone surrogate)")
             items = v.items() if t is dict else enumerate(v)
             for k, x in items:
                 if type(x) in (str, float, dict, list):
@@ -152,6 +170,8 @@ def validate_event(obj: Any, *, line: int | None = None) -> Event:
             when = parse_time(time_text)
         except ValueError as exc:
             raise EventError("time", str(exc)) from None
+        if not EARLIEST <= when <= LATEST:
+            raise EventError("time", f"must be between {EARLIEST.year} and {LATEST.year}")
         data = obj.get("data")
         if "data" in obj and not isinstance(data, dict):
             raise EventError("data", f"must be an object when present, got {type(data).__name__}")
@@ -162,6 +182,8 @@ def validate_event(obj: Any, *, line: int | None = None) -> Event:
             if not _EXTENSION.fullmatch(name):
                 raise EventError(name, "extension attribute names must be 1-20 lowercase letters or digits")
             extensions[name] = value
+        for name in ("id", "type", "subject", "source"):
+            _check_value(obj.get(name), name)
         _check_value(data, "data")
         for name, value in extensions.items():
             _check_value(value, name)
