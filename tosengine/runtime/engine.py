@@ -131,7 +131,7 @@ class Engine:
         with self._lock:
             self._check_open()
             self._out = []
-            if ev.identity in self._seen:
+            if self._is_duplicate(ev):
                 self.stats["duplicates"] += 1
                 return []
             self.stats["events"] += 1
@@ -216,6 +216,12 @@ class Engine:
         if self._closed:
             raise TosEngineError("the engine is closed")
 
+    def _is_duplicate(self, ev: Event) -> bool:
+        """Seen before, and the clock has not passed that time + the dedupe window (docs/semantics.md)."""
+        first = self._seen.get(ev.identity)
+        now = self._clock.now
+        return first is not None and (now is None or now <= first + self._dedupe_window)
+
     def _remember(self, ev: Event) -> None:
         self._seen[ev.identity] = ev.time
         self._seen_heap.push(ev.time + self._dedupe_window, ev.identity)
@@ -269,8 +275,11 @@ class Engine:
                     parts[:] = [p for p in parts if p.items[0].time + w >= now]
                     if not parts:
                         del self._partials[(ri, key)]
-        while (seen := self._seen_heap.pop_before(now)) is not None:
-            self._seen.pop(seen[1], None)
+        while (due_seen := self._seen_heap.pop_before(now)) is not None:
+            when, identity = due_seen
+            # Only forget if this entry is the latest sighting (an expired event may come again).
+            if self._seen.get(identity, when) + self._dedupe_window <= when:
+                del self._seen[identity]
 
     # ------------------------------------------------------------------ matching and deciding
 

@@ -217,13 +217,14 @@ def _event_item(e: Event, pos: int) -> _Item:
 class _Reference:
     """All state of one run; every method follows one paragraph of docs/semantics.md."""
 
-    def __init__(self, policies: CheckedPolicySet) -> None:
+    def __init__(self, policies: CheckedPolicySet, dedupe_window: timedelta) -> None:
         self.rules: tuple[Rule, ...] = policies.rules
         self.policies: dict[str, Policy] = {p.id: p for p in policies.policies}
         self.set = policies
         self.ladder_seen: dict[str, list[datetime]] = {}  # subject -> times of its counted violations
         self.clock: datetime | None = None
-        self.seen: set[tuple[str, str]] = set()
+        self.seen: dict[tuple[str, str], datetime] = {}  # (source, id) -> time of the last processed copy
+        self.dedupe_window = dedupe_window
         self.positions = 0
         self.opened = 0
         self.queue: deque[_Item] = deque()
@@ -240,9 +241,10 @@ class _Reference:
 
     def process(self, e: Event) -> None:
         """Steps 1-5 of "The clock and processing order"."""
-        if e.identity in self.seen:
+        first = self.seen.get(e.identity)
+        if first is not None and (self.clock is None or self.clock <= first + self.dedupe_window):
             return
-        self.seen.add(e.identity)
+        self.seen[e.identity] = e.time
         self.move_clock(e.time)
         # Positioned after the lapses of step 2: facts they derive come earlier in the stream than `e`.
         self.offer(_event_item(e, self.next_pos()))
@@ -420,10 +422,10 @@ class _Reference:
             self.queue.append(_Item("fact", emitted, self.next_pos(), evidence))
 
 
-def evaluate_reference(policies: CheckedPolicySet, events: Iterable[Event],
-                       until: datetime | None = None) -> list[Violation]:
+def evaluate_reference(policies: CheckedPolicySet, events: Iterable[Event], until: datetime | None = None,
+                       dedupe_window: timedelta = timedelta(days=7)) -> list[Violation]:
     """Every violation `policies` find in `events`, then advancing the clock to `until`; in order produced."""
-    ref = _Reference(policies)
+    ref = _Reference(policies, dedupe_window)
     for e in events:
         ref.process(e)
     if until is not None:
