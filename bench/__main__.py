@@ -1,14 +1,15 @@
-"""python -m bench [--events N] [--seed S]: throughput of tosengine vs raw durable_rules, one run.
+"""python -m bench [pack|latency|rules|memory|all] [--events N]: tosengine against raw durable_rules.
 
-Measures, on the default policy pack and the seeded generator's stream:
-  raw post()     durable_rules Host.post() of each event's projection to the rulesets its type routes
-                 to (projections computed before timing): the C matcher with its Python wrapper, and
-                 nothing else -- no validation, no windows, no deadlines, no chaining;
-  engine         Engine.process() on JSON lines: parse, validate, match, decide (no audit);
-  engine+sqlite  the same, writing the audit log to a fresh SQLite file;
-  replay         `tosengine replay --dry-run --format json` as a subprocess (start-up included);
-  reference      the plain-Python reference evaluator.
-Ratios are events/s divided by raw post() events/s, measured in the same run.
+Every figure is a ratio to raw durable_rules measured in the same run, on the same compiled rulesets:
+  raw post()       durable_rules Host.post() of each event's projection to the rulesets its type routes
+                   to (projections and JSON decoding done before timing): the C matcher and its Python
+                   wrapper, and nothing else -- no validation, no windows, deadlines or chaining;
+  raw post_batch() the same messages, batched per ruleset (1000 at a time);
+  engine           parse each JSON line, validate, match, decide (Engine.process), no audit;
+  engine+sqlite    the same, writing the audit log to a fresh SQLite file;
+  engine+pg        the same on PostgreSQL (TOSENGINE_BENCH_PG or TOSENGINE_TEST_DATABASE_URL);
+  replay           `tosengine replay --dry-run --format json` as a subprocess (start-up included);
+  reference        the plain-Python reference evaluator.
 """
 
 from __future__ import annotations
@@ -17,17 +18,25 @@ import argparse
 import copy
 import json
 import os
+import resource
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
+from typing import Any
 
 from durable import engine as dr_engine
+from sqlalchemy import create_engine, text
 
-from tosengine import Engine, read_sources
+from bench.synthetic import distinct_subject_events, rules_events, rules_pack
+from tosengine import Engine, check_sources, read_sources
 from tosengine.events import parse_event_line
 from tosengine.policy.check import check_policy_set
+from tosengine.policy.model import CheckedPolicySet
+from tosengine.policy.sources import Source
 from tosengine.runtime.engine import event_fields
 from tosengine.runtime.matcher import Matcher
 from tosengine.runtime.reference import evaluate_reference
@@ -45,43 +54,57 @@ class _QuietHost(dr_engine.Host):  # type: ignore[misc]
         return lambda c: None
 
 
-def _generate(n: int, seed: int, path: Path) -> None:
-    with path.open("w", encoding="utf-8") as fh:
-        subprocess.run([sys.executable, str(ROOT / "examples" / "generate.py"), "--events", str(n),
-                        "--accounts", str(max(100, n // 10)), "--days", "30", "--seed", str(seed),
-                        "--abuse-rate", "0.01"], stdout=fh, check=True)
+def _pack() -> CheckedPolicySet:
+    return check_policy_set(read_sources(ROOT / "policies"))
 
 
-def _raw_post(engine: Engine, lines: list[str]) -> float:
-    plan = engine.plan
+def _raw(policies: CheckedPolicySet, lines: list[str]) -> tuple[float, float]:
+    """Seconds for raw post() and for post_batch() of the same projected messages."""
+    probe = Engine(policies)
+    plan = probe.plan
     matcher = Matcher(plan)
-    posts: list[tuple[str, dict[str, object]]] = []
+    posts: list[tuple[str, dict[str, Any]]] = []
     for line in lines:
         ev = parse_event_line(line)
         fields = event_fields(ev)
         for rs in matcher.rulesets_for("event", ev.type):
             posts.append((rs.plan.name, json.loads(rs.project(fields))))
     matcher.close()
+    probe.close()
     defs = {}
     for rs in plan.rulesets:
         d = copy.deepcopy(rs.definition)
         for rule in d.values():
             rule["run"] = "noop"
         defs[rs.name] = d
-    host = _QuietHost()
-    host.set_rulesets(defs)
-    t0 = time.perf_counter()
-    for i, (name, msg) in enumerate(posts):
-        msg["id"] = str(i)
-        try:
-            host.post(name, msg)
-        except dr_engine.MessageNotHandledException:
-            pass
-    return time.perf_counter() - t0
+    out = []
+    for batched in (False, True):
+        host = _QuietHost()
+        host.set_rulesets(copy.deepcopy(defs))
+        msgs = [(name, {**m, "id": str(i)}) for i, (name, m) in enumerate(posts)]
+        t0 = time.perf_counter()
+        if not batched:
+            for name, msg in msgs:
+                try:
+                    host.post(name, msg)
+                except dr_engine.MessageNotHandledException:
+                    pass
+        else:
+            by_rs: dict[str, list[dict[str, Any]]] = {}
+            for name, msg in msgs:
+                by_rs.setdefault(name, []).append(msg)
+            for name, batch in by_rs.items():
+                for i in range(0, len(batch), 1000):
+                    try:
+                        host.post_batch(name, batch[i:i + 1000])
+                    except dr_engine.MessageNotHandledException:
+                        pass
+        out.append(time.perf_counter() - t0)
+    return out[0], out[1]
 
 
-def _engine(lines: list[str], audit: str | None) -> float:
-    engine = Engine.from_directory(ROOT / "policies", audit=audit)
+def _engine(policies: CheckedPolicySet, lines: list[str], audit: str | None) -> float:
+    engine = Engine(policies, audit=audit)
     t0 = time.perf_counter()
     for line in lines:
         engine.process(parse_event_line(line))
@@ -89,40 +112,141 @@ def _engine(lines: list[str], audit: str | None) -> float:
     return time.perf_counter() - t0
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--events", type=int, default=100_000)
-    p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--skip-reference", action="store_true")
-    args = p.parse_args()
+def _pg_url() -> str | None:
+    return os.environ.get("TOSENGINE_BENCH_PG") or os.environ.get("TOSENGINE_TEST_DATABASE_URL")
+
+
+def _with_pg_schema(policies: CheckedPolicySet, lines: list[str]) -> float | None:
+    url = _pg_url()
+    if not url:
+        return None
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(url)
+    with admin.begin() as c:
+        c.execute(text(f"CREATE SCHEMA {schema}"))
+    try:
+        sep = "&" if "?" in url else "?"
+        return _engine(policies, lines, f"{url}{sep}options=-csearch_path%3D{schema}")
+    finally:
+        with admin.begin() as c:
+            c.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+def _table(title: str, n: int, rows: list[tuple[str, float]]) -> None:
+    base = n / rows[0][1]
+    print(f"\n{title}")
+    print(f"{'what':42} {'seconds':>9} {'events/s':>10} {'ratio':>7}")
+    for name, secs in rows:
+        rate = n / secs
+        print(f"{name:42} {secs:9.2f} {rate:10.0f} {rate / base:7.2f}")
+
+
+def bench_pack(n: int, seed: int) -> None:
+    """The default pack on the seeded generator's stream at about 1% abuse."""
     with tempfile.TemporaryDirectory() as tmp:
         stream = Path(tmp) / "events.jsonl"
-        _generate(args.events, args.seed, stream)
+        with stream.open("w", encoding="utf-8") as fh:
+            subprocess.run([sys.executable, str(ROOT / "examples" / "generate.py"), "--events", str(n),
+                            "--accounts", str(max(100, n // 10)), "--days", "30", "--seed", str(seed),
+                            "--abuse-rate", "0.01"], stdout=fh, check=True)
         lines = stream.read_text(encoding="utf-8").splitlines()
-        n = len(lines)
-        probe = Engine(check_policy_set(read_sources(ROOT / "policies")))
-        results: list[tuple[str, float]] = [("raw durable_rules post()", _raw_post(probe, lines))]
-        probe.close()
-        results.append(("engine (validate+match+decide)", _engine(lines, None)))
-        results.append(("engine + SQLite audit", _engine(lines, f"sqlite:///{Path(tmp) / 'bench.db'}")))
+        policies = _pack()
+        post, batch = _raw(policies, lines)
+        rows = [("raw durable_rules post()", post), ("raw durable_rules post_batch()", batch),
+                ("engine (parse+validate+match+decide)", _engine(policies, lines, None)),
+                ("engine + SQLite audit", _engine(policies, lines, f"sqlite:///{Path(tmp) / 'b.db'}"))]
+        pg = _with_pg_schema(policies, lines)
+        if pg is not None:
+            rows.append(("engine + PostgreSQL audit", pg))
         t0 = time.perf_counter()
-        with open(os.devnull, "w") as devnull:
-            subprocess.run([sys.executable, "-m", "tosengine", "replay", str(stream), "--policies",
-                            str(ROOT / "policies"), "--dry-run", "--format", "json"], stdout=devnull,
-                           stderr=devnull, check=False)
-        results.append(("tosengine replay --dry-run (process)", time.perf_counter() - t0))
-        if not args.skip_reference:
-            policies = check_policy_set(read_sources(ROOT / "policies"))
-            events = [parse_event_line(x) for x in lines]
+        subprocess.run([sys.executable, "-m", "tosengine", "replay", str(stream), "--policies", str(ROOT / "policies"),
+                        "--dry-run", "--format", "json"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       check=False)
+        rows.append(("tosengine replay --dry-run (process)", time.perf_counter() - t0))
+        events = [parse_event_line(x) for x in lines]
+        t0 = time.perf_counter()
+        evaluate_reference(policies, events)
+        rows.append(("reference evaluator", time.perf_counter() - t0))
+    _table(f"default pack, {len(lines)} events (generator seed {seed}, 1% abuse)", len(lines), rows)
+
+
+def bench_latency(n: int) -> None:
+    """p50/p99 of one Engine.process() call on the default pack's stream."""
+    lines = subprocess.run([sys.executable, str(ROOT / "examples" / "generate.py"), "--events", str(n)],
+                           capture_output=True, text=True, check=True).stdout.splitlines()
+    engine = Engine(_pack())
+    events = [parse_event_line(x) for x in lines]
+    times = []
+    for ev in events:
+        t0 = time.perf_counter_ns()
+        engine.process(ev)
+        times.append(time.perf_counter_ns() - t0)
+    engine.close()
+    q = statistics.quantiles(times, n=100)
+    print(f"\nEngine.process() latency over {len(times)} events: p50 {q[49] / 1000:.1f} us, "
+          f"p99 {q[98] / 1000:.1f} us, max {max(times) / 1000:.1f} us")
+
+
+def bench_rules(n: int) -> None:
+    """Throughput against the number of rules and the violation rate; load time of each pack."""
+    print("\nsynthetic pack: rules x violation rate (ratio = engine / raw post(), same run)")
+    print(f"{'rules':>6} {'viol.':>6} {'load s':>7} {'raw ev/s':>9} {'engine ev/s':>11} {'ratio':>6}")
+    for rules in (10, 100, 500):
+        for rate in (0.001, 0.01, 0.1):
             t0 = time.perf_counter()
-            evaluate_reference(policies, events)
-            results.append(("reference evaluator", time.perf_counter() - t0))
-    base = n / results[0][1]
-    print(f"{n} events, default policy pack, seed {args.seed}, python {sys.version.split()[0]}")
-    print(f"{'what':40} {'seconds':>9} {'events/s':>10} {'ratio':>7}")
-    for name, secs in results:
-        rate = n / secs
-        print(f"{name:40} {secs:9.2f} {rate:10.0f} {rate / base:7.2f}")
+            checked, diags = check_sources([Source("bench.yaml", rules_pack(rules))])
+            assert checked is not None, diags
+            Engine(checked).close()
+            load = time.perf_counter() - t0
+            lines = rules_events(rules, n, rate)
+            post, _ = _raw(checked, lines)
+            eng = _engine(checked, lines, None)
+            print(f"{rules:6} {rate:6.1%} {load:7.2f} {n / post:9.0f} {n / eng:11.0f} {post / eng:6.2f}")
+
+
+def bench_memory(n: int) -> None:
+    """RSS growth over `n` events with `n` distinct subjects (run in a fresh process)."""
+    code = (
+        "import resource, sys; from bench.synthetic import distinct_subject_events as d; "
+        "from bench.__main__ import _pack, _rss; from tosengine import Engine; "
+        "from tosengine.events import parse_event_line as p; "
+        f"lines = d({n}); e = Engine(_pack()); base = _rss(); mid = 0\n"
+        "for i, l in enumerate(lines):\n"
+        "    e.process(p(l))\n"
+        "    mid = _rss() if i == len(lines) // 2 else mid\n"
+        "end = _rss(); peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
+        "print(f'{base:.0f} {mid:.0f} {end:.0f} {peak:.0f} ' + str(e.state_size()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    base, mid, end, peak, *rest = out.split(" ", 4)
+    print(f"\nmemory, {n} events with {n} distinct subjects (the events themselves are held as input "
+          f"lines, ~{n * 200 / 2**20:.0f} MB, before the baseline): RSS after load {base} MB, at half {mid} MB, "
+          f"at end {end} MB, growth {float(end) - float(base):.0f} MB; peak {peak} MB; state at end: {rest[0]}")
+
+
+def _rss() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("what", nargs="?", default="pack", choices=("pack", "latency", "rules", "memory", "all"))
+    p.add_argument("--events", type=int, default=100_000)
+    p.add_argument("--seed", type=int, default=7)
+    args = p.parse_args()
+    print(f"tosengine bench, python {sys.version.split()[0]}, {os.cpu_count()} cpus, {time.strftime('%Y-%m-%d')}")
+    if args.what in ("pack", "all"):
+        bench_pack(args.events, args.seed)
+    if args.what in ("latency", "all"):
+        bench_latency(min(args.events, 50_000))
+    if args.what in ("rules", "all"):
+        bench_rules(min(args.events, 20_000))
+    if args.what in ("memory", "all"):
+        bench_memory(args.events if args.what == "memory" else 1_000_000)
     return 0
 
 

@@ -42,6 +42,7 @@ _MESSAGE_ID = "m"
 _SID = "0"
 _RETRACT = json.dumps({"id": _MESSAGE_ID, "sid": _SID})
 _HEAD = '{"id":"m","sid":"0","k":"1"'
+_WARM_UP = '{"id":"m","sid":"0","k":"0"}'  # every condition requires k == "1": matches nothing
 # An action's payload is {"t<trigger id>": {...}}: the rule name is read without parsing the rest.
 _NAME = re.compile(r'\{\s*"(t\d+)"')
 _OK, _NOT_HANDLED = 0, 1
@@ -82,8 +83,12 @@ class Matcher:
         self._rulesets: list[_Ruleset] = []
         try:
             for rp in plan.rulesets:
-                self._rulesets.append(_Ruleset(rp))
-        except _dre.error as exc:
+                rs = _Ruleset(rp)
+                self._rulesets.append(rs)
+                # Create the session now: durable_rules spends ~100 us building it on the first message,
+                # which would otherwise land on some unlucky event's latency.
+                self._assert(rs, _WARM_UP, lambda _tid: None)
+        except (_dre.error, MatcherError) as exc:
             self.close()
             raise MatcherError(f"durable_rules refused a compiled ruleset: {exc}") from exc
         self._by_type: dict[tuple[ItemKind, str], list[_Ruleset]] = {}
