@@ -15,6 +15,7 @@ Every figure is a ratio to raw durable_rules measured in the same run, on the sa
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import os
@@ -31,7 +32,7 @@ from typing import Any
 from durable import engine as dr_engine
 from sqlalchemy import create_engine, text
 
-from bench.synthetic import distinct_subject_events, rules_events, rules_pack
+from bench.synthetic import rules_events, rules_pack
 from tosengine import Engine, check_sources, read_sources
 from tosengine.events import parse_event_line
 from tosengine.policy.check import check_policy_set
@@ -85,20 +86,16 @@ def _raw(policies: CheckedPolicySet, lines: list[str]) -> tuple[float, float]:
         t0 = time.perf_counter()
         if not batched:
             for name, msg in msgs:
-                try:
+                with contextlib.suppress(dr_engine.MessageNotHandledException):  # an event no rule matches
                     host.post(name, msg)
-                except dr_engine.MessageNotHandledException:
-                    pass
         else:
             by_rs: dict[str, list[dict[str, Any]]] = {}
             for name, msg in msgs:
                 by_rs.setdefault(name, []).append(msg)
             for name, batch in by_rs.items():
                 for i in range(0, len(batch), 1000):
-                    try:
+                    with contextlib.suppress(dr_engine.MessageNotHandledException):
                         host.post_batch(name, batch[i:i + 1000])
-                    except dr_engine.MessageNotHandledException:
-                        pass
         out.append(time.perf_counter() - t0)
     return out[0], out[1]
 
