@@ -222,3 +222,31 @@ def test_cli_replay_records_rejections_and_exports_a_case_file(tmp_path: Path) -
     assert p.returncode == 0
     assert "hash chain intact" in p.stdout and "third-party sites" in p.stdout and "l0" in p.stdout
     assert "hunter" not in p.stdout
+
+
+def test_with_a_key_an_attacker_who_rewrites_the_chain_is_still_caught(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With TOSENGINE_AUDIT_KEY, recomputing every hash after a change (which defeats a plain SHA-256
+    chain) still fails verification, because the attacker does not have the key."""
+    from tosengine.audit.chain import link_hash
+
+    url = f"sqlite:///{tmp_path / 'keyed.db'}"
+    monkeypatch.setenv("TOSENGINE_AUDIT_KEY", "a secret kept outside the database")
+    _replay(url, _events())
+    assert _verify(url).ok
+    eng = create_engine(url)
+    with eng.begin() as c:  # the attacker: change a row, then re-chain everything with plain SHA-256
+        c.execute(text("DROP TRIGGER violations_no_update"))
+        c.execute(text("UPDATE violations SET subject = 'account:innocent' WHERE seq = 2"))
+        prev = "0" * 64
+        for row in c.execute(select(ViolationRow).order_by(ViolationRow.seq)).mappings().all():
+            data = {**dict(row), "prev_hash": prev}
+            prev = link_hash(data)
+            c.execute(text("UPDATE violations SET prev_hash = :p, hash = :h WHERE seq = :s"),
+                      {"p": data["prev_hash"], "h": prev, "s": row["seq"]})
+        c.execute(text("UPDATE chain_head SET hash = :h"), {"h": prev})
+    eng.dispose()
+    result = _verify(url)
+    assert not result.ok and result.bad_seq == 1
+    monkeypatch.delenv("TOSENGINE_AUDIT_KEY")
+    assert _verify(url).ok  # without the key, the forged chain would have passed
