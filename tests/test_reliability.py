@@ -19,6 +19,7 @@ from tests.conftest import ev, policy_set
 from tests.test_audit import _verify, db_url  # noqa: F401  (db_url is a fixture)
 from tosengine import Engine
 from tosengine.audit.models import AcceptedEvent, ViolationRow
+from tosengine.events import parse_event_line
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = ROOT / "examples" / "seed-cases.jsonl"
@@ -95,3 +96,24 @@ rules:
       count: 3
       within: 10m
 """
+
+
+def test_an_embedding_service_restarts_with_its_windows_and_obligations(tmp_path: Path) -> None:
+    """Open obligations, partial sequences and threshold windows survive a restart: a new Engine
+    restores them from the audit log and the rest of the stream gives exactly one clean run's rows."""
+    lines = SEED.read_text(encoding="utf-8").splitlines()
+    clean = f"sqlite:///{tmp_path / 'clean.db'}"
+    with Engine.from_directory(ROOT / "policies", audit=clean) as engine:
+        engine.process_many(parse_event_line(x) for x in lines)
+    for cut in (len(lines) // 3, 2 * len(lines) // 3):
+        url = f"sqlite:///{tmp_path / f'restart-{cut}.db'}"
+        first = Engine.from_directory(ROOT / "policies", audit=url)
+        first.process_many(parse_event_line(x) for x in lines[:cut])
+        first.close()  # the service stops; its memory is gone
+        second = Engine.from_directory(ROOT / "policies", audit=url)
+        assert second.restore() == cut
+        assert second.state_size()["obligations"] + second.state_size()["threshold_keys"] > 0
+        second.process_many(parse_event_line(x) for x in lines[cut:])
+        second.close()
+        assert _rows(url) == _rows(clean), f"restart after {cut} events"
+        assert _verify(url).ok

@@ -13,7 +13,7 @@ import hmac
 import json
 import os
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -203,6 +203,19 @@ class AuditLog:
             conn.execute(insert(ChainHead), [{"name": "violations", **values}])
         else:
             conn.execute(update(ChainHead).where(ChainHead.name == "violations").values(**values))
+
+    def iter_events(self, chunk: int = 5000) -> Iterator[dict[str, Any]]:
+        """Every accepted event, in the order it was recorded (masked as stored)."""
+        last = 0
+        while True:
+            with self.engine.connect() as conn:
+                rows = conn.execute(select(AcceptedEvent.seq, AcceptedEvent.body).where(AcceptedEvent.seq > last)
+                                    .order_by(AcceptedEvent.seq).limit(chunk)).all()
+            if not rows:
+                return
+            for _, body in rows:
+                yield json.loads(body)
+            last = rows[-1][0]
 
     def _load_salt(self) -> bytes:
         with self.engine.begin() as conn:

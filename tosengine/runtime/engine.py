@@ -145,6 +145,30 @@ class Engine:
                 self._audit.record(ev, out)
             return out
 
+    def restore(self) -> int:
+        """Rebuild open windows, partial matches, obligations and the clock from the audit log.
+
+        For an embedding service after a restart: the accepted events are replayed, in the order they
+        were recorded, without writing anything (their violations are already stored). Returns how many
+        events were replayed. Deadlines passed by `advance_to` in an earlier run are passed again by the
+        next clock move; their violations keep their ids, so the audit log adds no row.
+        """
+        with self._lock:
+            self._check_open()
+            audit = self._audit
+            if audit is None:
+                raise TosEngineError("restore() needs an audit log")
+            audit.flush()
+            self._audit = None  # replaying must not record again
+            n = 0
+            try:
+                for body in audit.iter_events():
+                    self.process(body)
+                    n += 1
+            finally:
+                self._audit = audit
+            return n
+
     def process_many(self, events: Iterable[Event | dict[str, Any]]) -> list[Violation]:
         """Process events in order; same results as calling process() on each."""
         out: list[Violation] = []
