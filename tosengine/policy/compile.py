@@ -103,7 +103,9 @@ def _own_path(e: Expr, root: str) -> Path | None:
     return e if isinstance(e, Path) and e.root == root and e.parts else None
 
 
-# An atom: (path parts, op, values). op: eq / neq with a literal, or the special codes.
+# An atom: (path parts, op, values). op: eq / neq / in / notin with string literals (coded c<n>), or
+# true / nottrue / absent / present, which test the projection's own `$T` / `$A` codes. The special
+# tests are separate ops, never literals, so a policy's string "$T" is a literal like any other.
 Atom = tuple[tuple[str, ...], str, tuple[str, ...]]
 
 
@@ -113,9 +115,9 @@ def _atom(e: Expr, root: str) -> Atom | None:
     while isinstance(e, Unary) and e.op == "not":
         negate, e = not negate, e.operand
     if (p := _own_path(e, root)) is not None:
-        return (p.parts, "neq" if negate else "eq", ("$T",))
+        return (p.parts, "nottrue" if negate else "true", ())
     if isinstance(e, Call) and e.func == "exists" and (p := _own_path(e.args[0], root)) is not None:
-        return (p.parts, "eq" if negate else "neq", ("$A",))
+        return (p.parts, "absent" if negate else "present", ())
     if not isinstance(e, Binary):
         return None
     if e.op in ("==", "!="):
@@ -124,14 +126,12 @@ def _atom(e: Expr, root: str) -> Atom | None:
             p, other = _own_path(e.right, root), e.left
         if p is None or not isinstance(other, Lit):
             return None
-        if isinstance(other.value, str):
-            lit = other.value
-        elif other.value is True:
-            lit = "$T"
-        else:
-            return None
         positive = (e.op == "==") != negate
-        return (p.parts, "eq" if positive else "neq", (lit,))
+        if isinstance(other.value, str):
+            return (p.parts, "eq" if positive else "neq", (other.value,))
+        if other.value is True:
+            return (p.parts, "true" if positive else "nottrue", ())
+        return None
     if e.op in ("in", "not in") and (p := _own_path(e.left, root)) is not None:
         values = _str_list(e.right)
         if values is None:
@@ -151,7 +151,7 @@ def _atom_cost(a: Atom) -> int:
 def _types(conjuncts: list[Expr], root: str) -> frozenset[str] | None:
     for c in conjuncts:
         a = _atom(c, root)
-        if a is not None and a[0] == ("type",) and a[1] in ("eq", "in") and "$T" not in a[2]:
+        if a is not None and a[0] == ("type",) and a[1] in ("eq", "in"):
             return frozenset(a[2])
     return None
 
@@ -220,15 +220,20 @@ def _ruleset(name: str, kind: ItemKind, ty: str | None, ids: list[int], atoms_of
 
     def code(parts: tuple[str, ...], lit: str) -> tuple[str, str]:
         prop = props.setdefault(parts, f"p{len(props)}")
-        if lit in ("$T", "$A"):
-            return prop, lit
         table = codes.setdefault(parts, {})
         return prop, table.setdefault(lit, f"c{len(table)}")
+
+    special = {"true": ("eq", "$T"), "nottrue": ("neq", "$T"), "absent": ("eq", "$A"), "present": ("neq", "$A")}
 
     definition: dict[str, Any] = {}
     for tid in ids:
         conds: list[dict[str, Any]] = [{"k": "1"}]
         for parts, op, values in atoms_of[tid]:
+            if op in special:
+                how, mark = special[op]
+                prop = props.setdefault(parts, f"p{len(props)}")
+                conds.append({prop: mark} if how == "eq" else {"$neq": {prop: mark}})
+                continue
             pairs = [code(parts, v) for v in values]
             if op == "eq":
                 conds.append({pairs[0][0]: pairs[0][1]})

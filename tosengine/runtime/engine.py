@@ -36,6 +36,8 @@ from tosengine.runtime.rules import (
     ThresholdState,
     compile_rules,
 )
+from tosengine.runtime.smoke import smoke_spec
+from tosengine.runtime.smoke import smoke_test as run_smoke_test
 from tosengine.violation import Violation, format_time, violation_id
 
 __all__ = ["Engine"]
@@ -73,9 +75,13 @@ class Engine:
     """
 
     def __init__(self, policies: CheckedPolicySet, *, audit: AuditLog | str | None = None,
-                 dedupe_window: timedelta = timedelta(days=7), max_partials_per_key: int = 10_000) -> None:
+                 dedupe_window: timedelta = timedelta(days=7), max_partials_per_key: int = 10_000,
+                 smoke_test: float | None = None) -> None:
         self.policies = policies
         self.plan: Plan = compile_policy_set(policies)
+        self._smoke_timeout = smoke_test
+        if smoke_test is not None:
+            run_smoke_test(smoke_spec(self.plan), smoke_test)
         self._rules, self._local, self._joined = compile_rules(policies, self.plan)
         self._matcher = Matcher(self.plan)
         self._lock = threading.RLock()
@@ -104,12 +110,38 @@ class Engine:
                                       "skipped_no_key": 0, "partials_dropped": 0}
 
     @classmethod
-    def from_directory(cls, directory: str | Path, *, audit: AuditLog | str | None = None, **options: Any) -> Engine:
+    def from_directory(cls, directory: str | Path, *, audit: AuditLog | str | None = None,
+                       smoke_test: float | None = 30.0, **options: Any) -> Engine:
         """Load, check and compile every policy under `directory`; raises PolicyError with diagnostics.
 
         `audit` is a database URL (e.g. ``sqlite:///tosengine.db``) or an AuditLog; None: no audit log.
+        `smoke_test` is the timeout (seconds) of the load-time check that durable_rules neither crashes
+        nor hangs on the compiled rulesets (run in a subprocess); None skips it.
         """
-        return cls(check_policy_set(read_sources(directory), read_schemas(directory)), audit=audit, **options)
+        return cls(check_policy_set(read_sources(directory), read_schemas(directory)), audit=audit,
+                   smoke_test=smoke_test, **options)
+
+    def reload(self, policies: CheckedPolicySet | str | Path) -> None:
+        """Switch to new policies. If they fail to check, compile or pass the smoke test, raise and keep
+        running the current ones. The clock and redelivery memory are kept; the state of the old rules
+        (windows, partial matches, obligations, ladder) is dropped -- use a new Engine and restore() to
+        rebuild state under the new policies."""
+        if not isinstance(policies, CheckedPolicySet):
+            policies = check_policy_set(read_sources(policies), read_schemas(policies))
+        plan = compile_policy_set(policies)
+        if self._smoke_timeout is not None:
+            run_smoke_test(smoke_spec(plan), self._smoke_timeout)
+        rules, local, joined = compile_rules(policies, plan)
+        matcher = Matcher(plan)
+        with self._lock:
+            old, self._matcher = self._matcher, matcher
+            self.policies, self.plan, self._ladder = policies, plan, policies.ladder
+            self._rules, self._local, self._joined = rules, local, joined
+            self._thresholds, self._partials, self._obligations = {}, {}, {}
+            self._deadlines, self._expiry, self._ladder_seen = DueHeap(), DueHeap(), {}
+            if self._audit is not None:
+                self._audit.register_policies(policies, {p.path: p.text for p in policies.policies})
+        old.close()
 
     # ------------------------------------------------------------------ public API
 

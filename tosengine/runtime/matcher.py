@@ -150,3 +150,81 @@ class Matcher:
                     with contextlib.suppress(_dre.error):
                         _dre.delete_ruleset(rs.handle)
                     rs.handle = None
+
+
+# ---------------------------------------------------------------- smoke test (runs in a subprocess)
+
+
+def _satisfy(cond: dict[str, Any], msg: dict[str, str]) -> None:
+    """Fill `msg` so that it meets `cond` (first branch of an `$or`)."""
+    for key, value in cond.items():
+        if key == "$and":
+            for c in value:
+                _satisfy(c, msg)
+        elif key == "$or":
+            _satisfy(value[0], msg)
+        elif key == "$neq":
+            ((prop, code),) = value.items()
+            msg.setdefault(prop, "$O" if code != "$O" else "$A")
+        else:
+            msg.setdefault(key, value)
+
+
+def _holds(cond: dict[str, Any], msg: dict[str, str]) -> bool:
+    for key, value in cond.items():
+        if key == "$and" and not all(_holds(c, msg) for c in value):
+            return False
+        if key == "$or" and not any(_holds(c, msg) for c in value):
+            return False
+        if key == "$neq" and all(msg.get(p) == c for p, c in value.items()):
+            return False
+        if not key.startswith("$") and msg.get(key) != value:
+            return False
+    return True
+
+
+def probes(plan: RulesetPlan) -> list[tuple[dict[str, str], str | None]]:
+    """For each trigger of a ruleset: a message meeting its conditions, and the rule that must fire."""
+    out: list[tuple[dict[str, str], str | None]] = []
+    for name, rule in plan.definition.items():
+        cond = rule["all"][0]["m"]
+        msg: dict[str, str] = {"id": _MESSAGE_ID, "sid": _SID}
+        _satisfy(cond, msg)
+        out.append((msg, name if _holds(cond, msg) else None))
+    return out
+
+
+def smoke_main() -> int:
+    """Subprocess entry: create every ruleset on stdin, assert its probes, check each expected rule fires.
+
+    A crash or hang here is what the parent detects; a wrong result is reported on stdout, exit 1.
+    """
+    import sys
+
+    spec = json.load(sys.stdin)
+    failures: list[str] = []
+    for rs in spec["rulesets"]:
+        handle = _dre.create_ruleset(rs["name"], json.dumps(rs["definition"]))
+        for msg, expected in rs["probes"]:
+            # Keep going after an error: the worst outcome (a crash) is the one the parent must see.
+            fired: list[str] = []
+            try:
+                status, state = _dre.assert_fact(handle, json.dumps(msg))
+                if status == _OK:
+                    result = _dre.start_action_for_state(handle, state)
+                    while result:
+                        m = _NAME.match(result[1] if isinstance(result, tuple) else result)
+                        fired.append(m[1] if m else "?")
+                        result = _dre.complete_and_start_action(handle, state)
+                _dre.retract_fact(handle, json.dumps({"id": msg["id"], "sid": msg["sid"]}))
+            except Exception as exc:
+                failures.append(f"ruleset {rs['name']}: {type(exc).__name__} {exc}".strip())
+                continue
+            if expected is not None and expected not in fired:
+                failures.append(f"ruleset {rs['name']}: {expected} did not fire for {msg} (fired {fired})")
+        _dre.delete_ruleset(handle)
+    if failures:
+        print(failures[0])
+        return 1
+    print("ok")
+    return 0
