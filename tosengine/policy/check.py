@@ -5,10 +5,8 @@ The checks run as an ordered table per file (`_CHECKS`), then across files (dupl
 
 from __future__ import annotations
 
-import difflib
 import re
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -16,26 +14,23 @@ from tosengine.errors import PolicyError
 from tosengine.policy.diagnostics import Diagnostic, Span
 from tosengine.policy.expr import (
     FUNCTIONS,
-    Binary,
-    Call,
     DurationLit,
     Expr,
     ExprSyntaxError,
     ListLit,
     Lit,
     Path,
-    Unary,
     parse_duration,
     parse_expression,
     walk,
 )
+from tosengine.policy.graph import check_fact_cycles
 from tosengine.policy.model import (
     ACTIONS,
     SEVERITIES,
     CheckedPolicySet,
     Emit,
     Expect,
-    ItemKind,
     Ladder,
     Policy,
     Rule,
@@ -44,11 +39,12 @@ from tosengine.policy.model import (
     Template,
     Threshold,
 )
+from tosengine.policy.resolve import FileContext, Resolver, item_kind, parse_template, suggest
 from tosengine.policy.schemas import check_event_fields, load_schemas
 from tosengine.policy.sources import Source
-from tosengine.policy.yaml import Key, Located, YamlError, load_yaml
+from tosengine.policy.yaml import Key, YamlError, load_yaml
 
-__all__ = ["check_policy_set", "check_sources", "parse_template"]
+__all__ = ["check_policy_set", "check_sources"]
 
 _ID = re.compile(r"[a-z0-9]+(?:[-.][a-z0-9]+)*")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -61,252 +57,12 @@ RULE_FIELDS = ("id", "match", "threshold", "sequence", "expect", "within", "seve
 MAX_STEPS = 16  # durable_rules' MAX_MESSAGE_FRAMES; kept as a language limit
 MAX_COUNT = 100_000
 MAX_RULES = 1000
-_TYPE_NAMES = {"num": "number", "str": "string"}
-
-
-def _suggest(word: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f"did you mean `{close[0]}`?" if close else ""
-
-
-@dataclass
-class _FileCtx:
-    """What the checks of one file share: the source, its spans, and the diagnostics found so far."""
-
-    source: Source
-    doc: Located
-    diags: list[Diagnostic]
-    lines: list[str]
-    lists: dict[str, ListLit] = field(default_factory=dict)
-    macros: dict[str, Expr] = field(default_factory=dict)
-    params: dict[str, int | float | str] = field(default_factory=dict)
-
-    def error(self, span: Span, code: str, message: str, hint: str = "") -> None:
-        line = self.lines[span.line - 1] if 0 < span.line <= len(self.lines) else ""
-        self.diags.append(Diagnostic(self.source.path, span, code, message, hint, source_line=line))
-
-    def at(self, path: Key) -> Span:
-        return self.doc.span(path)
-
-    def value(self, path: Key) -> Any:
-        """The raw value at `path`, with a `params` name replaced by its value."""
-        raw = _get(self, path)
-        return self.params[raw] if isinstance(raw, str) and raw in self.params else raw
-
-
-# ---------------------------------------------------------------- expressions
-
-
-# A quantified group that itself contains a quantifier -- `(a+)+`, `(\w*)*`, `(a|a?)+` -- can take
-# exponential time on a non-matching input in Python's backtracking `re`. Patterns are written by
-# policy authors but run on attacker-controlled events, so such patterns are refused.
-_NESTED_QUANTIFIER = re.compile(r"\((?:[^()\\]|\\.)*(?:[+*?]|\{\d*,?\d*\})(?:[^()\\]|\\.)*\)(?:[+*]|\{\d*,\d*\})")
-MAX_PATTERN = 500
-
-
-def regex_problem(pattern: str) -> str:
-    """Why a matches() pattern is refused (does not compile, may backtrack catastrophically), or ""."""
-    if len(pattern) > MAX_PATTERN:
-        return f"regular expression longer than {MAX_PATTERN} characters"
-    try:
-        re.compile(pattern)
-    except re.error as exc:
-        return f"regular expression does not compile: {exc}"
-    if _NESTED_QUANTIFIER.search(pattern) or re.search(r"\\[1-9]|\(\?P=", pattern):
-        return ("regular expression with a repeated group that repeats inside, or a back-reference: it can "
-                "take exponential time on a hostile event; rewrite it without nested repetition")
-    return ""
-
-
-def parse_template(text: str, base: Span) -> tuple[list[str | Expr], list[tuple[str, Span]]]:
-    """Split `a {expr} b` into text and parsed expressions; `{{`/`}}` are literal braces."""
-    parts: list[str | Expr] = []
-    errors: list[tuple[str, Span]] = []
-    buf, i = [], 0
-    while i < len(text):
-        c = text[i]
-        if c in "{}" and text[i:i + 2] in ("{{", "}}"):
-            buf.append(c)
-            i += 2
-        elif c == "{":
-            end = text.find("}", i)
-            if end < 0:
-                errors.append(("unclosed `{` in message", base.shifted(i)))
-                break
-            if buf:
-                parts.append("".join(buf))
-                buf = []
-            try:
-                parts.append(parse_expression(text[i + 1:end], base.shifted(i + 1)))
-            except ExprSyntaxError as exc:
-                errors.append((exc.message, base.shifted(i + 1 + exc.offset)))
-            i = end + 1
-        else:
-            buf.append(c)
-            i += 1
-    if buf:
-        parts.append("".join(buf))
-    return parts, errors
-
-
-class _Resolver:
-    """Replaces list and macro names by their values and reports unknown names, functions, types."""
-
-    def __init__(self, ctx: _FileCtx, roots: set[str]) -> None:
-        self.ctx = ctx
-        self.roots = roots
-
-    def resolve(self, e: Expr) -> Expr | None:
-        ok = True
-
-        def go(x: Expr) -> Expr:
-            nonlocal ok
-            if isinstance(x, Path):
-                if any(p.startswith("_") for p in (x.root, *x.parts)):
-                    self.ctx.error(x.span, "invalid-value",
-                                   f"`{x.dotted}`: names starting with _ are not allowed in expressions")
-                    ok = False
-                    return x
-                if x.root in self.roots:
-                    return x
-                if not x.parts and x.root in self.ctx.lists:
-                    return ListLit(self.ctx.lists[x.root].items, x.span)
-                if not x.parts and x.root in self.ctx.macros:
-                    return self.ctx.macros[x.root]
-                if not x.parts and x.root in self.ctx.params:
-                    v = self.ctx.params[x.root]
-                    d = parse_duration(v) if isinstance(v, str) else None
-                    return DurationLit(d, x.span) if d is not None else Lit(v, x.span)
-                known = sorted(self.roots | set(self.ctx.lists) | set(self.ctx.macros) | set(self.ctx.params))
-                self.ctx.error(x.span, "unknown-name", f"unknown name `{x.root}`",
-                               _suggest(x.root, known) or f"names available here: {', '.join(known)}")
-                ok = False
-                return x
-            if isinstance(x, ListLit):
-                return ListLit(tuple(go(i) for i in x.items), x.span)
-            if isinstance(x, Unary):
-                return Unary(x.op, go(x.operand), x.span)
-            if isinstance(x, Binary):
-                return Binary(x.op, go(x.left), go(x.right), x.span)
-            if isinstance(x, Call):
-                if x.func not in FUNCTIONS:
-                    self.ctx.error(x.span, "unknown-function", f"unknown function `{x.func}`",
-                                   _suggest(x.func, FUNCTIONS) or f"functions: {', '.join(sorted(FUNCTIONS))}")
-                    ok = False
-                elif len(x.args) != FUNCTIONS[x.func]:
-                    self.ctx.error(x.span, "invalid-value",
-                                   f"`{x.func}` takes {FUNCTIONS[x.func]} argument(s), got {len(x.args)}")
-                    ok = False
-                return Call(x.func, tuple(go(a) for a in x.args), x.span)
-            return x
-
-        out = go(e)
-        if ok and not self._types(out):
-            return None
-        return out if ok else None
-
-    def _types(self, e: Expr) -> bool:
-        ok = True
-
-        def bad(span: Span, msg: str) -> str:
-            nonlocal ok
-            ok = False
-            self.ctx.error(span, "type-mismatch", re.sub(r"\b(num|str)\b", lambda m: _TYPE_NAMES[m[0]], msg))
-            return "any"
-
-        def ty(x: Expr) -> str:
-            if isinstance(x, Lit):
-                v = x.value
-                return ("null" if v is None else "bool" if isinstance(v, bool)
-                        else "str" if isinstance(v, str) else "num")
-            if isinstance(x, DurationLit):
-                return "duration"
-            if isinstance(x, ListLit):
-                for i in x.items:
-                    ty(i)
-                return "list"
-            if isinstance(x, Path):
-                return "time" if x.parts == ("time",) else "any"
-            if isinstance(x, Unary):
-                t = ty(x.operand)
-                if x.op == "-":
-                    return t if t in ("num", "duration", "any") else bad(x.span, f"cannot negate a {t}")
-                return "bool"
-            if isinstance(x, Call):
-                ts = [ty(a) for a in x.args]
-                if x.func == "matches":
-                    pat = x.args[1]
-                    if not (isinstance(pat, Lit) and isinstance(pat.value, str)):
-                        return bad(pat.span, "the pattern of matches() must be a string literal")
-                    problem = regex_problem(pat.value)
-                    if problem:
-                        self.ctx.error(pat.span, "bad-regex", problem)
-                        nonlocal ok
-                        ok = False
-                if x.func in ("days", "hours", "minutes"):
-                    if ts[0] not in ("num", "any"):
-                        return bad(x.span, f"{x.func}() takes a number, got a {ts[0]}")
-                    return "duration"
-                if x.func in ("lower",):
-                    return "str" if ts[0] in ("str", "any") else bad(x.span, f"lower() takes a string, got a {ts[0]}")
-                if x.func == "len":
-                    return "num"
-                return "bool"
-            assert isinstance(x, Binary)
-            lt, rt = ty(x.left), ty(x.right)
-            if x.op in ("and", "or"):
-                for side, t in ((x.left, lt), (x.right, rt)):
-                    if t not in ("bool", "any"):
-                        bad(side.span, f"`{x.op}` needs true/false operands, got a {t}")
-                return "bool"
-            if x.op in ("+", "-"):
-                if "any" in (lt, rt):
-                    return "time" if "time" in (lt, rt) else "any"
-                table = {("num", "num"): "num", ("time", "duration"): "time", ("duration", "duration"): "duration"}
-                if x.op == "+":
-                    table[("duration", "time")] = "time"
-                else:
-                    table[("time", "time")] = "duration"
-                if (lt, rt) not in table:
-                    return bad(x.span, f"cannot apply `{x.op}` to a {lt} and a {rt}")
-                return table[(lt, rt)]
-            if x.op in ("in", "not in"):
-                if rt not in ("list", "any"):
-                    bad(x.right.span, f"the right side of `{x.op}` must be a list, got a {rt}")
-                return "bool"
-            # comparisons
-            if "any" not in (lt, rt) and "null" not in (lt, rt) and lt != rt:
-                bad(x.span, f"comparing a {lt} with a {rt} is always false")
-            elif x.op in ("<", "<=", ">", ">=") and (lt in ("bool", "list") or rt in ("bool", "list")):
-                bad(x.span, f"`{x.op}` does not order a {lt if lt in ('bool', 'list') else rt}")
-            return "bool"
-
-        ty(e)
-        return ok
-
-    def type_of(self, e: Expr) -> str:
-        """The static type of an already-resolved expression (for `within`)."""
-        if isinstance(e, DurationLit):
-            return "duration"
-        if isinstance(e, Call) and e.func in ("days", "hours", "minutes"):
-            return "duration"
-        if isinstance(e, Binary) and e.op in ("+", "-"):
-            lt, rt = self.type_of(e.left), self.type_of(e.right)
-            return "duration" if lt == rt == "duration" else "any"
-        return "any"
-
-
-def _item_kind(ctx: _FileCtx, e: Expr, span: Span) -> ItemKind:
-    roots = {n.root for n in walk(e) if isinstance(n, Path)}
-    if "event" in roots and "fact" in roots:
-        ctx.error(span, "mixed-item", "a condition matches either an event (event.*) or a fact (fact.*), not both")
-    return "fact" if "fact" in roots else "event"
 
 
 # ---------------------------------------------------------------- fields
 
 
-def _expr(ctx: _FileCtx, path: Key, roots: set[str], *, boolean: bool = True) -> Expr | None:
+def _expr(ctx: FileContext, path: Key, roots: set[str], *, boolean: bool = True) -> Expr | None:
     raw = _get(ctx, path)
     if isinstance(raw, bool | int | float) and not boolean:
         return Lit(raw, ctx.at(path))
@@ -318,24 +74,21 @@ def _expr(ctx: _FileCtx, path: Key, roots: set[str], *, boolean: bool = True) ->
     except ExprSyntaxError as exc:
         ctx.error(ctx.at(path).shifted(exc.offset), "expr-syntax", exc.message)
         return None
-    return _Resolver(ctx, roots).resolve(e)
+    return Resolver(ctx, roots).resolve(e)
 
 
-def _get(ctx: _FileCtx, path: Key) -> Any:
-    v: Any = ctx.doc.value
-    for p in path:
-        v = v[p]
-    return v
+def _get(ctx: FileContext, path: Key) -> Any:
+    return ctx.raw(path)
 
 
-def _check_fields(ctx: _FileCtx, path: Key, allowed: tuple[str, ...], what: str) -> None:
+def _check_fields(ctx: FileContext, path: Key, allowed: tuple[str, ...], what: str) -> None:
     for k in _get(ctx, path):
         if k not in allowed:
             ctx.error(ctx.doc.key_span((*path, k)), "unknown-field", f"unknown field `{k}` in {what}",
-                      _suggest(k, allowed) or f"{what} fields: {', '.join(allowed)}")
+                      suggest(k, allowed) or f"{what} fields: {', '.join(allowed)}")
 
 
-def _duration(ctx: _FileCtx, path: Key) -> timedelta | None:
+def _duration(ctx: FileContext, path: Key) -> timedelta | None:
     raw = ctx.value(path)
     d = parse_duration(raw) if isinstance(raw, str) else None
     if d is None:
@@ -347,14 +100,14 @@ def _duration(ctx: _FileCtx, path: Key) -> timedelta | None:
     return d
 
 
-def _choice(ctx: _FileCtx, path: Key, choices: tuple[str, ...], default: str) -> str:
+def _choice(ctx: FileContext, path: Key, choices: tuple[str, ...], default: str) -> str:
     obj = _get(ctx, path[:-1])
     if path[-1] not in obj:
         return default
     v = obj[path[-1]]
     if v not in choices:
         ctx.error(ctx.at(path), "invalid-value", f"`{path[-1]}` must be one of {', '.join(choices)}",
-                  _suggest(str(v), choices))
+                  suggest(str(v), choices))
         return default
     return str(v)
 
@@ -362,7 +115,7 @@ def _choice(ctx: _FileCtx, path: Key, choices: tuple[str, ...], default: str) ->
 # ---------------------------------------------------------------- policy file
 
 
-def _check_header(ctx: _FileCtx) -> dict[str, Any] | None:
+def _check_header(ctx: FileContext) -> dict[str, Any] | None:
     doc = ctx.doc.value
     if not isinstance(doc, dict):
         ctx.error(Span(1, 1), "not-a-mapping", "a policy file must be a mapping with `policy`, `clause`, `rules`")
@@ -381,7 +134,7 @@ def _check_header(ctx: _FileCtx) -> dict[str, Any] | None:
     return doc
 
 
-def _check_params(ctx: _FileCtx) -> None:
+def _check_params(ctx: FileContext) -> None:
     """`params`: named numbers and durations an author tunes, usable as count/within and in expressions."""
     params = ctx.doc.value.get("params") or {}
     if not isinstance(params, dict):
@@ -396,7 +149,7 @@ def _check_params(ctx: _FileCtx) -> None:
             ctx.params[name] = v
 
 
-def _check_lists(ctx: _FileCtx) -> None:
+def _check_lists(ctx: FileContext) -> None:
     lists = ctx.doc.value.get("lists") or {}
     if not isinstance(lists, dict):
         ctx.error(ctx.at(("lists",)), "invalid-value", "`lists` maps names to lists of values")
@@ -412,7 +165,7 @@ def _check_lists(ctx: _FileCtx) -> None:
         ctx.lists[name] = ListLit(tuple(Lit(i, ctx.at(("lists", name, n))) for n, i in enumerate(items)), span)
 
 
-def _check_macros(ctx: _FileCtx) -> None:
+def _check_macros(ctx: FileContext) -> None:
     macros = ctx.doc.value.get("macros") or {}
     if not isinstance(macros, dict):
         ctx.error(ctx.at(("macros",)), "invalid-value", "`macros` maps names to expressions")
@@ -449,7 +202,7 @@ def _check_macros(ctx: _FileCtx) -> None:
             return
         done.add(name)
         # Macros may use any root; the rule that uses a macro decides whether that root is allowed.
-        resolved = _Resolver(ctx, {"event", "fact", "after"} | _step_like(parsed[name])).resolve(parsed[name])
+        resolved = Resolver(ctx, {"event", "fact", "after"} | _step_like(parsed[name])).resolve(parsed[name])
         if resolved is not None:
             ctx.macros[name] = resolved
 
@@ -462,25 +215,25 @@ def _step_like(e: Expr) -> set[str]:
     return {p.root for p in walk(e) if isinstance(p, Path) and p.parts and p.root not in ("event", "fact", "after")}
 
 
-def _recheck_roots(ctx: _FileCtx, e: Expr, roots: set[str]) -> bool:
+def _recheck_roots(ctx: FileContext, e: Expr, roots: set[str]) -> bool:
     """After macro inlining, every path root must be allowed where the expression is used."""
     ok = True
     for p in walk(e):
         if isinstance(p, Path) and p.root not in roots:
             ctx.error(p.span, "unknown-name", f"`{p.root}` is not available here",
-                      _suggest(p.root, roots) or f"names available here: {', '.join(sorted(roots))}")
+                      suggest(p.root, roots) or f"names available here: {', '.join(sorted(roots))}")
             ok = False
     return ok
 
 
-def _cond(ctx: _FileCtx, path: Key, roots: set[str]) -> Expr | None:
+def _cond(ctx: FileContext, path: Key, roots: set[str]) -> Expr | None:
     e = _expr(ctx, path, roots)
     if e is not None and not _recheck_roots(ctx, e, roots):
         return None
     return e
 
 
-def _check_rule(ctx: _FileCtx, i: int, policy_id: str, defaults: tuple[str, str, Expr | None]) -> Rule | None:
+def _check_rule(ctx: FileContext, i: int, policy_id: str, defaults: tuple[str, str, Expr | None]) -> Rule | None:
     base: Key = ("rules", i)
     raw = _get(ctx, base)
     span = ctx.at(base)
@@ -514,7 +267,7 @@ def _check_rule(ctx: _FileCtx, i: int, policy_id: str, defaults: tuple[str, str,
         ok = e is not None
         if e is not None:
             fields["match"] = e
-            fields["match_kind"] = _item_kind(ctx, e, ctx.at((*base, "match")))
+            fields["match_kind"] = item_kind(ctx, e, ctx.at((*base, "match")))
     elif kind == "threshold":
         t = raw["threshold"]
         tb: Key = (*base, "threshold")
@@ -539,7 +292,7 @@ def _check_rule(ctx: _FileCtx, i: int, policy_id: str, defaults: tuple[str, str,
         if e is None or within is None or ("distinct" in t and distinct is None):
             ok = False
         if ok and e is not None and within is not None:
-            k = _item_kind(ctx, e, ctx.at((*tb, "match")))
+            k = item_kind(ctx, e, ctx.at((*tb, "match")))
             fields["threshold"] = Threshold(e, k, int(count), within, distinct)
     elif kind == "sequence":
         steps_raw = raw["sequence"]
@@ -566,7 +319,7 @@ def _check_rule(ctx: _FileCtx, i: int, policy_id: str, defaults: tuple[str, str,
             if e is None:
                 ok = False
             else:
-                steps.append(Step(sname, e, _item_kind(ctx, e, ctx.at((*sb, j, sname))), ctx.at((*sb, j))))
+                steps.append(Step(sname, e, item_kind(ctx, e, ctx.at((*sb, j, sname))), ctx.at((*sb, j))))
             names.append(sname)
         within_s = None
         if "within" in raw:
@@ -597,15 +350,15 @@ def _check_rule(ctx: _FileCtx, i: int, policy_id: str, defaults: tuple[str, str,
             within_e = DurationLit(d, ctx.at((*xb, "within"))) if d is not None else None
         else:
             within_e = _cond(ctx, (*xb, "within"), {"after"})
-            if within_e is not None and _Resolver(ctx, set()).type_of(within_e) != "duration":
+            if within_e is not None and Resolver(ctx, set()).type_of(within_e) != "duration":
                 ctx.error(ctx.at((*xb, "within")), "type-mismatch",
                           "`within` must be a duration: a literal like 14d, or days()/hours()/minutes() of a number")
                 within_e = None
         if after is None or fb is None or within_e is None:
             ok = False
         else:
-            fields["expect"] = Expect(after, _item_kind(ctx, after, ctx.at((*xb, "after"))), fb,
-                                      _item_kind(ctx, fb, ctx.at((*xb, "fulfilled_by"))), within_e)
+            fields["expect"] = Expect(after, item_kind(ctx, after, ctx.at((*xb, "after"))), fb,
+                                      item_kind(ctx, fb, ctx.at((*xb, "fulfilled_by"))), within_e)
         env_roots |= {"after"}
     key = defaults[2]
     if "key" in raw:
@@ -628,7 +381,7 @@ def _check_rule(ctx: _FileCtx, i: int, policy_id: str, defaults: tuple[str, str,
                 if isinstance(p, str):
                     resolved.append(p)
                     continue
-                r = _Resolver(ctx, env_roots).resolve(p)
+                r = Resolver(ctx, env_roots).resolve(p)
                 if r is None or not _recheck_roots(ctx, r, env_roots):
                     ok = False
                 else:
@@ -654,7 +407,7 @@ def _check_rule(ctx: _FileCtx, i: int, policy_id: str, defaults: tuple[str, str,
                 message=message, emit=emit, violation=bool(violation), span=span, **fields)
 
 
-def _check_key_kind(ctx: _FileCtx, key: Expr, fields: dict[str, Any], span: Span) -> bool:
+def _check_key_kind(ctx: FileContext, key: Expr, fields: dict[str, Any], span: Span) -> bool:
     """A key reads the matched item, so it must read the kind of item every trigger of the rule matches."""
     kinds: set[str] = set()
     if "match_kind" in fields:
@@ -675,7 +428,7 @@ def _check_key_kind(ctx: _FileCtx, key: Expr, fields: dict[str, Any], span: Span
     return True
 
 
-def _check_ladder(ctx: _FileCtx, policy_id: str) -> Ladder | None:
+def _check_ladder(ctx: FileContext, policy_id: str) -> Ladder | None:
     """`ladder: {within, steps, counts}`: the escalation ladder of the policy set."""
     lb: Key = ("ladder",)
     raw = _get(ctx, lb)
@@ -718,10 +471,10 @@ def _check_ladders(policies: list[Policy], diags: list[Diagnostic], lines: dict[
         for missing in sorted((p.ladder.counts or frozenset()) - ids):
             diags.append(Diagnostic(p.path, p.ladder.span, "unknown-name",
                                     f"the ladder counts `{missing}`, which is not a policy here",
-                                    _suggest(missing, ids)))
+                                    suggest(missing, ids)))
 
 
-def _check_emit(ctx: _FileCtx, path: Key, roots: set[str]) -> Emit | None:
+def _check_emit(ctx: FileContext, path: Key, roots: set[str]) -> Emit | None:
     raw = _get(ctx, path)
     if not isinstance(raw, dict) or "fact" not in raw:
         ctx.error(ctx.at(path), "invalid-value", "`emit` is {fact: name, data: {field: expression, ...}}")
@@ -755,7 +508,7 @@ def _check_policy(source: Source, diags: list[Diagnostic]) -> Policy | None:
         line = lines[exc.span.line - 1] if 0 < exc.span.line <= len(lines) else ""
         diags.append(Diagnostic(source.path, exc.span, exc.code, exc.message, source_line=line))
         return None
-    ctx = _FileCtx(source, doc, diags, lines)
+    ctx = FileContext(source, doc, diags, lines)
     before = len(diags)
     raw = _check_header(ctx)
     if raw is None:
@@ -801,110 +554,8 @@ def _check_policy(source: Source, diags: list[Diagnostic]) -> Policy | None:
                   path=source.path, version=source.version, rules=tuple(rules))
 
 
-# ---------------------------------------------------------------- across files
-
-
-def _fact_constraints(e: Expr) -> dict[str, tuple[set[str] | None, set[str]]]:
-    """Top-level `fact.<f>` conjuncts with string literals: (allowed values or None, excluded values)."""
-    out: dict[str, tuple[set[str] | None, set[str]]] = {}
-    stack = [e]
-    while stack:
-        x = stack.pop()
-        if isinstance(x, Binary) and x.op == "and":
-            stack += [x.left, x.right]
-            continue
-        if not (isinstance(x, Binary) and x.op in ("==", "in", "!=", "not in")):
-            continue
-        path, other = (x.left, x.right) if isinstance(x.left, Path) else (x.right, x.left)
-        if not (isinstance(path, Path) and path.root == "fact" and len(path.parts) == 1):
-            continue
-        if isinstance(other, Lit) and isinstance(other.value, str):
-            vals = {other.value}
-        elif isinstance(other, ListLit) and all(isinstance(i, Lit) for i in other.items):
-            vals = {str(i.value) for i in other.items if isinstance(i, Lit)}
-        else:
-            continue
-        allowed, excluded = out.get(path.parts[0], (None, set()))
-        if x.op in ("==", "in"):
-            allowed = vals if allowed is None else allowed & vals
-        else:
-            excluded = excluded | vals
-        out[path.parts[0]] = (allowed, excluded)
-    return out
-
-
-def _fact_triggers(rule: Rule) -> list[Expr]:
-    conds: list[tuple[Expr, ItemKind]] = []
-    if rule.match is not None:
-        conds.append((rule.match, rule.match_kind))
-    if rule.threshold is not None:
-        conds.append((rule.threshold.match, rule.threshold.kind))
-    if rule.sequence is not None:
-        conds += [(s.match, s.kind) for s in rule.sequence.steps]
-    if rule.expect is not None:
-        conds += [(rule.expect.after, rule.expect.after_kind), (rule.expect.fulfilled_by, rule.expect.fulfil_kind)]
-    return [c for c, k in conds if k == "fact"]
-
-
-def _produces(rule: Rule) -> list[dict[str, str]]:
-    out = []
-    if rule.violation:
-        out.append({"type": "violation", "policy": rule.policy, "rule": rule.id, "severity": rule.severity})
-    if rule.emit is not None:
-        out.append({"type": rule.emit.fact})
-    return out
-
-
-def _accepts(constraints: dict[str, tuple[set[str] | None, set[str]]], fact: dict[str, str]) -> bool:
-    """Whether a fact with these known fields can satisfy the constraints (unknown fields: it can)."""
-    for f, (allowed, excluded) in constraints.items():
-        if f not in fact:
-            continue
-        if (allowed is not None and fact[f] not in allowed) or fact[f] in excluded:
-            return False
-    return True
-
-
-def _check_fact_cycles(policies: list[Policy], diags: list[Diagnostic], lines: dict[str, list[str]]) -> None:
-    """A rule whose facts can (transitively) reach itself would loop forever: reject the cycle."""
-    rules = [r for p in policies for r in p.rules]
-    path_of = {p.id: p.path for p in policies}
-    edges: dict[str, set[str]] = {r.id: set() for r in rules}
-    for src in rules:
-        for fact in _produces(src):
-            for dst in rules:
-                if any(_accepts(_fact_constraints(c), fact) for c in _fact_triggers(dst)):
-                    edges[src.id].add(dst.id)
-    by_id = {r.id: r for r in rules}
-    color: dict[str, int] = {}
-    reported: set[str] = set()
-
-    def dfs(n: str, stack: list[str]) -> None:
-        color[n] = 1
-        for m in sorted(edges[n]):
-            if color.get(m) == 1:
-                cyc = [*stack[stack.index(m):], m] if m in stack else [n, m]
-                first = by_id[m]
-                if m not in reported:
-                    reported.add(m)
-                    path = path_of[first.policy]
-                    ls = lines.get(path, [])
-                    line = ls[first.span.line - 1] if 0 < first.span.line <= len(ls) else ""
-                    diags.append(Diagnostic(path, first.span, "fact-cycle",
-                                            "derived facts form a cycle: " + " -> ".join(cyc),
-                                            "break the cycle with a narrower fact.type/fact.policy condition",
-                                            source_line=line))
-            elif color.get(m) is None:
-                dfs(m, [*stack, m])
-        color[n] = 2
-
-    for r in rules:
-        if r.id not in color:
-            dfs(r.id, [r.id])
-
-
 _CHECKS: tuple[tuple[str, Callable[..., None]], ...] = (
-    ("fact-cycles", _check_fact_cycles),
+    ("fact-cycles", check_fact_cycles),
     ("ladders", _check_ladders),
 )
 
