@@ -1,0 +1,1 @@
+"""Runtime stages: match (matcher, evaluate), decide (engine, rules, clock), and the reference evaluator."""

@@ -1,0 +1,42 @@
+"""The public API is what tosengine.__all__ says, each name documented; internals stay internal."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import tosengine
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_public_names_are_pinned() -> None:
+    assert sorted(tosengine.__all__) == [
+        "CheckedPolicySet", "Engine", "Event", "EventError", "Explanation", "MatcherError", "PolicyError",
+        "TosEngineError", "Violation", "check_policy_set", "check_sources", "explain_violation", "read_sources",
+        "validate_event",
+    ]
+    for name in tosengine.__all__:
+        assert getattr(tosengine, name).__doc__, f"{name} has no docstring"
+
+
+def test_errors_share_one_base() -> None:
+    for name in ("EventError", "MatcherError", "PolicyError"):
+        assert issubclass(getattr(tosengine, name), tosengine.TosEngineError)
+
+
+def test_only_the_matcher_imports_durable_rules() -> None:
+    importers = []
+    for path in (ROOT / "tosengine").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            if any(n.startswith(("durable", "durable_rules_engine")) for n in names):
+                importers.append(path.relative_to(ROOT).as_posix())
+    assert importers == ["tosengine/runtime/matcher.py"]
+
+
+def test_every_module_opens_with_a_docstring() -> None:
+    for path in (ROOT / "tosengine").rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        assert ast.get_docstring(tree), f"{path} has no module docstring"
