@@ -40,7 +40,7 @@ from tosengine.runtime.smoke import smoke_spec
 from tosengine.runtime.smoke import smoke_test as run_smoke_test
 from tosengine.violation import Violation, format_time, violation_id
 
-__all__ = ["Engine"]
+__all__ = ["Engine", "event_fields"]
 
 # A derived fact feeding rules that derive more facts: check rejects cycles, this is the backstop.
 MAX_CHAIN = 64
@@ -69,6 +69,11 @@ def event_fields(ev: Event) -> dict[str, Any]:
 
 class Engine:
     """Runs checked policies over events. Thread-safe: calls are serialized by one lock.
+
+    Options: `audit` (a database URL or an AuditLog; None for no audit log), `dedupe_window` (how long,
+    in event time, a (source, id) pair is remembered to drop redeliveries), `max_partials_per_key`
+    (the cap on open partial matches of a sequence without `within`), `smoke_test` (timeout in seconds
+    of the load-time check of the compiled rulesets in a subprocess; None skips it).
 
     >>> engine = Engine.from_directory("policies")          # doctest: +SKIP
     >>> violations = engine.process({"id": "e1", ...})      # doctest: +SKIP
@@ -569,5 +574,3 @@ def _hashable(v: Any) -> Any:
         return ("num", v)
     return (type(v).__name__, v)
 
-
-__all__ += ["event_fields"]
