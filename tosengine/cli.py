@@ -76,9 +76,12 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--coverage", action="store_true", help="also list the rules no case makes fire")
 
     r = sub.add_parser("replay", help="run events (JSON Lines) through the policies and print violations",
-                       description="Replay JSON Lines events through the policies. Bad lines are reported "
-                                   "on stderr with their line number and skipped; the exit status is 1 if "
-                                   "any line was rejected.")
+                       description="Replay JSON Lines events through the policies and write the violations, "
+                                   "the accepted events and the rejected lines to the audit log (unless "
+                                   "--dry-run). Bad lines are reported on stderr with their line number and "
+                                   "skipped; the exit status is 1 if any line was rejected, 2 if the policies "
+                                   "or the audit database cannot be used. Running the same replay again adds "
+                                   "nothing: violation ids are deterministic.")
     r.add_argument("files", nargs="+", metavar="FILE", help="JSON Lines files of events, or - for stdin")
     r.add_argument("--policies", default=None, help="policy directory (default: $TOSENGINE_POLICIES or ./policies)")
     _db_arg(r)
