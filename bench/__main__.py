@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -202,23 +203,26 @@ def bench_rules(n: int) -> None:
             print(f"{rules:6} {rate:6.1%} {load:7.2f} {n / post:9.0f} {n / eng:11.0f} {post / eng:6.2f}")
 
 
-def bench_memory(n: int) -> None:
-    """RSS growth over `n` events with `n` distinct subjects (run in a fresh process)."""
+def bench_memory(n: int, spacing_ms: int = 50, dedupe_days: float = 7) -> None:
+    """RSS over `n` events with `n` distinct subjects, sampled at each quarter (in a fresh process)."""
     code = (
-        "import resource, sys; from bench.synthetic import distinct_subject_events as d; "
+        "import resource, sys; from datetime import timedelta; "
+        "from bench.synthetic import distinct_subject_events as d; "
         "from bench.__main__ import _pack, _rss; from tosengine import Engine; "
         "from tosengine.events import parse_event_line as p; "
-        f"lines = d({n}); e = Engine(_pack()); base = _rss(); mid = 0\n"
+        f"lines = d({n}, {spacing_ms}); e = Engine(_pack(), dedupe_window=timedelta(days={dedupe_days})); "
+        "base = _rss(); marks = []\n"
         "for i, l in enumerate(lines):\n"
         "    e.process(p(l))\n"
-        "    mid = _rss() if i == len(lines) // 2 else mid\n"
-        "end = _rss(); peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
-        "print(f'{base:.0f} {mid:.0f} {end:.0f} {peak:.0f} ' + str(e.state_size()))")
+        "    if (i + 1) % (len(lines) // 4) == 0: marks.append(round(_rss() - base))\n"
+        "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
+        "print(f'{base:.0f}|{marks}|{peak:.0f}|' + str(e.state_size()))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
-    base, mid, end, peak, *rest = out.split(" ", 4)
-    print(f"\nmemory, {n} events with {n} distinct subjects (the events themselves are held as input "
-          f"lines, ~{n * 200 / 2**20:.0f} MB, before the baseline): RSS after load {base} MB, at half {mid} MB, "
-          f"at end {end} MB, growth {float(end) - float(base):.0f} MB; peak {peak} MB; state at end: {rest[0]}")
+    base, marks, peak, state = out.strip().split("|", 3)
+    span = timedelta(milliseconds=spacing_ms * n)
+    print(f"\nmemory, {n} events with {n} distinct subjects over {span} of event time, dedupe window "
+          f"{dedupe_days} d: RSS after load {base} MB (input lines held: ~{n * 200 / 2**20:.0f} MB); growth at "
+          f"each quarter {marks} MB; peak {peak} MB; state at end: {state}")
 
 
 def _rss() -> float:
@@ -243,7 +247,9 @@ def main() -> int:
     if args.what in ("rules", "all"):
         bench_rules(min(args.events, 20_000))
     if args.what in ("memory", "all"):
-        bench_memory(args.events if args.what == "memory" else 1_000_000)
+        n = args.events if args.what == "memory" else 1_000_000
+        bench_memory(n)  # 14 hours of event time: every one-day obligation is still open at the end
+        bench_memory(n, spacing_ms=2600, dedupe_days=1)  # 30 days: windows and deadlines expire as it runs
     return 0
 
 

@@ -30,11 +30,11 @@ def rules_events(n_rules: int, n_events: int, violation_rate: float, seed: int =
     return out
 
 
-def distinct_subject_events(n_events: int) -> list[str]:
+def distinct_subject_events(n_events: int, spacing_ms: int = 50) -> list[str]:
     """Default-pack traffic where every event has its own subject (the memory workload)."""
     out = []
     for i in range(n_events):
-        t = (START + timedelta(milliseconds=50 * i)).isoformat().replace("+00:00", "Z")
+        t = (START + timedelta(milliseconds=spacing_ms * i)).isoformat().replace("+00:00", "Z")
         kind = i % 4
         if kind == 0:
             ev = {"type": "account.engagement", "data": {"action": "like", "target": f"post:{i}",

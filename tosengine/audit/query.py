@@ -84,13 +84,20 @@ def export_html(engine: Engine, subject: str, verification: VerifyResult) -> str
         f"<p class='{'ok' if verification.ok else 'bad'}'><strong>Audit log integrity:</strong> "
         f"{e(verification.describe())}</p>",
         f"<p>{len(violations)} violation(s) recorded against this subject.</p>",
+        "<h2>Overview</h2><table><tr><th>#</th><th>time (UTC)</th><th>rule</th><th>action</th>"
+        "<th>what happened</th></tr>",
+        *(f"<tr><td><a href='#v{n}'>{n}</a></td><td>{e(v['time'])}</td><td>{e(v['rule'])}</td>"
+          f"<td>{e(v['action'])}</td><td>{e(v['message'])}</td></tr>" for n, v in enumerate(violations, 1)),
+        "</table>",
     ]
     for n, v in enumerate(violations, 1):
         parts += [
-            f"<h2>{n}. {e(v['rule'])} &mdash; {e(v['time'])}</h2>",
+            f"<h2 id='v{n}'>{n}. {e(v['rule'])} &mdash; {e(v['time'])}</h2>",
             "<table>",
             *(f"<tr><th>{e(k)}</th><td>{e(str(v[k]))}</td></tr>" for k in
               ("id", "policy", "policy_version", "severity", "action", "message", "recorded_at", "seq", "hash")),
+            f"<tr><th>escalation ladder step</th><td>{e(str(v['detail'].get('ladder_step') or '-'))}</td></tr>",
+            f"<tr><th>evidence (event ids)</th><td>{e(', '.join(v['evidence']))}</td></tr>",
             "</table>",
             f"<h3>Terms</h3><blockquote>{e(v['clause'])}</blockquote>",
             "<h3>Evidence</h3>",
