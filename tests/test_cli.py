@@ -104,3 +104,10 @@ def test_replay_with_broken_policies_prints_diagnostics(tmp_path: Path) -> None:
     p = tosengine("replay", "-", "--policies", str(policies), "--dry-run", stdin="")
     assert p.returncode == 2
     assert "error[unknown-field]" in p.stderr and "did you mean `rules`?" in p.stderr
+
+
+def test_reading_a_missing_audit_database_is_an_error_not_a_new_file(tmp_path: Path) -> None:
+    for args in (["audit", "list"], ["audit", "verify"], ["explain", "0" * 32]):
+        p = tosengine(*args, "--db", f"sqlite:///{tmp_path / 'typo.db'}")
+        assert p.returncode == 2 and "no audit database" in p.stderr
+    assert not (tmp_path / "typo.db").exists()

@@ -8,8 +8,10 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import BinaryIO, TextIO
 
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from tosengine.audit.log import AuditLog, connect
@@ -299,9 +301,18 @@ class _Summary:
                       f"  tosengine audit verify{flag}\n")
 
 
+def _open_existing(url: str) -> AuditLog:
+    """The audit log at `url` for reading; a SQLite file that does not exist is an error, not a new log."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:") \
+            and not Path(parsed.database).exists():
+        raise TosEngineError(f"no audit database at {parsed.database} (replay writes one; see --db)")
+    return AuditLog(url)  # migrates an older schema in place
+
+
 def _audit(args: argparse.Namespace, out: TextIO) -> int:
     url = args.db or _default_db()
-    log = AuditLog(url)  # also migrates: reading an empty database is not an error
+    log = _open_existing(url)
     try:
         if args.audit_command == "verify":
             result = verify_chain(log.engine, log.key)
@@ -331,7 +342,7 @@ def _audit(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _explain(args: argparse.Namespace, out: TextIO) -> int:
-    log = AuditLog(args.db or _default_db())
+    log = _open_existing(args.db or _default_db())
     try:
         print(explain_violation(log.engine, args.violation_id).render(), file=out)
     finally:
