@@ -22,10 +22,11 @@ from tosengine.errors import EventError, TosEngineError
 from tosengine.events import Event, validate_event
 from tosengine.policy.check import check_policy_set
 from tosengine.policy.compile import Plan, compile_policy_set
-from tosengine.policy.model import ACTIONS, CheckedPolicySet
+from tosengine.policy.model import CheckedPolicySet
 from tosengine.policy.sources import read_schemas, read_sources
 from tosengine.runtime.clock import Clock, DueHeap
 from tosengine.runtime.evaluate import MISSING, Env
+from tosengine.runtime.ladder import LadderState
 from tosengine.runtime.matcher import Matcher
 from tosengine.runtime.rules import (
     ABSENT,
@@ -101,8 +102,7 @@ class Engine:
         self._deadlines: DueHeap[tuple[int, str, Obligation]] = DueHeap()
         self._expiry: DueHeap[tuple[str, int, str]] = DueHeap()
         self._max_partials = max_partials_per_key
-        self._ladder = policies.ladder
-        self._ladder_seen: dict[str, deque[datetime]] = {}
+        self._ladder = LadderState(policies.ladder)
         self._out: list[Violation] = []
         self._queue: deque[Item] = deque()
         self._closed = False
@@ -140,10 +140,10 @@ class Engine:
         matcher = Matcher(plan)
         with self._lock:
             old, self._matcher = self._matcher, matcher
-            self.policies, self.plan, self._ladder = policies, plan, policies.ladder
+            self.policies, self.plan, self._ladder = policies, plan, LadderState(policies.ladder)
             self._rules, self._local, self._joined = rules, local, joined
             self._thresholds, self._partials, self._obligations = {}, {}, {}
-            self._deadlines, self._expiry, self._ladder_seen = DueHeap(), DueHeap(), {}
+            self._deadlines, self._expiry = DueHeap(), DueHeap()
             if self._audit is not None:
                 self._audit.register_policies(policies, {p.path: p.text for p in policies.policies})
         old.close()
@@ -268,7 +268,7 @@ class Engine:
             "deadline_heap": len(self._deadlines),
             "expiry_heap": len(self._expiry),
             "dedupe": len(self._seen),
-            "ladder_subjects": len(self._ladder_seen),
+            "ladder_subjects": len(self._ladder.seen),
         }
 
     # ------------------------------------------------------------------ clock
@@ -318,9 +318,7 @@ class Engine:
         while (due := self._expiry.pop_before(now)) is not None:
             _, (what, ri, key) = due
             if what == "ladder":
-                times = self._ladder_seen.get(key)
-                if times and self._ladder is not None and times[-1] + self._ladder.within < now:
-                    del self._ladder_seen[key]
+                self._ladder.forget_if_expired(key, now)
                 continue
             cr = self._rules[ri]
             if what == "threshold":
@@ -493,31 +491,14 @@ class Engine:
             self._deadlines.push(deadline, (cr.index, key, ob))
 
     def _climb(self, policy: str, subject: str, time: datetime, action: str) -> tuple[str, int]:
-        """The escalation ladder: a subject's n-th counted violation within the ladder's window is recorded
-        at least at steps[n-1]; every violation records the subject's step (docs/semantics.md)."""
-        ladder = self._ladder
         now = self._clock.now
-        if ladder is None or now is None:
+        if now is None:
             return action, 0
-        horizon = now - ladder.within
-        seen = self._ladder_seen.get(subject)
-        if seen is None:
-            seen = self._ladder_seen[subject] = deque()
-        while seen and seen[0] < horizon:
-            seen.popleft()
-        lo = max(time - ladder.within, horizon)
-        n = sum(1 for t in seen if lo <= t <= time)
-        if ladder.counts is not None and policy not in ladder.counts:
-            if not seen:
-                del self._ladder_seen[subject]
-            return action, min(n, len(ladder.steps))
-        pos = len(seen)
-        while pos > 0 and seen[pos - 1] > time:  # keep time order for the trim above
-            pos -= 1
-        seen.insert(pos, time)
-        self._expiry.push(seen[-1] + ladder.within, ("ladder", 0, subject))
-        step = min(n + 1, len(ladder.steps))
-        return max(action, ladder.steps[step - 1], key=ACTIONS.index), step
+        action, step, grew = self._ladder.climb(policy, subject, time, action, now)
+        until = self._ladder.expires(subject) if grew else None
+        if until is not None:
+            self._expiry.push(until, ("ladder", 0, subject))
+        return action, step
 
     def _fire(self, cr: CompiledRule, key: str, time: datetime, items: list[Item], env: Env,
               *, deadline: datetime | None = None) -> None:

@@ -1,0 +1,57 @@
+"""Stage decide (escalation): the ladder that raises a subject's recorded action with each repeat."""
+
+from __future__ import annotations
+
+from collections import deque
+from datetime import datetime
+
+from tosengine.policy.model import ACTIONS, Ladder
+
+__all__ = ["LadderState"]
+
+
+class LadderState:
+    """Per subject, the times of its counted violations within the ladder's window (docs/semantics.md)."""
+
+    def __init__(self, ladder: Ladder | None) -> None:
+        self.ladder = ladder
+        self.seen: dict[str, deque[datetime]] = {}
+
+    def climb(self, policy: str, subject: str, time: datetime, action: str, now: datetime) -> tuple[str, int, bool]:
+        """(recorded action, ladder step, whether the subject's memory grew) for a violation at `time`.
+
+        A subject's n-th counted violation within the window is recorded at least at steps[n-1]; a
+        violation of a policy the ladder does not count records the step without climbing.
+        """
+        ladder = self.ladder
+        if ladder is None:
+            return action, 0, False
+        horizon = now - ladder.within
+        seen = self.seen.get(subject)
+        if seen is None:
+            seen = self.seen[subject] = deque()
+        while seen and seen[0] < horizon:
+            seen.popleft()
+        lo = max(time - ladder.within, horizon)
+        n = sum(1 for t in seen if lo <= t <= time)
+        if ladder.counts is not None and policy not in ladder.counts:
+            if not seen:
+                del self.seen[subject]
+            return action, min(n, len(ladder.steps)), False
+        pos = len(seen)
+        while pos > 0 and seen[pos - 1] > time:  # keep time order for the trim above
+            pos -= 1
+        seen.insert(pos, time)
+        step = min(n + 1, len(ladder.steps))
+        return max(action, ladder.steps[step - 1], key=ACTIONS.index), step, True
+
+    def expires(self, subject: str) -> datetime | None:
+        """When the subject's memory can be forgotten, as it stands."""
+        seen = self.seen.get(subject)
+        return seen[-1] + self.ladder.within if seen and self.ladder is not None else None
+
+    def forget_if_expired(self, subject: str, now: datetime) -> None:
+        """Drop a subject whose newest counted violation is behind the window."""
+        until = self.expires(subject)
+        if until is not None and until < now:
+            del self.seen[subject]
