@@ -90,3 +90,16 @@ def test_check_reports_a_field_no_declared_event_has(tmp_path: Path) -> None:
     assert out.returncode == 1
     assert "error[unknown-field]: no developer.data_access event has `event.data.skd`" in out.stdout
     assert "did you mean `sdk`?" in out.stdout
+
+
+def test_the_policy_test_example_in_the_docs_passes(tmp_path: Path) -> None:
+    import shutil
+
+    (block,) = [b for b in _blocks(ROOT / "docs" / "policy-language.md", "yaml") if b.startswith("tests:")]
+    d = tmp_path / "policies"
+    shutil.copytree(ROOT / "examples" / "quickstart" / "policies", d)
+    (d / "no-password-collection_test.yaml").write_text(block, encoding="utf-8")
+    p = subprocess.run([sys.executable, "-m", "tosengine", "test", str(d), "--coverage"], capture_output=True,
+                       text=True)
+    assert p.returncode == 0, p.stdout
+    assert "2 passed, 0 failed" in p.stdout and "coverage: 2/2" in p.stdout
