@@ -95,7 +95,9 @@ class Engine:
         self._seq = 0
         self._dedupe_window = dedupe_window
         self._seen: dict[tuple[str, str], datetime] = {}
-        self._seen_heap: DueHeap[tuple[str, str]] = DueHeap()
+        # (source, id) pairs in arrival order: forgetting walks from the front (an out-of-order late
+        # pair may wait behind newer ones; only memory, never the duplicate check, depends on that).
+        self._seen_order: deque[tuple[str, str]] = deque()
         self._thresholds: dict[tuple[int, str], ThresholdState] = {}
         self._partials: dict[tuple[int, str], list[Partial]] = {}
         self._obligations: dict[tuple[int, str], list[Obligation]] = {}
@@ -168,11 +170,12 @@ class Engine:
         with self._lock:
             self._check_open()
             self._out = []
-            if self._is_duplicate(ev):
+            identity = ev.identity
+            if self._is_duplicate(identity):
                 self.stats["duplicates"] += 1
                 return []
             self.stats["events"] += 1
-            self._remember(ev)
+            self._remember(identity, ev.time)
             self._advance(ev.time)
             self._seq += 1
             self._run(Item("event", event_fields(ev), ev.time, self._seq, ev.id, (ev.id,), (ev,)))
@@ -277,15 +280,15 @@ class Engine:
         if self._closed:
             raise TosEngineError("the engine is closed")
 
-    def _is_duplicate(self, ev: Event) -> bool:
+    def _is_duplicate(self, identity: tuple[str, str]) -> bool:
         """Seen before, and the clock has not passed that time + the dedupe window (docs/semantics.md)."""
-        first = self._seen.get(ev.identity)
+        first = self._seen.get(identity)
         now = self._clock.now
         return first is not None and (now is None or now <= first + self._dedupe_window)
 
-    def _remember(self, ev: Event) -> None:
-        self._seen[ev.identity] = ev.time
-        self._seen_heap.push(ev.time + self._dedupe_window, ev.identity)
+    def _remember(self, identity: tuple[str, str], time: datetime) -> None:
+        self._seen[identity] = time
+        self._seen_order.append(identity)
 
     def _advance(self, t: datetime) -> None:
         """Move the clock; lapse obligations due strictly before it, each with its chain, in order."""
@@ -334,11 +337,15 @@ class Engine:
                     parts[:] = [p for p in parts if p.items[0].time + w >= now]
                     if not parts:
                         del self._partials[(ri, key)]
-        while (due_seen := self._seen_heap.pop_before(now)) is not None:
-            when, identity = due_seen
-            # Only forget if this entry is the latest sighting (an expired event may come again).
-            if self._seen.get(identity, when) + self._dedupe_window <= when:
-                del self._seen[identity]
+        horizon = now - self._dedupe_window
+        order, seen = self._seen_order, self._seen
+        while order:
+            t = seen.get(order[0])
+            if t is not None and t >= horizon:
+                break
+            identity = order.popleft()
+            if t is not None:
+                del seen[identity]
 
     # ------------------------------------------------------------------ matching and deciding
 
