@@ -327,9 +327,15 @@ class Engine:
             if what == "threshold":
                 st = self._thresholds.get((ri, key))
                 assert cr.rule.threshold is not None
-                if st is not None and st.items and st.items[-1][0].time + cr.rule.threshold.within < now:
+                if st is None:
+                    continue
+                until = st.items[-1][0].time + cr.rule.threshold.within if st.items else now
+                if until < now or not st.items:
                     # Dropping `armed` too is equivalent: count >= 2, so the next lone item re-arms anyway.
                     del self._thresholds[(ri, key)]
+                else:
+                    # One entry per live key: look again when its newest item leaves the window.
+                    self._expiry.push(until, ("threshold", ri, key))
             else:
                 parts = self._partials.get((ri, key))
                 if parts is not None and cr.seq_within is not None:
@@ -402,6 +408,7 @@ class Engine:
         st = self._thresholds.get((cr.index, key))
         if st is None:
             st = self._thresholds[(cr.index, key)] = ThresholdState()
+            self._expiry.push(item.time + th.within, ("threshold", cr.index, key))
         horizon = now - th.within
         while st.items and st.items[0][0].time < horizon:
             st.forget()
@@ -428,7 +435,6 @@ class Engine:
         elif not st.armed and n < th.count:
             st.armed = True
         st.keep(item, value)
-        self._expiry.push(st.items[-1][0].time + th.within, ("threshold", cr.index, key))
 
     def _sequence(self, cr: CompiledRule, key: str, item: Item, roles: list[tuple[str, int, int]]) -> None:
         steps = {step: tid for _, step, tid in roles}
