@@ -322,6 +322,9 @@ class Engine:
             _, (what, ri, key) = due
             if what == "ladder":
                 self._ladder.forget_if_expired(key, now)
+                until = self._ladder.expires(key)
+                if until is not None:  # still remembered: look again when its newest violation ages out
+                    self._expiry.push(until, ("ladder", 0, key))
                 continue
             cr = self._rules[ri]
             if what == "threshold":
@@ -508,8 +511,9 @@ class Engine:
         if now is None:
             return action, 0
         action, step, grew = self._ladder.climb(policy, subject, time, action, now)
-        until = self._ladder.expires(subject) if grew else None
-        if until is not None:
+        if grew and len(self._ladder.seen[subject]) == 1:  # one expiry entry per remembered subject
+            until = self._ladder.expires(subject)
+            assert until is not None
             self._expiry.push(until, ("ladder", 0, subject))
         return action, step
 
