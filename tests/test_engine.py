@@ -175,3 +175,15 @@ def test_threads_get_the_same_violations_as_one_thread() -> None:
     many = [v for r in results for v in r]
     assert sorted(v.id for v in many) == sorted(v.id for v in single)  # type: ignore[attr-defined]
     assert len(single) > 50  # the streams do produce violations: the comparison is not vacuous
+
+
+def test_evidence_events_are_the_events_as_sent() -> None:
+    """Evidence is rebuilt from the fields the engine keeps (not the pydantic objects): it must equal
+    each event as the producer sent it, time text and offset included."""
+    sent = {"id": "z1", "type": "login.failed", "time": "2026-01-01T02:00:00.5+02:00", "subject": "account:1",
+            "source": "svc/auth", "specversion": "1.0", "region": "eu", "data": {"n": 1}}
+    later = {**sent, "id": "z2", "time": "2026-01-01T00:10:00Z", "source": ""}
+    later.pop("source")
+    got = run(policy_set(MIXED), [sent, later])
+    assert [v.rule for v in got] == ["mixed/burst"]
+    assert list(got[0].evidence_events) == [validate_event(sent).to_dict(), validate_event(later).to_dict()]

@@ -41,22 +41,36 @@ from tosengine.runtime.smoke import smoke_spec
 from tosengine.runtime.smoke import smoke_test as run_smoke_test
 from tosengine.violation import Violation, format_time, violation_id
 
-__all__ = ["Engine", "event_fields"]
+__all__ = ["Engine", "event_fields", "evidence_record"]
 
 # A derived fact feeding rules that derive more facts: check rejects cycles, this is the backstop.
 MAX_CHAIN = 64
 
 
-def _merge(items: Iterable[Item]) -> tuple[tuple[str, ...], tuple[Event, ...]]:
-    seen: dict[str, Event] = {}
+def _merge(items: Iterable[Item]) -> tuple[tuple[str, ...], tuple[dict[str, Any], ...]]:
+    seen: dict[str, dict[str, Any]] = {}
     for it in items:
         for eid, ev in zip(it.evidence, it.events, strict=True):
             seen.setdefault(eid, ev)
     return tuple(seen), tuple(seen.values())
 
 
+# The event time as the producer wrote it, kept beside the fields for evidence. Rules cannot read it:
+# names starting with _ are refused by check, and extension names cannot start with _.
+TIME_TEXT = "_time_text"
+
+
+def evidence_record(fields: dict[str, Any]) -> dict[str, Any]:
+    """An event as evidence, from its fields: what the producer sent (Event.to_dict), time as written."""
+    out = {k: v for k, v in fields.items() if k != TIME_TEXT}
+    out["time"] = fields[TIME_TEXT]
+    if not out.get("source"):
+        out.pop("source", None)
+    return out
+
+
 def event_fields(ev: Event) -> dict[str, Any]:
-    """The fields rules read as `event.*`."""
+    """The fields rules read as `event.*` (plus the time text for evidence)."""
     fields: dict[str, Any] = {"id": ev.id, "type": ev.type, "time": ev.time, "subject": ev.subject,
                               "source": ev.source}
     if ev.specversion is not None:
@@ -65,6 +79,7 @@ def event_fields(ev: Event) -> dict[str, Any]:
         fields["data"] = ev.data
     if ev.extensions:
         fields.update(ev.extensions)
+    fields[TIME_TEXT] = ev.time_text or format_time(ev.time)
     return fields
 
 
@@ -178,7 +193,8 @@ class Engine:
             self._remember(identity, ev.time)
             self._advance(ev.time)
             self._seq += 1
-            self._run(Item("event", event_fields(ev), ev.time, self._seq, ev.id, (ev.id,), (ev,)))
+            fields = event_fields(ev)  # the Item keeps the fields, not the pydantic Event: less memory
+            self._run(Item("event", fields, ev.time, self._seq, ev.id, (ev.id,), (fields,)))
             self._lapse_overdue()
             out, self._out = self._out, []
             if self._audit is not None:
@@ -533,7 +549,7 @@ class Engine:
                 id=vid, policy=pol.id, rule=rule.id, subject=key, severity=rule.severity, action=action,
                 time=time, evidence=evidence, message=message, clause=pol.clause, policy_version=pol.version,
                 causes=causes, kind=rule.kind, deadline=deadline, facts=chain, ladder_step=step,
-                evidence_events=tuple(e.to_dict() for e in events)))
+                evidence_events=tuple(evidence_record(f) for f in events)))
             self.stats["violations"] += 1
             self._seq += 1
             me = {"id": vid, "type": "violation", "rule": rule.id, "subject": key, "time": format_time(time)}

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from tosengine.events import Event
 from tosengine.policy.compile import Plan
 from tosengine.policy.model import CheckedPolicySet, Policy, Rule
 from tosengine.runtime.evaluate import Env, Fn, compile_expr, compile_template
@@ -22,7 +21,7 @@ class Item:
     __slots__ = ("causes", "chain", "events", "evidence", "fields", "id", "kind", "seq", "time")
 
     def __init__(self, kind: str, fields: dict[str, Any], time: datetime, seq: int, ident: str,
-                 evidence: tuple[str, ...], events: tuple[Event, ...],
+                 evidence: tuple[str, ...], events: tuple[dict[str, Any], ...],
                  chain: tuple[dict[str, Any], ...] = ()) -> None:
         self.kind = kind
         self.fields = fields
