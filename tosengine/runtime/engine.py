@@ -43,8 +43,9 @@ from tosengine.violation import Violation, format_time, violation_id
 
 __all__ = ["Engine", "event_fields", "evidence_record"]
 
-# A derived fact feeding rules that derive more facts: check rejects cycles, this is the backstop.
-MAX_CHAIN = 64
+# Derived facts feeding rules that derive more facts: check rejects cycles, so the queue always
+# settles; this bound on the facts one item may derive is only the backstop if that check missed one.
+MAX_DERIVED = 100_000
 
 
 def _merge(items: Iterable[Item]) -> tuple[tuple[str, ...], tuple[dict[str, Any], ...]]:
@@ -382,8 +383,9 @@ class Engine:
         depth = 0
         while self._queue:
             depth += 1
-            if depth > MAX_CHAIN * 1024:
-                raise TosEngineError("derived facts did not settle (a fact cycle check missed a loop)")
+            if depth > MAX_DERIVED:
+                raise TosEngineError(f"one item derived more than {MAX_DERIVED} facts: a fact cycle that check "
+                                     "did not catch")
             self._offer(self._queue.popleft())
 
     def _offer(self, item: Item) -> None:
