@@ -25,16 +25,13 @@ from tosengine.policy.compile import Plan, compile_policy_set
 from tosengine.policy.model import CheckedPolicySet
 from tosengine.policy.sources import read_schemas, read_sources
 from tosengine.runtime.clock import Clock, DueHeap
+from tosengine.runtime.decide import Decisions
 from tosengine.runtime.evaluate import MISSING, Env
 from tosengine.runtime.ladder import LadderState
 from tosengine.runtime.matcher import Matcher
 from tosengine.runtime.rules import (
-    ABSENT,
     CompiledRule,
     Item,
-    Obligation,
-    Partial,
-    ThresholdState,
     compile_rules,
 )
 from tosengine.runtime.smoke import smoke_spec
@@ -114,10 +111,6 @@ class Engine:
         # (source, id) pairs in arrival order: forgetting walks from the front (an out-of-order late
         # pair may wait behind newer ones; only memory, never the duplicate check, depends on that).
         self._seen_order: deque[tuple[str, str]] = deque()
-        self._thresholds: dict[tuple[int, str], ThresholdState] = {}
-        self._partials: dict[tuple[int, str], list[Partial]] = {}
-        self._obligations: dict[tuple[int, str], list[Obligation]] = {}
-        self._deadlines: DueHeap[tuple[int, str, Obligation]] = DueHeap()
         self._expiry: DueHeap[tuple[str, int, str]] = DueHeap()
         self._max_partials = max_partials_per_key
         self._ladder = LadderState(policies.ladder)
@@ -131,6 +124,7 @@ class Engine:
         self.fired: Counter[str] = Counter()
         self.stats: dict[str, int] = {"events": 0, "duplicates": 0, "facts": 0, "violations": 0,
                                       "skipped_no_key": 0, "partials_dropped": 0}
+        self._decide = Decisions(self._joined, self._fire, self._expiry, max_partials_per_key, self.stats)
 
     @classmethod
     def from_directory(cls, directory: str | Path, *, audit: AuditLog | str | None = None,
@@ -160,8 +154,8 @@ class Engine:
             old, self._matcher = self._matcher, matcher
             self.policies, self.plan, self._ladder = policies, plan, LadderState(policies.ladder)
             self._rules, self._local, self._joined = rules, local, joined
-            self._thresholds, self._partials, self._obligations = {}, {}, {}
-            self._deadlines, self._expiry = DueHeap(), DueHeap()
+            self._expiry = DueHeap()
+            self._decide = Decisions(joined, self._fire, self._expiry, self._max_partials, self.stats)
             if self._audit is not None:
                 self._audit.register_policies(policies, {p.path: p.text for p in policies.policies})
         old.close()
@@ -280,12 +274,7 @@ class Engine:
     def state_size(self) -> dict[str, int]:
         """How much state is held, for memory tests and monitoring."""
         return {
-            "threshold_keys": len(self._thresholds),
-            "threshold_items": sum(len(s.items) for s in self._thresholds.values()),
-            "sequence_keys": len(self._partials),
-            "partials": sum(len(v) for v in self._partials.values()),
-            "obligations": sum(len(v) for v in self._obligations.values()),
-            "deadline_heap": len(self._deadlines),
+            **self._decide.size(),
             "expiry_heap": len(self._expiry),
             "dedupe": len(self._seen),
             "ladder_subjects": len(self._ladder.seen),
@@ -318,16 +307,7 @@ class Engine:
         now = self._clock.now
         if now is None:
             return
-        while (due := self._deadlines.pop_before(now)) is not None:
-            deadline, (ri, key, ob) = due
-            if not ob.open:
-                continue
-            ob.open = False
-            obs = self._obligations.get((ri, key))
-            if obs is not None:
-                obs.remove(ob)
-                if not obs:
-                    del self._obligations[(ri, key)]
+        for deadline, ri, key, ob in self._decide.lapsed(now):
             cr = self._rules[ri]
             self._fire(cr, key, deadline, [ob.after], {"after": ob.after.fields, ob.after.kind: ob.after.fields},
                        deadline=deadline)
@@ -343,26 +323,7 @@ class Engine:
                 if until is not None:  # still remembered: look again when its newest violation ages out
                     self._expiry.push(until, ("ladder", 0, key))
                 continue
-            cr = self._rules[ri]
-            if what == "threshold":
-                st = self._thresholds.get((ri, key))
-                assert cr.rule.threshold is not None
-                if st is None:
-                    continue
-                until = st.items[-1][0].time + cr.rule.threshold.within if st.items else now
-                if until < now or not st.items:
-                    # Dropping `armed` too is equivalent: count >= 2, so the next lone item re-arms anyway.
-                    del self._thresholds[(ri, key)]
-                else:
-                    # One entry per live key: look again when its newest item leaves the window.
-                    self._expiry.push(until, ("threshold", ri, key))
-            else:
-                parts = self._partials.get((ri, key))
-                if parts is not None and cr.seq_within is not None:
-                    w = cr.seq_within
-                    parts[:] = [p for p in parts if p.items[0].time + w >= now]
-                    if not parts:
-                        del self._partials[(ri, key)]
+            self._decide.sweep(what, self._rules[ri], key, now)
         horizon = now - self._dedupe_window
         order, seen = self._seen_order, self._seen
         while order:
@@ -401,6 +362,8 @@ class Engine:
                 continue
             t = self.plan.triggers[tid]
             by_rule.setdefault(t.rule, []).append((t.role, t.step, tid))
+        now = self._clock.now
+        assert now is not None  # items are offered only after an event set the clock
         for ri in sorted(by_rule):
             cr = self._rules[ri]
             key = self._key(cr, item)
@@ -412,117 +375,15 @@ class Engine:
             if kind == "match":
                 self._fire(cr, key, item.time, [item], env)
             elif kind == "threshold":
-                self._threshold(cr, key, item)
+                self._decide.threshold(cr, key, item, now)
             elif kind == "sequence":
-                self._sequence(cr, key, item, roles)
+                self._decide.sequence(cr, key, item, roles, now)
             else:
-                self._expect(cr, key, item, roles)
+                self._decide.expect(cr, key, item, roles)
 
     def _key(self, cr: CompiledRule, item: Item) -> str | None:
         v = item.fields.get("subject") if cr.key is None else cr.key({item.kind: item.fields})
         return v if type(v) is str and v else None
-
-    def _threshold(self, cr: CompiledRule, key: str, item: Item) -> None:
-        th = cr.rule.threshold
-        now = self._clock.now
-        assert th is not None and now is not None
-        st = self._thresholds.get((cr.index, key))
-        if st is None:
-            st = self._thresholds[(cr.index, key)] = ThresholdState()
-            self._expiry.push(item.time + th.within, ("threshold", cr.index, key))
-        horizon = now - th.within
-        while st.items and st.items[0][0].time < horizon:
-            st.forget()
-        value = _hashable(cr.distinct({item.kind: item.fields})) if cr.distinct is not None else None
-        if item.time == now:
-            # The usual case: an item at the clock's time has every kept item in its window.
-            if cr.distinct is None:
-                n = len(st.items) + 1
-            else:
-                n = len(st.counts) + (value is not ABSENT and value not in st.counts)
-            window = None
-        else:
-            # A late item: its window [t - within, t] may leave out kept items on either side.
-            lo = max(item.time - th.within, horizon)
-            window = [(it, v) for it, v in st.items if lo <= it.time <= item.time]
-            window.append((item, value))
-            n = len({v for _, v in window if v is not ABSENT}) if cr.distinct is not None else len(window)
-        if st.armed and n >= th.count:
-            st.armed = False
-            members = window if window is not None else [*st.items, (item, value)]
-            # Kept items are in time order (for trimming); evidence is in stream order.
-            self._fire(cr, key, item.time, sorted((it for it, _ in members), key=lambda it: it.seq),
-                       {item.kind: item.fields})
-        elif not st.armed and n < th.count:
-            st.armed = True
-        st.keep(item, value)
-
-    def _sequence(self, cr: CompiledRule, key: str, item: Item, roles: list[tuple[str, int, int]]) -> None:
-        steps = {step: tid for _, step, tid in roles}
-        names = cr.step_names
-        w = cr.seq_within
-        now = self._clock.now
-        assert now is not None
-        parts = self._partials.get((cr.index, key))
-        if parts:
-            keep: list[Partial] = []
-            for p in parts:
-                if w is not None and p.items[0].time + w < now:
-                    continue  # expired: the clock is past its window
-                j = len(p.items)
-                tid = steps.get(j)
-                if tid is not None and item.time >= p.items[-1].time and \
-                        (w is None or item.time - p.items[0].time <= w):
-                    joined = self._joined[tid]
-                    env: Env = {names[i]: it.fields for i, it in enumerate(p.items)}
-                    env[item.kind] = item.fields
-                    if joined is None or joined(env) is True:
-                        if j + 1 == len(names):
-                            env.update({names[j]: item.fields})
-                            self._fire(cr, key, item.time, [*p.items, item], env)
-                            continue
-                        p.items.append(item)
-                keep.append(p)
-            parts[:] = keep
-        if 0 in steps:
-            if parts is None:
-                parts = self._partials[(cr.index, key)] = []
-            parts.append(Partial([item]))
-            if len(parts) > self._max_partials:
-                parts.pop(0)
-                self.stats["partials_dropped"] += 1
-            if w is not None:
-                self._expiry.push(item.time + w, ("sequence", cr.index, key))
-        if parts is not None and not parts:
-            del self._partials[(cr.index, key)]
-
-    def _expect(self, cr: CompiledRule, key: str, item: Item, roles: list[tuple[str, int, int]]) -> None:
-        role_ids = {role: tid for role, _, tid in roles}
-        fulfil = role_ids.get("fulfil")
-        if fulfil is not None:
-            obs = self._obligations.get((cr.index, key))
-            if obs:
-                joined = self._joined[fulfil]
-                for ob in list(obs):
-                    a = ob.after
-                    if a.seq < item.seq and a.time <= item.time <= ob.deadline and \
-                            (joined is None or joined({"after": a.fields, item.kind: item.fields}) is True):
-                        ob.open = False
-                        obs.remove(ob)
-                if not obs:
-                    del self._obligations[(cr.index, key)]
-        if "after" in role_ids:
-            assert cr.within is not None
-            offset = cr.within({"after": item.fields})
-            if type(offset) is not timedelta:
-                return
-            try:
-                deadline = item.time + offset
-            except OverflowError:
-                return
-            ob = Obligation(item, deadline)
-            self._obligations.setdefault((cr.index, key), []).append(ob)
-            self._deadlines.push(deadline, (cr.index, key, ob))
 
     def _climb(self, policy: str, subject: str, time: datetime, action: str) -> tuple[str, int]:
         now = self._clock.now
@@ -574,19 +435,3 @@ class Engine:
             self._queue.append(Item("fact", {"type": rule.emit.fact, "subject": key, "time": time, "id": fid,
                                              "data": data}, time, self._seq, fid, evidence, events, (*chain, me)))
             self.stats["facts"] += 1
-
-
-def _hashable(v: Any) -> Any:
-    """A hashable stand-in for a value, equal exactly when the values are `==` in the language."""
-    if v is MISSING:
-        return ABSENT
-    if isinstance(v, list):
-        return ("list", tuple(_hashable(x) for x in v))
-    if isinstance(v, dict):
-        return ("dict", tuple(sorted((k, _hashable(x)) for k, x in v.items())))
-    if isinstance(v, bool):
-        return ("bool", v)
-    if isinstance(v, int | float):
-        return ("num", v)
-    return (type(v).__name__, v)
-
