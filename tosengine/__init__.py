@@ -3,6 +3,7 @@
 The public surface; everything else is internal. See docs/ and DESIGN.md section 5.
 """
 
+from tosengine._version import __version__ as __version__
 from tosengine.errors import EventError as EventError
 from tosengine.errors import MatcherError as MatcherError
 from tosengine.errors import PolicyError as PolicyError
@@ -34,4 +35,3 @@ __all__ = [
     "read_sources",
     "validate_event",
 ]
-__version__ = "0.1.0"

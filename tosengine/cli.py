@@ -14,6 +14,7 @@ from typing import BinaryIO, TextIO
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from tosengine._version import __version__
 from tosengine.audit.log import AuditLog, connect
 from tosengine.audit.migrate import upgrade_database
 from tosengine.audit.query import export_html, export_json, list_violations, row_json
@@ -60,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Terms-of-service enforcement: check policies, replay events, find violations.",
         epilog="Policy language: docs/policy-language.md. Exit codes: 0 ok, 1 findings "
                "(diagnostics or rejected events), 2 usage or unusable policies.")
+    p.add_argument("--version", action="version", version=f"tosengine {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     c = sub.add_parser("check", help="check policy files; exit 0 if valid, 1 with diagnostics",

@@ -21,6 +21,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, insert, select,
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
+from tosengine._version import __version__
 from tosengine.audit.chain import GENESIS, link_hash
 from tosengine.audit.migrate import upgrade_database
 from tosengine.audit.models import AcceptedEvent, ChainHead, Meta, PolicyVersion, RejectedEvent, ViolationRow
@@ -31,7 +32,7 @@ from tosengine.violation import Violation, format_time
 
 __all__ = ["AuditError", "AuditLog", "audit_key", "connect"]
 
-ENGINE_VERSION = "tosengine 0.1.0"
+ENGINE_VERSION = f"tosengine {__version__}"
 
 
 class AuditError(TosEngineError):
