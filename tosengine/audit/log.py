@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic_core import to_json
 from sqlalchemy import Connection, Engine, create_engine, event, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
@@ -120,7 +121,8 @@ class AuditLog:
         """Queue an accepted event and the violations it caused; flush when the batch is full."""
         if ev is not None:
             self._events.append({"source": ev.source, "event_id": ev.id, "type": ev.type, "subject": ev.subject,
-                                 "time": _utc(ev.time), "body": _json(self.mask(ev.to_dict()))})
+                                 # Not hashed, so not canonical: pydantic-core's encoder is ~4x json.dumps.
+                                 "time": _utc(ev.time), "body": to_json(self.mask(ev.to_dict())).decode()})
         for v in violations:
             self._violations.append({
                 "id": v.id, "policy": v.policy, "rule": v.rule, "policy_version": v.policy_version,
