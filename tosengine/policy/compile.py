@@ -20,7 +20,7 @@ from typing import Any
 from tosengine.policy.expr import Binary, Call, Expr, ListLit, Lit, Path, Unary, walk
 from tosengine.policy.model import CheckedPolicySet, ItemKind, Rule
 
-__all__ = ["Plan", "Projection", "RulesetPlan", "TriggerPlan", "compile_policy_set"]
+__all__ = ["Plan", "Projection", "RulesetPlan", "TriggerPlan", "compile_policy_set", "literal_types"]
 
 # durable_rules 2.0.28 fails (error 303) once one message passes more than 64 alpha nodes of a
 # ruleset, and hangs creating a ruleset with >= 513 rules. A trigger pushes at most ATOM_BUDGET
@@ -154,6 +154,11 @@ def _types(conjuncts: list[Expr], root: str) -> frozenset[str] | None:
         if a is not None and a[0] == ("type",) and a[1] in ("eq", "in"):
             return frozenset(a[2])
     return None
+
+
+def literal_types(e: Expr, root: str) -> frozenset[str] | None:
+    """The item types a condition is limited to by a top-level `<root>.type == "x"` / `in [...]`, or None."""
+    return _types(_conjuncts(e), root)
 
 
 def _split(e: Expr, kind: ItemKind) -> tuple[list[Atom], Expr | None, Expr | None, frozenset[str] | None]:

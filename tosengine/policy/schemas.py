@@ -8,8 +8,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from tosengine.policy.compile import literal_types
 from tosengine.policy.diagnostics import Diagnostic, Span
-from tosengine.policy.expr import Binary, Expr, ListLit, Lit, Path, walk
+from tosengine.policy.expr import Expr, Path, walk
 from tosengine.policy.model import CheckedPolicySet, Rule
 from tosengine.policy.sources import Source
 from tosengine.policy.yaml import YamlError, load_yaml
@@ -72,22 +73,6 @@ def load_schemas(sources: Iterable[Source]) -> tuple[EventSchemas | None, list[D
     return (EventSchemas(data) if seen else None), diags
 
 
-def _types_of(e: Expr, root: str) -> set[str] | None:
-    """The event types a condition is limited to by a top-level `<root>.type ==/in` conjunct."""
-    stack = [e]
-    while stack:
-        x = stack.pop()
-        if isinstance(x, Binary) and x.op == "and":
-            stack += [x.left, x.right]
-        elif isinstance(x, Binary) and x.op in ("==", "in") and isinstance(x.left, Path) \
-                and x.left.root == root and x.left.parts == ("type",):
-            if isinstance(x.right, Lit) and isinstance(x.right.value, str):
-                return {x.right.value}
-            if isinstance(x.right, ListLit) and all(isinstance(i, Lit) for i in x.right.items):
-                return {str(i.value) for i in x.right.items if isinstance(i, Lit)}
-    return None
-
-
 def _conditions(rule: Rule) -> list[tuple[Expr, dict[str, Expr]]]:
     """Each condition with the conditions that bind its other roots (steps, after)."""
     if rule.match is not None:
@@ -120,7 +105,7 @@ def check_event_fields(policies: CheckedPolicySet, schemas: EventSchemas,
                     if not (isinstance(p, Path) and len(p.parts) >= 2 and p.parts[0] == "data"):
                         continue
                     source = cond if p.root == "event" else binds.get(p.root)
-                    types = _types_of(source, "event") if source is not None else None
+                    types = literal_types(source, "event") if source is not None else None
                     if not types or not all(t in schemas.data for t in types):
                         continue  # undeclared types are not checked
                     problems = [schemas.missing(t, p.parts[1:]) for t in sorted(types)]
