@@ -22,11 +22,11 @@ from tosengine.audit.verify import verify_chain
 from tosengine.errors import EventError, PolicyError, TosEngineError
 from tosengine.events import parse_event_line, parse_time
 from tosengine.explain import explain_violation
-from tosengine.policy.check import check_sources
+from tosengine.policy.check import check_policy_set, check_sources
 from tosengine.policy.diagnostics import CODES
 from tosengine.policy.model import ACTIONS
 from tosengine.policy.sources import read_schemas, read_sources
-from tosengine.runtime.engine import Engine
+from tosengine.runtime.engine import SMOKE_TEST_TIMEOUT, Engine
 from tosengine.testing import run_policy_tests
 from tosengine.violation import Violation, format_time
 
@@ -204,7 +204,7 @@ def _print_violation(v: Violation, fmt: str, out: TextIO) -> None:
 def _replay(args: argparse.Namespace, out: TextIO) -> int:
     directory = args.policies or _default_policies()
     try:
-        engine = Engine.from_directory(directory)
+        policies = check_policy_set(read_sources(directory), read_schemas(directory))
     except PolicyError as exc:
         for d in exc.diagnostics:
             print(d.render(), file=sys.stderr)
@@ -212,13 +212,12 @@ def _replay(args: argparse.Namespace, out: TextIO) -> int:
     except FileNotFoundError as exc:
         print(f"tosengine: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    if not args.dry_run:
-        try:
-            engine.close()
-            engine = Engine(engine.policies, audit=AuditLog(args.db or _default_db()))
-        except (TosEngineError, SQLAlchemyError) as exc:
-            print(f"tosengine: cannot open the audit log: {exc}", file=sys.stderr)
-            return EXIT_USAGE
+    try:
+        audit = None if args.dry_run else AuditLog(args.db or _default_db())
+    except (TosEngineError, SQLAlchemyError) as exc:
+        print(f"tosengine: cannot open the audit log: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    engine = Engine(policies, audit=audit, smoke_test=SMOKE_TEST_TIMEOUT)
     rejected = accepted = found = 0
     pending: list[Violation] = []
     summary = _Summary()

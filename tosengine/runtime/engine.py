@@ -38,11 +38,13 @@ from tosengine.runtime.smoke import smoke_spec
 from tosengine.runtime.smoke import smoke_test as run_smoke_test
 from tosengine.violation import Violation, format_time, violation_id
 
-__all__ = ["Engine", "event_fields", "evidence_record"]
+__all__ = ["SMOKE_TEST_TIMEOUT", "Engine", "event_fields", "evidence_record"]
 
 # Derived facts feeding rules that derive more facts: check rejects cycles, so the queue always
 # settles; this bound on the facts one item may derive is only the backstop if that check missed one.
 MAX_DERIVED = 100_000
+# Seconds the load-time smoke test of the compiled rulesets may take before the set is refused.
+SMOKE_TEST_TIMEOUT = 30.0
 
 
 def _merge(items: Iterable[Item]) -> tuple[tuple[str, ...], tuple[dict[str, Any], ...]]:
@@ -128,7 +130,7 @@ class Engine:
 
     @classmethod
     def from_directory(cls, directory: str | Path, *, audit: AuditLog | str | None = None,
-                       smoke_test: float | None = 30.0, **options: Any) -> Engine:
+                       smoke_test: float | None = SMOKE_TEST_TIMEOUT, **options: Any) -> Engine:
         """Load, check and compile every policy under `directory`; raises PolicyError with diagnostics.
 
         `audit` is a database URL (e.g. ``sqlite:///tosengine.db``) or an AuditLog; None: no audit log.
