@@ -110,7 +110,8 @@ def explain_violation(engine: Engine, violation_id: str) -> Explanation:
     checked, _ = check_sources([Source(pv.path, pv.text)])
     name = v["rule"].split("/", 1)[1]
     rule = next((r for r in checked.rules if r.name == name), None) if checked else None
-    raw_rule = next((r for r in (load_yaml(pv.text).value or {}).get("rules", [])
+    raw_policy = load_yaml(pv.text).value or {}  # the rule and macros as the author wrote them
+    raw_rule = next((r for r in raw_policy.get("rules", [])
                      if isinstance(r, dict) and r.get("id") == name), {})
     kind = rule.kind if rule is not None else "?"
     conditions: list[tuple[str, str]] = []
@@ -126,7 +127,7 @@ def explain_violation(engine: Engine, violation_id: str) -> Explanation:
     if "key" in raw_rule:
         conditions.append(("key", str(raw_rule["key"])))
     # Name the macros the conditions use, so the reader sees what `strike` means.
-    macros = (load_yaml(pv.text).value or {}).get("macros") or {}
+    macros = raw_policy.get("macros") or {}
     used = " ".join(text for _, text in conditions)
     conditions += [(f"macro {m}", " ".join(str(t).split())) for m, t in macros.items()
                    if re.search(rf"\b{re.escape(m)}\b", used)]
