@@ -50,12 +50,17 @@ class PolicyTestError(TosEngineError):
     """A test file is malformed; the message names the file and line."""
 
 
+def _span(text: str) -> timedelta:
+    """`1h30m` -> a timedelta (the caller has matched _REL)."""
+    return sum((timedelta(**{_UNITS[u]: int(n)}) for n, u in _PART.findall(text)), timedelta())
+
+
 def _when(value: Any, start: datetime, where: str) -> datetime:
     if not isinstance(value, str):
         raise PolicyTestError(f"{where}: a time is RFC 3339 or relative like +3d or +1h30m")
     m = _REL.fullmatch(value.strip())
     if m:
-        return start + sum((timedelta(**{_UNITS[u]: int(n)}) for n, u in _PART.findall(m[1])), timedelta())
+        return start + _span(m[1])
     try:
         return parse_time(value)
     except ValueError:
@@ -152,8 +157,10 @@ def _run_case(policies: CheckedPolicySet, path: str, line: int, case: dict[str, 
             if not isinstance(raw, dict):
                 raise PolicyTestError(f"{where}: event #{len(events) + 1} must be a mapping")
             if "repeat" in raw:
-                origin = parse_time(DEFAULT_START)
-                every = _when(f"+{raw.get('every', '0s')}", origin, where) - origin
+                m = _REL.fullmatch(f"+{raw.get('every', '0s')}")
+                if m is None:
+                    raise PolicyTestError(f"{where}: `every` is a duration such as 9s or 1h30m")
+                every = _span(m[1])
                 base = _when(raw["time"], start, where) if "time" in raw else last
                 for i in range(int(raw["repeat"])):
                     e = _fill(dict(raw["event"]), i)
