@@ -193,10 +193,7 @@ class Engine:
             fields = event_fields(ev)  # the Item keeps the fields, not the pydantic Event: less memory
             self._run(Item("event", fields, ev.time, self._seq, ev.id, (ev.id,), (fields,)))
             self._lapse_overdue()
-            out, self._out = self._out, []
-            if self._audit is not None:
-                self._audit.record(ev, out)
-            return out
+            return self._hand_over(ev)
 
     def restore(self) -> int:
         """Rebuild open windows, partial matches, obligations and the clock from the audit log.
@@ -238,10 +235,7 @@ class Engine:
             self._out = []
             self._advance(t)
             self._lapse_overdue()
-            out, self._out = self._out, []
-            if self._audit is not None:
-                self._audit.record(None, out)
-            return out
+            return self._hand_over(None)
 
     def reject(self, raw: Any, error: EventError, origin: str = "api") -> None:
         """Record input that was not a valid event in the audit log's dead letter (no-op without one)."""
@@ -283,6 +277,13 @@ class Engine:
         }
 
     # ------------------------------------------------------------------ clock
+
+    def _hand_over(self, ev: Event | None) -> list[Violation]:
+        """The violations collected for this call, queued for the audit log with the event behind them."""
+        out, self._out = self._out, []
+        if self._audit is not None:
+            self._audit.record(ev, out)
+        return out
 
     def _check_open(self) -> None:
         if self._closed:
