@@ -98,3 +98,41 @@ def test_cli_replay_records_every_rejection_and_keeps_going(tmp_path: Path) -> N
     eng.dispose()
     assert all(reasons) and any("UTF-8" in r for r in reasons) and any("between 1970" in r for r in reasons)
     AuditLog(url).close()
+
+
+python_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6)
+    | st.sampled_from(["\ud800", "x" * ((1 << 20) + 1), "é", float("nan"), float("-inf")]),
+    lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(st.text(max_size=4) | st.sampled_from(["\udfff", 7]), inner, max_size=3),
+    max_leaves=10)
+
+
+def _nested(depth: int) -> dict[str, object]:
+    v: dict[str, object] = {}
+    for _ in range(depth):
+        v = {"a": v}
+    return v
+
+
+@seed(20261128)
+@settings(max_examples=EXAMPLES * 2, deadline=None)
+@given(st.one_of(python_values, st.dictionaries(st.text(max_size=4), python_values, max_size=4),
+                 st.integers(28, 36).map(_nested)))
+def test_events_given_as_objects_are_accepted_exactly_when_every_value_is_acceptable(data: object) -> None:
+    """validate_event's fast path and its error path (which names the place) must agree on every value an
+    embedding service could pass as `data`: lone surrogates, NaN, huge strings, non-string keys, depth."""
+    from tosengine.events import _check_value, validate_event
+
+    try:
+        _check_value(data, "data")
+        acceptable = isinstance(data, dict)
+    except EventError:
+        acceptable = False
+    try:
+        validate_event({**GOOD, "data": data})
+        accepted = True
+    except EventError as exc:
+        assert exc.field.startswith("data") and exc.problem
+        accepted = False
+    assert accepted == acceptable

