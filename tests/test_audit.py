@@ -9,6 +9,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from tosengine import Engine
 from tosengine.audit import AuditLog, verify_chain
 from tosengine.audit.log import AuditError
 from tosengine.audit.models import AcceptedEvent, Base, RejectedEvent, ViolationRow
+from tosengine.events import parse_time
 
 PG_URL = os.environ.get("TOSENGINE_TEST_DATABASE_URL")
 REQUIRE_PG = os.environ.get("TOSENGINE_REQUIRE_POSTGRES") == "1"
@@ -112,6 +114,26 @@ def test_replaying_twice_leaves_the_rows_of_one_replay(db_url: str) -> None:
     _replay(db_url, _events())
     assert (_count(db_url, ViolationRow), _count(db_url, AcceptedEvent)) == counts
     assert _verify(db_url).ok
+
+
+def test_stored_events_read_back_as_sent(db_url: str) -> None:
+    """Event rows bypass SQLAlchemy's bind processing for speed: what the ORM reads back must still be
+    each event's identity, subject and instant (UTC), whatever offset the producer wrote."""
+    sent = _events(3)
+    sent[1]["time"] = "2026-03-01T12:01:00.250+02:00"  # the same instant as 10:01:00.25Z
+    _replay(db_url, sent)
+    eng = create_engine(db_url)
+    with eng.connect() as c:
+        rows = c.execute(select(AcceptedEvent.event_id, AcceptedEvent.subject, AcceptedEvent.time,
+                                AcceptedEvent.body).order_by(AcceptedEvent.seq)).all()
+    eng.dispose()
+    def naive_utc(t: datetime) -> datetime:  # SQLite reads back naive UTC, PostgreSQL aware
+        return t if t.tzinfo is None else t.astimezone(UTC).replace(tzinfo=None)
+
+    got = [(r[0], r[1], naive_utc(r[2])) for r in rows]
+    want = [(e["id"], e["subject"], naive_utc(parse_time(e["time"]))) for e in sent]
+    assert got == want
+    assert [json.loads(r[3])["time"] for r in rows] == [e["time"] for e in sent]
 
 
 def test_models_and_migrations_agree(db_url: str) -> None:
