@@ -532,13 +532,17 @@ def signature(v: Violation) -> Signature:
 
 
 def run_engine(policies: CheckedPolicySet, events: Iterable[dict[str, Any]], until: datetime | None,
-               ) -> list[Violation]:
-    """Every violation the Engine reports, event by event, then for the final clock advance."""
+               *, batched: bool = False) -> list[Violation]:
+    """Every violation the Engine reports, event by event (or through process_many, which matches in
+    batches), then for the final clock advance."""
     engine = Engine(policies)
     try:
         out: list[Violation] = []
-        for ev in events:
-            out += engine.process(ev)
+        if batched:
+            out += engine.process_many(events)
+        else:
+            for ev in events:
+                out += engine.process(ev)
         if until is not None:
             out += engine.advance_to(until)
         return out
@@ -582,11 +586,12 @@ def assert_same(files: Sequence[tuple[str, str]], events: Sequence[dict[str, Any
     assert policies is not None
     until_t = parse_time(until) if until is not None else None
     want = Counter(map(signature, run_reference(policies, events, until_t)))
-    try:
-        got = Counter(map(signature, run_engine(policies, events, until_t)))
-    except Exception as exc:  # an engine crash is a disagreement too: show the input that caused it
-        raise AssertionError(describe(files, events, until, f"{type(exc).__name__}: {exc}", want)) from exc
-    assert got == want, describe(files, events, until, got, want)
+    for batched in (False, True):  # process() one by one, and process_many()
+        try:
+            got = Counter(map(signature, run_engine(policies, events, until_t, batched=batched)))
+        except Exception as exc:  # an engine crash is a disagreement too: show the input that caused it
+            raise AssertionError(describe(files, events, until, f"{type(exc).__name__}: {exc}", want)) from exc
+        assert got == want, f"(batched={batched})\n" + describe(files, events, until, got, want)
 
 
 # ---------------------------------------------------------------- the properties
@@ -716,10 +721,11 @@ def test_many_subjects_match_reference() -> None:
     policies = check_files(files)
     assert policies is not None
     want = run_reference(policies, events, parse_time(until))
-    got = run_engine(policies, events, parse_time(until))
     assert len(want) > 5000  # the scenario produces plenty of both kinds
-    assert Counter(map(signature, got)) == Counter(map(signature, want)), describe(
-        files, events[:50], until, Counter(map(signature, got)), Counter(map(signature, want)))
+    for batched in (False, True):  # process_many matches in batches: many batches here
+        got = run_engine(policies, events, parse_time(until), batched=batched)
+        assert Counter(map(signature, got)) == Counter(map(signature, want)), describe(
+            files, events[:50], until, Counter(map(signature, got)), Counter(map(signature, want)))
 
 
 MEMORY_POLICY = """\

@@ -7,8 +7,9 @@ This is the only module that imports durable_rules. How each defect of durable_r
   single session "0"; partition keys never reach durable_rules (state by key lives in Python).
 * Events consumed by the first rule that fires: items are asserted as *facts*, which fire every
   matching rule, and retracted straight after, so nothing accumulates (bounded memory).
-* 32-bit FNV-1a message ids: only one message is ever live per ruleset, always with the id "m";
-  event ids never reach durable_rules.
+* 32-bit FNV-1a message ids: the only ids ever used are "m0".."m255", the places in a batch, whose
+  hashes are checked to be distinct when this module is imported; every batch is retracted before
+  the next, so no other message is live. Event ids never reach durable_rules.
 * Broken `$not`, joins, 16-frame rules, count/cap: the compiler emits one-element rules only.
 * 252-property, string-size and encoding limits, loose typing: messages are projections holding
   only short ASCII codes chosen by the compiler (see tosengine/policy/compile.py).
@@ -26,7 +27,6 @@ import contextlib
 import json
 import re
 import threading
-from collections.abc import Callable
 from typing import Any
 
 import durable_rules_engine as _dre
@@ -40,9 +40,29 @@ __all__ = ["Matcher"]
 
 _MESSAGE_ID = "m"
 _SID = "0"
-_RETRACT = json.dumps({"id": _MESSAGE_ID, "sid": _SID})
-_HEAD = '{"id":"m","sid":"0","k":"1"'
-_WARM_UP = '{"id":"m","sid":"0","k":"0"}'  # every condition requires k == "1": matches nothing
+# A batch is at most BATCH items, and at most _MAX_ACTIONS actions (durable_rules' fixed action table
+# holds 4096 per state; every item can fire each trigger of a ruleset once).
+BATCH = 256
+_MAX_ACTIONS = 4096
+_BATCH_IDS = [f"m{i}" for i in range(BATCH)]
+_BATCH_HEADS = [f'{{"id":"{i}","sid":"0","k":"1"' for i in _BATCH_IDS]  # how each message starts
+_BATCH_RETRACT = [json.dumps([{"id": i, "sid": _SID} for i in _BATCH_IDS[:n]]) for n in range(BATCH + 1)]
+# A batch action's payload starts {"t<trigger>":{"m":{"id": "m<index>", ...: which item fired what.
+_BATCH_NAME = re.compile(r'\{\s*"(t\d+)"\s*:\s*\{\s*"m"\s*:\s*\{\s*"id"\s*:\s*"m(\d+)"')
+
+
+def _fnv1a32(s: str) -> int:
+    """durable_rules' message id hash (state.c), for the collision check below."""
+    h = 0x811C9DC5
+    for b in s.encode("ascii"):
+        h = ((h ^ b) * 16777619) & 0xFFFFFFFF
+    return h
+
+
+# durable_rules tells messages apart by this 32-bit hash alone: two live ids must never share one.
+if len({_fnv1a32(i) for i in _BATCH_IDS}) != BATCH:  # pragma: no cover - fixed ids
+    raise ImportError("tosengine's durable_rules message ids collide under FNV-1a")
+_WARM_UP = '{"id":"m0","sid":"0","k":"0"}'  # every condition requires k == "1": matches nothing
 # An action's payload is {"t<trigger id>": {...}}: the rule name is read without parsing the rest.
 _NAME = re.compile(r'\{\s*"(t\d+)"')
 _OK, _NOT_HANDLED = 0, 1
@@ -56,10 +76,11 @@ class _Ruleset:
         self.handle: int | None = _dre.create_ruleset(plan.name, json.dumps(plan.definition))
         self.trigger_of = {f"t{t}": t for t in plan.triggers}
         self.projections = [(p.prop, p.parts, dict(p.codes)) for p in plan.projections]
+        self.batch = min(BATCH, _MAX_ACTIONS // max(1, len(plan.triggers)))
 
-    def project(self, fields: dict[str, Any]) -> str:
+    def project(self, fields: dict[str, Any], head: str = _BATCH_HEADS[0]) -> str:
         """The JSON message for this item: built by hand, since every value is a short ASCII code."""
-        parts = [_HEAD]
+        parts = [head]
         for prop, path, codes in self.projections:
             v = lookup(fields, path)
             if v is True:
@@ -87,7 +108,8 @@ class Matcher:
                 self._rulesets.append(rs)
                 # Create the session now: durable_rules spends ~100 us building it on the first message,
                 # which would otherwise land on some unlucky event's latency.
-                self._assert(rs, _WARM_UP, lambda _tid: None)
+                if self._assert(rs, [_WARM_UP]):
+                    raise MatcherError("a rule fired for the warm-up message, which no rule can match")
         except (_dre.error, MatcherError) as exc:
             self.close()
             raise MatcherError(f"durable_rules refused a compiled ruleset: {exc}") from exc
@@ -106,40 +128,52 @@ class Matcher:
 
     def match(self, kind: ItemKind, fields: dict[str, Any]) -> list[int]:
         """Ids of the triggers whose pushed conditions hold for this item, ascending."""
-        rulesets = self.rulesets_for(kind, fields.get("type"))
-        if not rulesets:
-            return []
-        fired: set[int] = set()
-        with self._lock:
-            for rs in rulesets:
-                self._assert(rs, rs.project(fields), fired.add)
-        return sorted(fired)
+        return self.match_many(kind, [fields])[0]
 
-    def _assert(self, rs: _Ruleset, message: str, add: Callable[[int], None]) -> None:
+    def match_many(self, kind: ItemKind, items: list[dict[str, Any]]) -> list[list[int]]:
+        """match() of each item, with one durable_rules call per ruleset and batch instead of per item."""
+        fired: list[set[int]] = [set() for _ in items]
+        by_ruleset: dict[int, tuple[_Ruleset, list[int]]] = {}
+        for i, fields in enumerate(items):
+            for rs in self.rulesets_for(kind, fields.get("type")):
+                by_ruleset.setdefault(id(rs), (rs, []))[1].append(i)
+        with self._lock:
+            for rs, members in by_ruleset.values():
+                for start in range(0, len(members), rs.batch):
+                    chunk = members[start:start + rs.batch]
+                    messages = [rs.project(items[i], _BATCH_HEADS[j]) for j, i in enumerate(chunk)]
+                    for j, tid in self._assert(rs, messages):
+                        fired[chunk[j]].add(tid)
+        return [sorted(f) for f in fired]
+
+    def _assert(self, rs: _Ruleset, messages: list[str]) -> list[tuple[int, int]]:
+        """Assert messages m0, m1, ... as facts, and retract them all (even after a failure, so the next
+        batch can reuse the ids); (message index, trigger id) for each rule that fired."""
+        out: list[tuple[int, int]] = []
         handle = rs.handle
         if handle is None:
             raise MatcherError("the matcher is closed")
         try:
-            status, state = _dre.assert_fact(handle, message)
             try:
-                if status == _OK:
-                    result = _dre.start_action_for_state(handle, state)
-                    while result:
-                        payload = result[1] if isinstance(result, tuple) else result
-                        m = _NAME.match(payload)
-                        if m is None:
-                            raise MatcherError(f"unexpected action payload from durable_rules: {payload[:200]}")
-                        add(rs.trigger_of[m[1]])
-                        result = _dre.complete_and_start_action(handle, state)
-                elif status != _NOT_HANDLED:
+                status, state = _dre.assert_facts(handle, "[" + ",".join(messages) + "]")
+                # Status 1 means some message matched nothing; the others' actions are queued all the same.
+                if status not in (_OK, _NOT_HANDLED):
                     raise MatcherError(f"durable_rules returned status {status} asserting into {rs.plan.name}")
+                result = _dre.start_action_for_state(handle, state)
+                while result:
+                    payload = result[1] if isinstance(result, tuple) else result
+                    m = _BATCH_NAME.match(payload)
+                    if m is None:
+                        raise MatcherError(f"unexpected action payload from durable_rules: {payload[:200]}")
+                    out.append((int(m[2]), rs.trigger_of[m[1]]))
+                    result = _dre.complete_and_start_action(handle, state)
             finally:
-                # Retract even after a failure, so the next message can reuse the id.
-                _dre.retract_fact(handle, _RETRACT)
+                _dre.retract_facts(handle, _BATCH_RETRACT[len(messages)])
         except _dre.error as exc:
             raise MatcherError(f"durable_rules failed in {rs.plan.name}: {exc}") from exc
         except KeyError as exc:
             raise MatcherError(f"durable_rules fired an unknown rule {exc} in {rs.plan.name}") from exc
+        return out
 
     def close(self) -> None:
         """Free the durable_rules rulesets; the matcher cannot be used afterwards."""
