@@ -63,7 +63,7 @@ class AcceptedEvent(Base):
     source: Mapped[str] = mapped_column(String(1000))
     event_id: Mapped[str] = mapped_column(String(1000))
     type: Mapped[str] = mapped_column(String(400))
-    subject: Mapped[str] = mapped_column(String(1000), index=True)
+    subject: Mapped[str] = mapped_column(String(1000))  # not indexed: see migration 0002
     time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     body: Mapped[str] = mapped_column(Text)  # canonical JSON, sensitive fields masked
     recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
