@@ -55,6 +55,11 @@ def _merge(items: Iterable[Item]) -> tuple[tuple[str, ...], tuple[dict[str, Any]
     return tuple(seen), tuple(seen.values())
 
 
+def _identity(source: str, ident: str) -> str:
+    """(source, id) as one string, without ambiguity: the length prefix says where the source ends."""
+    return f"{len(source)}:{source}{ident}"
+
+
 # The event time as the producer wrote it, kept beside the fields for evidence. Rules cannot read it:
 # names starting with _ are refused by check, and extension names cannot start with _.
 TIME_TEXT = "_time_text"
@@ -109,10 +114,12 @@ class Engine:
         self._clock = Clock()
         self._seq = 0
         self._dedupe_window = dedupe_window
-        self._seen: dict[tuple[str, str], datetime] = {}
+        # Keyed by one string per (source, id), not a tuple of two: 1,000,000 identities inside the
+        # window cost about 100 MB less (see _identity).
+        self._seen: dict[str, datetime] = {}
         # (source, id) pairs in arrival order: forgetting walks from the front (an out-of-order late
         # pair may wait behind newer ones; only memory, never the duplicate check, depends on that).
-        self._seen_order: deque[tuple[str, str]] = deque()
+        self._seen_order: deque[str] = deque()
         self._expiry: DueHeap[tuple[str, int, str]] = DueHeap()
         self._max_partials = max_partials_per_key
         self._ladder = LadderState(policies.ladder)
@@ -300,7 +307,7 @@ class Engine:
         """Run one valid event through the pipeline (the lock is held); `matched`: its fields and
         matched triggers if already computed."""
         self._out = []
-        identity = ev.identity
+        identity = _identity(ev.source, ev.id)
         if self._is_duplicate(identity):
             self.stats["duplicates"] += 1
             return []
@@ -328,13 +335,13 @@ class Engine:
         if self._closed:
             raise TosEngineError("the engine is closed")
 
-    def _is_duplicate(self, identity: tuple[str, str]) -> bool:
+    def _is_duplicate(self, identity: str) -> bool:
         """Seen before, and the clock has not passed that time + the dedupe window (docs/semantics.md)."""
         first = self._seen.get(identity)
         now = self._clock.now
         return first is not None and (now is None or now <= first + self._dedupe_window)
 
-    def _remember(self, identity: tuple[str, str], time: datetime) -> None:
+    def _remember(self, identity: str, time: datetime) -> None:
         self._seen[identity] = time
         self._seen_order.append(identity)
 

@@ -39,7 +39,7 @@ class Item:
 ABSENT = ("absent",)
 
 
-@dataclass
+@dataclass(slots=True)  # one per open window, partial match or obligation: many
 class ThresholdState:
     """The matching items kept for one (rule, key) in time order, and whether the rule is armed.
 
@@ -74,14 +74,14 @@ class ThresholdState:
                 del self.counts[value]
 
 
-@dataclass
+@dataclass(slots=True)  # one per open window, partial match or obligation: many
 class Partial:
     """A sequence's partial match: the items of its first steps."""
 
     items: list[Item]
 
 
-@dataclass
+@dataclass(slots=True)  # one per open window, partial match or obligation: many
 class Obligation:
     """An open expect obligation."""
 
