@@ -110,10 +110,10 @@ def _engine(policies: CheckedPolicySet, lines: list[str], audit: str | None, *, 
     engine = Engine(policies, audit=audit)
     t0 = time.perf_counter()
     if many:
-        engine.process_many(parse_event_line(line) for line in lines)
+        engine.process_many(lines)
     else:
         for line in lines:
-            engine.process(parse_event_line(line))
+            engine.process(line)
     engine.close()
     return time.perf_counter() - t0
 

@@ -136,6 +136,30 @@ def test_stored_events_read_back_as_sent(db_url: str) -> None:
     assert [json.loads(r[3])["time"] for r in rows] == [e["time"] for e in sent]
 
 
+def test_an_event_given_as_text_is_stored_as_that_text_unless_a_path_is_sensitive(db_url: str) -> None:
+    plain = policy_set(POLICY.replace("sensitive: [data.password]\n", ""))
+    first, second = (json.dumps(e, indent=1) for e in _events(2))  # whitespace a re-encoding would not keep
+    with Engine(plain, audit=db_url) as engine:
+        engine.process(first + "\n")
+        engine.process_many([second])
+    eng = create_engine(db_url)
+    with eng.connect() as c:
+        bodies = [r[0] for r in c.execute(select(AcceptedEvent.body).order_by(AcceptedEvent.seq))]
+    eng.dispose()
+    assert bodies == [first, second]
+
+
+def test_an_event_given_as_text_is_masked_when_a_path_is_sensitive(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    with Engine(policy_set(POLICY), audit=url) as engine:
+        engine.process(json.dumps(_events(1)[0]))
+    eng = create_engine(url)
+    with eng.connect() as c:
+        (body,) = c.execute(select(AcceptedEvent.body)).one()
+    eng.dispose()
+    assert "hunter0" not in body and json.loads(body)["data"]["password"].startswith("masked:hmac-sha256:")
+
+
 def test_models_and_migrations_agree(db_url: str) -> None:
     AuditLog(db_url).close()  # migrates
     eng = create_engine(db_url)

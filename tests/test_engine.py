@@ -100,6 +100,23 @@ def test_invalid_event_names_the_field_and_leaves_state_alone() -> None:
         assert engine.clock is None and engine.stats["events"] == 0
 
 
+def test_process_many_stops_at_a_bad_event_or_reports_it_and_goes_on() -> None:
+    fail = [ev(f"f{i}", "login.failed", "account:1", timedelta(minutes=i)) for i in range(3)]
+    bad = {"id": "x", "type": "login.failed", "time": "yesterday", "subject": "account:1"}
+    with Engine(policy_set(MIXED)) as engine:  # without on_error: the events before it count, then it raises
+        with pytest.raises(EventError) as info:
+            engine.process_many([fail[0], fail[1], bad, fail[2]])
+        assert info.value.field == "time"
+        assert engine.stats["events"] == 2 and engine.stats["violations"] == 1
+    seen: list[tuple[int, str]] = []
+    with Engine(policy_set(MIXED)) as engine:  # with on_error: reported by position, the rest processed
+        got = engine.process_many(["{not json", fail[0], bad, fail[1], fail[2]],
+                                  on_error=lambda pos, _raw, exc: seen.append((pos, exc.field)))
+        assert seen == [(0, ""), (2, "time")]
+        assert engine.stats["events"] == 3
+        assert summary(got) == [("mixed/burst", "account:1", ("f0", "f1"))]  # fires once, then re-arms below count
+
+
 def test_redelivery_is_processed_once_per_source() -> None:
     e = ev("same", "login.failed", "account:1")
     other_source = {**e, "source": "svc/b"}

@@ -20,7 +20,7 @@ from tosengine.audit.migrate import upgrade_database
 from tosengine.audit.query import export_html, export_json, list_violations, row_json
 from tosengine.audit.verify import verify_chain
 from tosengine.errors import EventError, PolicyError, TosEngineError
-from tosengine.events import Event, parse_event_line, parse_time
+from tosengine.events import parse_time
 from tosengine.explain import explain_violation
 from tosengine.policy.check import check_policy_set, check_sources
 from tosengine.policy.diagnostics import CODES
@@ -235,36 +235,45 @@ def _replay(args: argparse.Namespace, out: TextIO) -> int:
         found += len(pending)
         pending.clear()
 
-    # Accepted events are processed in batches (durable_rules matches a batch in one call), except from
-    # stdin, where a live stream's violations must not wait for the next events.
-    batch: list[Event] = []
+    # Lines are processed in batches (durable_rules matches a batch in one call), except from stdin,
+    # where a live stream's violations must not wait for the next events. Each line goes to the engine
+    # as text, which the audit log stores as is.
+    batch: list[tuple[str, int, str]] = []  # (file, line number, text)
     batch_size = 1 if "-" in args.files else BATCH
+
+    def refuse(name: str, n: int, text: str, exc: EventError) -> None:
+        nonlocal rejected
+        rejected += 1
+        engine.reject(text.rstrip("\n"), EventError(exc.field, exc.problem, line=n), origin=name)
+        field = f"field `{exc.field}`: " if exc.field else ""
+        print(f"{name}:{n}: rejected: {field}{exc.problem}", file=sys.stderr)
+
+    def run_batch() -> None:
+        nonlocal accepted
+        before = rejected
+        pending.extend(engine.process_many(
+            [text for _, _, text in batch],
+            on_error=lambda pos, _event, exc: refuse(*batch[pos], exc)))
+        accepted += len(batch) - (rejected - before)
+        batch.clear()
+
     with engine:
         if args.format == "table" and not args.summary:
             out.write(f"{'TIME':24} {'RULE':48} {'SUBJECT':28} {'SEVERITY':8} {'ACTION':14} EVIDENCE\n")
         try:
             for name, n, line, raw in _lines(args.files):
-                if line is not None and not line.strip():
+                if line is None:
+                    refuse(name, n, raw.decode("utf-8", "backslashreplace"),
+                           EventError("", "the line is not valid UTF-8"))
                     continue
-                try:
-                    if line is None:
-                        raise EventError("", "the line is not valid UTF-8", line=n)
-                    event = parse_event_line(line, line=n)
-                except EventError as exc:
-                    rejected += 1
-                    text = line if line is not None else raw.decode("utf-8", "backslashreplace")
-                    engine.reject(text.rstrip("\n"), exc, origin=name)
-                    field = f"field `{exc.field}`: " if exc.field else ""
-                    print(f"{name}:{n}: rejected: {field}{exc.problem}", file=sys.stderr)
+                if not line.strip():
                     continue
-                accepted += 1
-                batch.append(event)
+                batch.append((name, n, line))
                 if len(batch) >= batch_size:
-                    pending.extend(engine.process_many(batch))
-                    batch.clear()
+                    run_batch()
                     if args.dry_run or len(pending) >= 1000:
                         acknowledge()
-            pending.extend(engine.process_many(batch))
+            run_batch()
             if args.until is not None:
                 pending.extend(engine.advance_to(args.until))
             acknowledge()

@@ -27,7 +27,7 @@ from tosengine.audit.chain import GENESIS, link_hash
 from tosengine.audit.migrate import upgrade_database
 from tosengine.audit.models import AcceptedEvent, ChainHead, Meta, PolicyVersion, RejectedEvent, ViolationRow
 from tosengine.errors import EventError, TosEngineError
-from tosengine.events import Event
+from tosengine.events import evidence_record
 from tosengine.policy.model import CheckedPolicySet
 from tosengine.violation import Violation, format_time
 
@@ -135,13 +135,17 @@ class AuditLog:
                 cur[path[-1]] = f"masked:hmac-sha256:{digest}"
         return out
 
-    def record(self, ev: Event | None, violations: Iterable[Violation]) -> None:
-        """Queue an accepted event and the violations it caused; flush when the batch is full."""
-        if ev is not None:
-            self._events.append((ev.source, ev.id, ev.type, ev.subject,
-                                 _sqlite_time(ev.time) if self._sqlite else _utc(ev.time),
-                                 # Not hashed, so not canonical: pydantic-core's encoder is ~4x json.dumps.
-                                 to_json(self.mask(ev.to_dict())).decode()))
+    def record(self, fields: dict[str, Any] | None, violations: Iterable[Violation], text: str | None = None,
+               ) -> None:
+        """Queue an accepted event (its fields record, and its JSON text if it came as text) and the
+        violations it caused; flush when the batch is full."""
+        if fields is not None:
+            if text is None or self._sensitive:
+                # Not hashed, so not canonical: pydantic-core's encoder is ~4x json.dumps.
+                text = to_json(self.mask(evidence_record(fields))).decode()
+            time: datetime = fields["time"]
+            self._events.append((fields["source"], fields["id"], fields["type"], fields["subject"],
+                                 _sqlite_time(time) if self._sqlite else _utc(time), text))
         for v in violations:
             self._violations.append({
                 "id": v.id, "policy": v.policy, "rule": v.rule, "policy_version": v.policy_version,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -19,7 +19,7 @@ from typing import Any
 
 from tosengine.audit.log import AuditLog
 from tosengine.errors import EventError, TosEngineError
-from tosengine.events import Event, validate_event
+from tosengine.events import Event, event_fields, evidence_record, parse_fields, validate_fields
 from tosengine.policy.check import check_policy_set
 from tosengine.policy.compile import Plan, compile_policy_set
 from tosengine.policy.model import CheckedPolicySet
@@ -38,7 +38,7 @@ from tosengine.runtime.smoke import smoke_spec
 from tosengine.runtime.smoke import smoke_test as run_smoke_test
 from tosengine.violation import Violation, format_time, violation_id
 
-__all__ = ["SMOKE_TEST_TIMEOUT", "Engine", "event_fields", "evidence_record"]
+__all__ = ["SMOKE_TEST_TIMEOUT", "Engine", "EventInput", "event_fields", "evidence_record"]
 
 # Derived facts feeding rules that derive more facts: check rejects cycles, so the queue always
 # settles; this bound on the facts one item may derive is only the backstop if that check missed one.
@@ -55,37 +55,20 @@ def _merge(items: Iterable[Item]) -> tuple[tuple[str, ...], tuple[dict[str, Any]
     return tuple(seen), tuple(seen.values())
 
 
+# What process() takes: an Event, a decoded JSON object, or one event's JSON text.
+EventInput = Event | dict[str, Any] | str
+
+
+def _validated(event: EventInput) -> tuple[dict[str, Any], str | None]:
+    """The event's fields record, and its JSON text when it came as text (stored as is)."""
+    if isinstance(event, str):
+        return parse_fields(event), event.strip()
+    return validate_fields(event), None
+
+
 def _identity(source: str, ident: str) -> str:
     """(source, id) as one string, without ambiguity: the length prefix says where the source ends."""
     return f"{len(source)}:{source}{ident}"
-
-
-# The event time as the producer wrote it, kept beside the fields for evidence. Rules cannot read it:
-# names starting with _ are refused by check, and extension names cannot start with _.
-TIME_TEXT = "_time_text"
-
-
-def evidence_record(fields: dict[str, Any]) -> dict[str, Any]:
-    """An event as evidence, from its fields: what the producer sent (Event.to_dict), time as written."""
-    out = {k: v for k, v in fields.items() if k != TIME_TEXT}
-    out["time"] = fields[TIME_TEXT]
-    if not out.get("source"):
-        out.pop("source", None)
-    return out
-
-
-def event_fields(ev: Event) -> dict[str, Any]:
-    """The fields rules read as `event.*` (plus the time text for evidence)."""
-    fields: dict[str, Any] = {"id": ev.id, "type": ev.type, "time": ev.time, "subject": ev.subject,
-                              "source": ev.source}
-    if ev.specversion is not None:
-        fields["specversion"] = ev.specversion
-    if ev.data is not None:
-        fields["data"] = ev.data
-    if ev.extensions:
-        fields.update(ev.extensions)
-    fields[TIME_TEXT] = ev.time_text or format_time(ev.time)
-    return fields
 
 
 class Engine:
@@ -176,30 +159,45 @@ class Engine:
         """The largest event time seen (or given to advance_to)."""
         return self._clock.now
 
-    def process(self, event: Event | dict[str, Any]) -> list[Violation]:
-        """Process one event; return the violations it caused (deadlines it passed included).
+    def process(self, event: EventInput) -> list[Violation]:
+        """Process one event -- an Event, a decoded JSON object, or the JSON text itself -- and return the
+        violations it caused (deadlines it passed included).
 
-        Raises EventError (a TosEngineError) if the event is invalid; the engine is unchanged then.
+        Raises EventError (a TosEngineError) if the event is invalid; the engine is unchanged then, and
+        the input is recorded in the audit log's dead letter. Given as JSON text, the event is stored in
+        the audit log as that text (unless a policy marks a path sensitive, when it is masked).
         """
-        ev = self._validate(event)
+        try:
+            fields, text = _validated(event)
+        except EventError as exc:
+            self.reject(event, exc)
+            raise
         with self._lock:
             self._check_open()
-            return self._accept(ev, None)
+            return self._accept(fields, text, None)
 
-    def process_many(self, events: Iterable[Event | dict[str, Any]]) -> list[Violation]:
-        """Process events in order; the same results as calling process() on each, faster.
+    def process_many(self, events: Iterable[EventInput], *,
+                     on_error: Callable[[int, EventInput, EventError], None] | None = None) -> list[Violation]:
+        """Process events in order; the same results as calling process() on each, faster: events are
+        matched by durable_rules in batches of up to matcher.BATCH.
 
-        Events are matched by durable_rules in batches of up to matcher.BATCH. An invalid event raises
-        EventError after the events before it were processed (their violations are in the audit log).
+        An invalid event raises EventError, after the events before it were processed (their violations
+        are in the audit log), unless `on_error` is given: then it is called with the event's position
+        in `events`, the input and the error, nothing is recorded for it, and processing goes on.
         """
         out: list[Violation] = []
-        batch: list[Event] = []
-        for event in events:
+        batch: list[tuple[dict[str, Any], str | None]] = []
+        for pos, event in enumerate(events):
             try:
-                batch.append(self._validate(event))
-            except EventError:
-                out.extend(self._accept_batch(batch))
-                raise
+                batch.append(_validated(event))
+            except EventError as exc:
+                out.extend(self._accept_batch(batch))  # in order: what came before, then the error
+                batch = []
+                if on_error is None:
+                    self.reject(event, exc)
+                    raise
+                on_error(pos, event, exc)
+                continue
             if len(batch) == BATCH:
                 out.extend(self._accept_batch(batch))
                 batch = []
@@ -239,7 +237,7 @@ class Engine:
             self._out = []
             self._advance(t)
             self._lapse_overdue()
-            return self._hand_over(None)
+            return self._hand_over(None, None)
 
     def reject(self, raw: Any, error: EventError, origin: str = "api") -> None:
         """Record input that was not a valid event in the audit log's dead letter (no-op without one)."""
@@ -282,14 +280,7 @@ class Engine:
 
     # ------------------------------------------------------------------ validate, then accept
 
-    def _validate(self, event: Event | dict[str, Any]) -> Event:
-        try:
-            return validate_event(event)
-        except EventError as exc:
-            self.reject(event, exc)
-            raise
-
-    def _accept_batch(self, batch: list[Event]) -> list[Violation]:
+    def _accept_batch(self, batch: list[tuple[dict[str, Any], str | None]]) -> list[Violation]:
         """Accept validated events in order, matching them all first: the matcher is stateless, so an
         event's matches do not depend on the events before it (a redelivery's are simply unused)."""
         if not batch:
@@ -297,38 +288,36 @@ class Engine:
         out: list[Violation] = []
         with self._lock:
             self._check_open()
-            fields = [event_fields(ev) for ev in batch]
-            fired = self._matcher.match_many("event", fields)
-            for ev, f, tids in zip(batch, fields, fired, strict=True):
-                out.extend(self._accept(ev, (f, tids)))
+            fired = self._matcher.match_many("event", [fields for fields, _ in batch])
+            for (fields, text), tids in zip(batch, fired, strict=True):
+                out.extend(self._accept(fields, text, tids))
         return out
 
-    def _accept(self, ev: Event, matched: tuple[dict[str, Any], list[int]] | None) -> list[Violation]:
-        """Run one valid event through the pipeline (the lock is held); `matched`: its fields and
-        matched triggers if already computed."""
+    def _accept(self, fields: dict[str, Any], text: str | None, fired: list[int] | None) -> list[Violation]:
+        """Run one valid event through the pipeline (the lock is held); `fired`: its matched triggers,
+        if already known."""
         self._out = []
-        identity = _identity(ev.source, ev.id)
+        identity = _identity(fields["source"], fields["id"])
         if self._is_duplicate(identity):
             self.stats["duplicates"] += 1
             return []
         self.stats["events"] += 1
-        self._remember(identity, ev.time)
-        self._advance(ev.time)
+        time: datetime = fields["time"]
+        self._remember(identity, time)
+        self._advance(time)
         self._seq += 1
-        # The Item keeps the fields, not the pydantic Event: less memory.
-        fields, fired = matched if matched is not None else (event_fields(ev), None)
-        self._offer(Item("event", fields, ev.time, self._seq, ev.id, (ev.id,), (fields,)), fired)
+        self._offer(Item("event", fields, time, self._seq, fields["id"], (fields["id"],), (fields,)), fired)
         self._drain()
         self._lapse_overdue()
-        return self._hand_over(ev)
+        return self._hand_over(fields, text)
 
     # ------------------------------------------------------------------ clock
 
-    def _hand_over(self, ev: Event | None) -> list[Violation]:
+    def _hand_over(self, fields: dict[str, Any] | None, text: str | None) -> list[Violation]:
         """The violations collected for this call, queued for the audit log with the event behind them."""
         out, self._out = self._out, []
         if self._audit is not None:
-            self._audit.record(ev, out)
+            self._audit.record(fields, out, text)
         return out
 
     def _check_open(self) -> None:
