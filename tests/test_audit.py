@@ -9,13 +9,15 @@ import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.exc import DBAPIError
 
@@ -296,3 +298,19 @@ def test_with_a_key_an_attacker_who_rewrites_the_chain_is_still_caught(tmp_path:
     assert not result.ok and result.bad_seq == 1
     monkeypatch.delenv("TOSENGINE_AUDIT_KEY")
     assert _verify(url).ok  # without the key, the forged chain would have passed
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(2199, 12, 30), timezones=st.just(UTC)),
+       st.sampled_from(["Z", "z", "+00:00", "+05:30", "-08:00"]), st.integers(0, 9))
+def test_stored_event_times_do_not_depend_on_how_the_producer_wrote_them(when: datetime, offset: str,
+                                                                          digits: int) -> None:
+    """The SQLite time text is re-sliced from the producer's text when it can be: it must equal the text
+    formatted from the parsed instant, for every way RFC 3339 lets the producer write that instant."""
+    from tosengine.audit.log import _sqlite_time
+    local = when.astimezone(timezone(timedelta(hours=int(offset[:3]), minutes=int(offset[4:]))) if offset[0] in "+-"
+                            else UTC)
+    frac = f".{local.microsecond:06d}{'0' * 3}"[:digits + 1] if digits else ""
+    text = local.strftime("%Y-%m-%dT%H:%M:%S") + frac + offset
+    parsed = parse_time(text)
+    assert _sqlite_time(parsed, text) == _sqlite_time(parsed)

@@ -27,7 +27,7 @@ from tosengine.audit.chain import GENESIS, link_hash
 from tosengine.audit.migrate import upgrade_database
 from tosengine.audit.models import AcceptedEvent, ChainHead, Meta, PolicyVersion, RejectedEvent, ViolationRow
 from tosengine.errors import EventError, TosEngineError
-from tosengine.events import evidence_record
+from tosengine.events import TIME_TEXT, evidence_record
 from tosengine.policy.model import CheckedPolicySet
 from tosengine.violation import Violation, format_time
 
@@ -78,8 +78,15 @@ def _utc(t: datetime) -> datetime:
 _EVENT_COLUMNS = ("source", "event_id", "type", "subject", "time", "body", "recorded_at")
 
 
-def _sqlite_time(t: datetime) -> str:
-    """A datetime in SQLAlchemy's SQLite DATETIME storage format: naive UTC, with microseconds."""
+def _sqlite_time(t: datetime, text: str = "") -> str:
+    """A datetime in SQLAlchemy's SQLite DATETIME storage format: naive UTC, with microseconds.
+
+    `text` is the time as the producer wrote it (validated RFC 3339): in UTC with "Z", as producers
+    mostly write it, the result is a re-slicing of it, about 4x cheaper than formatting the datetime.
+    """
+    n = len(text)
+    if n and text[-1] == "Z" and text[10] == "T" and (n == 20 or (22 <= n <= 27 and text[19] == ".")):
+        return f"{text[:10]} {text[11:19]}.{text[20:-1].ljust(6, '0')}"
     if t.tzinfo is not UTC:
         t = t.astimezone(UTC)
     return t.isoformat(" ", "microseconds")[:26]  # without the "+00:00"
@@ -92,7 +99,8 @@ def _json(v: Any) -> str:
 class AuditLog:
     """Writes to the audit database at `url`; migrates it to the latest schema when opened."""
 
-    def __init__(self, url: str, *, batch_size: int = 2000, upgrade: bool = True, key: bytes | None = None) -> None:
+    # A batch is one transaction (one fsync): 5,000 rows spread its cost to about 2 us per event.
+    def __init__(self, url: str, *, batch_size: int = 5000, upgrade: bool = True, key: bytes | None = None) -> None:
         self.url = url
         self.engine = connect(url)
         if upgrade:
@@ -145,7 +153,7 @@ class AuditLog:
                 text = to_json(self.mask(evidence_record(fields))).decode()
             time: datetime = fields["time"]
             self._events.append((fields["source"], fields["id"], fields["type"], fields["subject"],
-                                 _sqlite_time(time) if self._sqlite else _utc(time), text))
+                                 _sqlite_time(time, fields[TIME_TEXT]) if self._sqlite else _utc(time), text))
         for v in violations:
             self._violations.append({
                 "id": v.id, "policy": v.policy, "rule": v.rule, "policy_version": v.policy_version,
