@@ -232,20 +232,23 @@ def bench_pack(n: int, seed: int, rounds: int) -> None:
 
 
 def bench_latency(n: int) -> None:
-    """p50/p99 of one Engine.process() call on the default pack's stream."""
+    """p50/p99 of one Engine.process() call, given each event's JSON text (parsing and validation
+    included), on the default pack's stream, with and without the SQLite audit log."""
     lines = subprocess.run([sys.executable, str(ROOT / "examples" / "generate.py"), "--events", str(n)],
                            capture_output=True, text=True, check=True).stdout.splitlines()
-    engine = Engine(_pack())
-    events = [parse_event_line(x) for x in lines]
-    times = []
-    for ev in events:
-        t0 = time.perf_counter_ns()
-        engine.process(ev)
-        times.append(time.perf_counter_ns() - t0)
-    engine.close()
-    q = statistics.quantiles(times, n=100)
-    print(f"\nEngine.process() latency over {len(times)} events: p50 {q[49] / 1000:.1f} us, "
-          f"p99 {q[98] / 1000:.1f} us, max {max(times) / 1000:.1f} us")
+    with tempfile.TemporaryDirectory() as tmp:
+        for audit in (None, f"sqlite:///{Path(tmp) / 'l.db'}"):
+            engine = Engine(_pack(), audit=audit)
+            times = []
+            for line in lines:
+                t0 = time.perf_counter_ns()
+                engine.process(line)
+                times.append(time.perf_counter_ns() - t0)
+            engine.close()
+            q = statistics.quantiles(times, n=100)
+            print(f"\nEngine.process() latency over {len(times)} events, "
+                  f"{'SQLite audit log' if audit else 'no audit log'}: p50 {q[49] / 1000:.1f} us, "
+                  f"p99 {q[98] / 1000:.1f} us, max {max(times) / 1000:.1f} us")
 
 
 def bench_rules(n: int) -> None:
@@ -271,11 +274,10 @@ def bench_memory(n: int, spacing_ms: int = 50, dedupe_days: float = 7) -> None:
         "import resource, sys; from datetime import timedelta; "
         "from bench.synthetic import distinct_subject_events as d; "
         "from bench.__main__ import _pack, _rss; from tosengine import Engine; "
-        "from tosengine.events import parse_event_line as p; "
         f"lines = d({n}, {spacing_ms}); e = Engine(_pack(), dedupe_window=timedelta(days={dedupe_days})); "
         "base = _rss(); marks = []\n"
         "for i, l in enumerate(lines):\n"
-        "    e.process(p(l))\n"
+        "    e.process(l)\n"
         "    if (i + 1) % (len(lines) // 4) == 0: marks.append(round(_rss() - base))\n"
         "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
         "print(f'{base:.0f}|{marks}|{peak:.0f}|' + str(e.state_size()))")

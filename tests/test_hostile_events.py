@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine, func, select
@@ -136,3 +137,18 @@ def test_events_given_as_objects_are_accepted_exactly_when_every_value_is_accept
         assert exc.field.startswith("data") and exc.problem
         accepted = False
     assert accepted == acceptable
+
+
+@pytest.mark.parametrize(("field", "value", "problem"), [
+    ("id", "x" * ((1 << 20) + 1), "longer than"),
+    ("subject", "account:\ud800", "lone surrogate"),
+    ("source", "svc/\udfff", "lone surrogate"),
+    ("source", "s" * ((1 << 20) + 1), "longer than"),
+    ("dept", "\ud800", "lone surrogate"),  # an extension attribute
+])
+def test_envelope_strings_are_checked_like_data(field: str, value: str, problem: str) -> None:
+    from tosengine.events import validate_event
+
+    with pytest.raises(EventError) as info:
+        validate_event({**GOOD, field: value})
+    assert info.value.field == field and problem in info.value.problem
