@@ -37,6 +37,10 @@ class DueHeap(Generic[T]):
         """Schedule `entry` at `when`."""
         heapq.heappush(self._heap, (when, next(self._counter), entry))
 
+    def due(self, t: datetime) -> bool:
+        """Whether an entry is due strictly before `t`."""
+        return bool(self._heap) and self._heap[0][0] < t
+
     def pop_before(self, t: datetime) -> tuple[datetime, T] | None:
         """The earliest entry due strictly before `t`, removed; None if there is none."""
         if self._heap and self._heap[0][0] < t:

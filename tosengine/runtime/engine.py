@@ -343,7 +343,7 @@ class Engine:
 
     def _lapse_overdue(self) -> None:
         now = self._clock.now
-        if now is None:
+        if now is None or not self._decide.deadlines.due(now):  # the usual case, checked cheaply
             return
         for deadline, ri, key, ob in self._decide.lapsed(now):
             cr = self._rules[ri]
