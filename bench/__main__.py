@@ -314,7 +314,7 @@ def main() -> int:
     if args.what in ("memory", "all"):
         n = args.events if args.what == "memory" else 1_000_000
         bench_memory(n)  # 14 hours of event time: every one-day obligation is still open at the end
-        bench_memory(n, spacing_ms=2600, dedupe_days=1)  # 30 days: windows and deadlines expire as it runs
+        bench_memory(n, spacing_ms=2600)  # 30 days: windows, deadlines and redeliveries expire as it runs
     return 0
 
 
