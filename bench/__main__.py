@@ -271,7 +271,7 @@ def bench_rules(n: int) -> None:
 def bench_memory(n: int, spacing_ms: int = 50, dedupe_days: float = 7) -> None:
     """RSS over `n` events with `n` distinct subjects, sampled at each quarter (in a fresh process)."""
     code = (
-        "import resource, sys; from datetime import timedelta; "
+        "from datetime import timedelta; "
         "from bench.synthetic import distinct_subject_events as d; "
         "from bench.__main__ import _pack, _rss; from tosengine import Engine; "
         f"lines = d({n}, {spacing_ms}); e = Engine(_pack(), dedupe_window=timedelta(days={dedupe_days})); "
@@ -279,7 +279,7 @@ def bench_memory(n: int, spacing_ms: int = 50, dedupe_days: float = 7) -> None:
         "for i, l in enumerate(lines):\n"
         "    e.process(l)\n"
         "    if (i + 1) % (len(lines) // 4) == 0: marks.append(round(_rss() - base))\n"
-        "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
+        "peak = _rss('VmHWM')\n"
         "print(f'{base:.0f}|{marks}|{peak:.0f}|' + str(e.state_size()))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
     base, marks, peak, state = out.strip().split("|", 3)
@@ -289,10 +289,12 @@ def bench_memory(n: int, spacing_ms: int = 50, dedupe_days: float = 7) -> None:
           f"each quarter {marks} MB; peak {peak} MB; state at end: {state}")
 
 
-def _rss() -> float:
+def _rss(what: str = "VmRSS") -> float:
+    """This process's resident memory in MB now (VmRSS) or at its peak (VmHWM). Not ru_maxrss: Linux
+    carries it across exec, so a child started by a big parent would report the parent's peak."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{what}:"):
                 return int(line.split()[1]) / 1024
     return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -146,7 +147,7 @@ def _wide_policy(rules: int) -> str:
 def test_many_overlapping_rules_all_fire(rules: int) -> None:
     """One event passing 4 conditions of each of 600 rules: durable_rules alone fails at >64 nodes
     (error 303) and hangs creating a ruleset of >=513 rules; the compiler's budgets keep it working."""
-    data: dict[str, object] = {}
+    data: dict[str, Any] = {}
     for i in range(rules):
         data.update({f"f{i}": "x", f"g{i}": 1, f"h{i}": True, f"k{i}": "yes"})
     got = run(policy_set(_wide_policy(rules)), [ev("w", "wide", "account:1", **data)])
@@ -154,8 +155,8 @@ def test_many_overlapping_rules_all_fire(rules: int) -> None:
 
 
 def test_wide_events_do_not_reach_durable_rules_property_limit() -> None:
-    data = {f"f{i}": i for i in range(400)}
-    data["nested"] = {f"k{i}": f"v{i}" for i in range(300)}  # type: ignore[assignment]
+    data: dict[str, Any] = {f"f{i}": i for i in range(400)}
+    data["nested"] = {f"k{i}": f"v{i}" for i in range(300)}
     policy = """
 policy: wide
 title: Wide

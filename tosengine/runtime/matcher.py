@@ -1,6 +1,7 @@
 """Stage match: an item's projection -> the ids of the triggers whose pushed conditions hold.
 
-This is the only module that imports durable_rules. How each defect of durable_rules 2.0.28
+This is the only module of the engine that imports durable_rules (the load-time smoke test's child,
+runtime/smoke_child.py, does too, in its own process). How each defect of durable_rules 2.0.28
 (../shared/durable_rules/FINDINGS.md) is made unreachable:
 
 * 1,024 sessions per ruleset, 85 KB-2.3 MB each, sid hash collisions: every message goes to the
@@ -63,8 +64,6 @@ def _fnv1a32(s: str) -> int:
 if len({_fnv1a32(i) for i in _BATCH_IDS}) != BATCH:  # pragma: no cover - fixed ids
     raise ImportError("tosengine's durable_rules message ids collide under FNV-1a")
 _WARM_UP = '{"id":"m0","sid":"0","k":"0"}'  # every condition requires k == "1": matches nothing
-# An action's payload is {"t<trigger id>": {...}}: the rule name is read without parsing the rest.
-_NAME = re.compile(r'\{\s*"(t\d+)"')
 _OK, _NOT_HANDLED = 0, 1
 
 
@@ -226,39 +225,3 @@ def probes(plan: RulesetPlan) -> list[tuple[dict[str, str], str | None]]:
         _satisfy(cond, msg)
         out.append((msg, name if _holds(cond, msg) else None))
     return out
-
-
-def smoke_main() -> int:
-    """Subprocess entry: create every ruleset on stdin, assert its probes, check each expected rule fires.
-
-    A crash or hang here is what the parent detects; a wrong result is reported on stdout, exit 1.
-    """
-    import sys
-
-    spec = json.load(sys.stdin)
-    failures: list[str] = []
-    for rs in spec["rulesets"]:
-        handle = _dre.create_ruleset(rs["name"], json.dumps(rs["definition"]))
-        for msg, expected in rs["probes"]:
-            # Keep going after an error: the worst outcome (a crash) is the one the parent must see.
-            fired: list[str] = []
-            try:
-                status, state = _dre.assert_fact(handle, json.dumps(msg))
-                if status == _OK:
-                    result = _dre.start_action_for_state(handle, state)
-                    while result:
-                        m = _NAME.match(result[1] if isinstance(result, tuple) else result)
-                        fired.append(m[1] if m else "?")
-                        result = _dre.complete_and_start_action(handle, state)
-                _dre.retract_fact(handle, json.dumps({"id": msg["id"], "sid": msg["sid"]}))
-            except Exception as exc:
-                failures.append(f"ruleset {rs['name']}: {type(exc).__name__} {exc}".strip())
-                continue
-            if expected is not None and expected not in fired:
-                failures.append(f"ruleset {rs['name']}: {expected} did not fire for {msg} (fired {fired})")
-        _dre.delete_ruleset(handle)
-    if failures:
-        print(failures[0])
-        return 1
-    print("ok")
-    return 0

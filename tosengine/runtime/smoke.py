@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 from tosengine.errors import MatcherError
@@ -14,6 +15,9 @@ from tosengine.policy.compile import Plan
 from tosengine.runtime.matcher import probes
 
 __all__ = ["smoke_spec", "smoke_test"]
+
+# Run by path, not imported: see its docstring.
+CHILD = Path(__file__).with_name("smoke_child.py")
 
 
 def smoke_spec(plan: Plan) -> dict[str, Any]:
@@ -24,9 +28,8 @@ def smoke_spec(plan: Plan) -> dict[str, Any]:
 
 def smoke_test(spec: dict[str, Any], timeout: float = 30.0) -> None:
     """Run the spec in a subprocess; raise MatcherError if durable_rules crashes, hangs or misfires."""
-    code = "import sys; from tosengine.runtime.matcher import smoke_main; sys.exit(smoke_main())"
     try:
-        p = subprocess.run([sys.executable, "-c", code], input=json.dumps(spec), capture_output=True, text=True,
+        p = subprocess.run([sys.executable, str(CHILD)], input=json.dumps(spec), capture_output=True, text=True,
                            timeout=timeout)
     except subprocess.TimeoutExpired:
         raise MatcherError(f"policy set refused: durable_rules did not finish loading it within {timeout:g} s "
