@@ -18,7 +18,10 @@ runtime/smoke_child.py, does too, in its own process). How each defect of durabl
 * Wall-clock timers and the Host's background threads: no Host is created and no timer is used;
   time is event time, handled in Python.
 * Exceptions swallowed inside actions: no Python action runs inside durable_rules; the rules fired
-  are read back from the engine's result, and every non-zero status raises MatcherError.
+  are read back from the engine's result, and every status but 0 (matched) and 1 (some message
+  matched nothing) raises MatcherError.
+* The fixed 4,096-action table per state: a batch holds at most 4,096 / (triggers in the ruleset)
+  messages, each of which can fire each trigger once.
 * No thread safety: every call into durable_rules is made under one lock.
 """
 
