@@ -65,7 +65,7 @@ class AcceptedEvent(Base):
     type: Mapped[str] = mapped_column(String(400))
     subject: Mapped[str] = mapped_column(String(1000))  # not indexed: see migration 0002
     time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    body: Mapped[str] = mapped_column(Text)  # canonical JSON, sensitive fields masked
+    body: Mapped[str] = mapped_column(Text)  # the JSON text as received (or encoded from the object); masked
     recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
