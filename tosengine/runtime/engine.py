@@ -19,7 +19,7 @@ from typing import Any
 
 from tosengine.audit.log import AuditLog
 from tosengine.errors import EventError, TosEngineError
-from tosengine.events import Event, event_fields, evidence_record, parse_fields, validate_fields
+from tosengine.events import Event, evidence_record, parse_fields, validate_fields
 from tosengine.policy.check import check_policy_set
 from tosengine.policy.compile import Plan, compile_policy_set
 from tosengine.policy.model import CheckedPolicySet
@@ -38,7 +38,7 @@ from tosengine.runtime.smoke import smoke_spec
 from tosengine.runtime.smoke import smoke_test as run_smoke_test
 from tosengine.violation import Violation, format_time, violation_id
 
-__all__ = ["SMOKE_TEST_TIMEOUT", "Engine", "EventInput", "event_fields", "evidence_record"]
+__all__ = ["SMOKE_TEST_TIMEOUT", "Engine", "EventInput"]
 
 # Derived facts feeding rules that derive more facts: check rejects cycles, so the queue always
 # settles; this bound on the facts one item may derive is only the backstop if that check missed one.
