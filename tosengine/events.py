@@ -234,8 +234,10 @@ def _validate(obj: dict[str, Any]) -> dict[str, Any]:
     # The four strings, inline (the usual case: short and ASCII), then data and extensions.
     strings_fit = (len(ident) + len(etype) + len(subject) + len(source) <= MAX_STRING
                    and ident.isascii() and subject.isascii() and source.isascii())  # type is ASCII by its pattern
-    for name, value in (*((("id", ident), ("type", etype), ("subject", subject), ("source", source))
-                          if not strings_fit else ()), ("data", data), *extensions.items()):
+    values = [("data", data), *extensions.items()]
+    if not strings_fit:
+        values = [("id", ident), ("type", etype), ("subject", subject), ("source", source), *values]
+    for name, value in values:
         if not _fits(value, 0):
             _check_value(value, name)
             raise EventError(name, "is not an acceptable value")  # unreachable: _check_value names it
