@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -21,15 +17,12 @@ from hypothesis import strategies as st
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.exc import DBAPIError
 
-from tests.conftest import ev, policy_set
+from tests.support import ev, pg_schema, policy_set, verify
 from tosengine import Engine
-from tosengine.audit import AuditLog, verify_chain
+from tosengine.audit import AuditLog
 from tosengine.audit.log import AuditError
 from tosengine.audit.models import AcceptedEvent, Base, RejectedEvent, ViolationRow
 from tosengine.events import parse_time
-
-PG_URL = os.environ.get("TOSENGINE_TEST_DATABASE_URL")
-REQUIRE_PG = os.environ.get("TOSENGINE_REQUIRE_POSTGRES") == "1"
 
 POLICY = """
 policy: logins
@@ -55,37 +48,6 @@ def _events(n: int = 6) -> list[dict[str, Any]]:
                password=f"hunter{i}") for i in range(n)]
 
 
-@contextmanager
-def pg_schema() -> Iterator[str]:
-    """A URL for a new, empty schema in the PostgreSQL test database, dropped afterwards."""
-    if not PG_URL:
-        if REQUIRE_PG:
-            pytest.fail("TOSENGINE_REQUIRE_POSTGRES=1 but TOSENGINE_TEST_DATABASE_URL is not set")
-        pytest.skip("PostgreSQL tests need TOSENGINE_TEST_DATABASE_URL "
-                    "(e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)")
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_URL)
-    with admin.begin() as c:
-        c.execute(text(f"CREATE SCHEMA {schema}"))
-    sep = "&" if "?" in PG_URL else "?"
-    try:
-        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as c:
-            c.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh empty database: a SQLite file, or a new schema in the PostgreSQL test database."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'audit.db'}"
-        return
-    with pg_schema() as url:
-        yield url
-
-
 def _replay(url: str, events: list[dict[str, Any]]) -> list[Any]:
     with Engine(policy_set(POLICY), audit=url) as engine:
         return engine.process_many(events)
@@ -100,14 +62,6 @@ def _count(url: str, model: type[Any]) -> int:
         eng.dispose()
 
 
-def _verify(url: str) -> Any:
-    log = AuditLog(url)
-    try:
-        return verify_chain(log.engine, log.key)
-    finally:
-        log.close()
-
-
 def test_replaying_twice_leaves_the_rows_of_one_replay(db_url: str) -> None:
     first = _replay(db_url, _events())
     assert len(first) == 8  # 6 offsite logins + one threshold per account
@@ -115,7 +69,7 @@ def test_replaying_twice_leaves_the_rows_of_one_replay(db_url: str) -> None:
     assert counts == (8, 6)
     _replay(db_url, _events())
     assert (_count(db_url, ViolationRow), _count(db_url, AcceptedEvent)) == counts
-    assert _verify(db_url).ok
+    assert verify(db_url).ok
 
 
 def test_stored_events_read_back_as_sent(db_url: str) -> None:
@@ -179,7 +133,7 @@ def test_sensitive_fields_are_masked_and_the_chain_still_verifies(db_url: str) -
         stored += " ".join(r[0] for r in c.execute(select(AcceptedEvent.body)))
     eng.dispose()
     assert "hunter" not in stored and "masked:hmac-sha256:" in stored
-    assert _verify(db_url).ok
+    assert verify(db_url).ok
 
 
 def test_a_failing_batch_writes_nothing_and_raises(db_url: str) -> None:
@@ -222,9 +176,9 @@ def test_verify_names_the_first_bad_row_after_tampering_on_sqlite(tmp_path: Path
                                                                    seq: int | None, words: str) -> None:
     url = f"sqlite:///{tmp_path / 'audit.db'}"
     _replay(url, _events())
-    assert _verify(url).ok
+    assert verify(url).ok
     _tamper(url, *attack)
-    result = _verify(url)
+    result = verify(url)
     assert not result.ok
     assert result.bad_seq == seq
     assert words in result.describe()
@@ -241,7 +195,7 @@ def test_postgres_refuses_update_delete_and_truncate_for_the_owner() -> None:
             with pytest.raises(DBAPIError, match="append-only"), eng.begin() as c:
                 c.execute(text(sql))
         eng.dispose()
-        assert _verify(url).ok
+        assert verify(url).ok
 
 
 def test_cli_replay_records_rejections_and_exports_a_case_file(tmp_path: Path) -> None:
@@ -281,7 +235,7 @@ def test_with_a_key_an_attacker_who_rewrites_the_chain_is_still_caught(tmp_path:
     url = f"sqlite:///{tmp_path / 'keyed.db'}"
     monkeypatch.setenv("TOSENGINE_AUDIT_KEY", "a secret kept outside the database")
     _replay(url, _events())
-    assert _verify(url).ok
+    assert verify(url).ok
     eng = create_engine(url)
     with eng.begin() as c:  # the attacker: change a row, then re-chain everything with plain SHA-256
         c.execute(text("DROP TRIGGER violations_no_update"))
@@ -294,10 +248,10 @@ def test_with_a_key_an_attacker_who_rewrites_the_chain_is_still_caught(tmp_path:
                       {"p": data["prev_hash"], "h": prev, "s": row["seq"]})
         c.execute(text("UPDATE chain_head SET hash = :h"), {"h": prev})
     eng.dispose()
-    result = _verify(url)
+    result = verify(url)
     assert not result.ok and result.bad_seq == 1
     monkeypatch.delenv("TOSENGINE_AUDIT_KEY")
-    assert _verify(url).ok  # without the key, the forged chain would have passed
+    assert verify(url).ok  # without the key, the forged chain would have passed
 
 
 @settings(max_examples=300, deadline=None)

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import create_engine, select
 from sqlalchemy.engine import make_url
 
-from tests.test_audit import PG_URL, pg_schema
+from tests.support import PG_URL, pg_schema
 from tosengine import Engine
 from tosengine.audit.log import AuditError, AuditLog
 from tosengine.audit.models import ViolationRow

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import T0, ev, policy_set, run, summary
+from tests.support import T0, ev, policy_set, run, summary
 from tosengine import Engine, EventError, MatcherError, TosEngineError
 from tosengine.events import validate_event
 from tosengine.policy.compile import Plan, RulesetPlan

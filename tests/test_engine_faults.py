@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ev
+from tests.support import ev
 from tosengine import Engine, MatcherError, PolicyError
 from tosengine.runtime.smoke import smoke_test
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support import PENDING
 from tosengine.errors import EventError
 from tosengine.events import Event, parse_event_line, validate_event
 from tosengine.policy.check import check_sources
@@ -84,7 +85,20 @@ def want_ident(w: dict[str, Any]) -> Ident:
     return ident(w["policy"], str(w["rule"]), w["subject"], w.get("evidence"))
 
 
-@pytest.mark.parametrize("path", sorted(CASES.rglob("*.yaml")), ids=lambda p: f"{p.parent.name}/{p.stem}")
+# The reference never prints two violations with one id, so that case holds for it already.
+REFERENCE_PENDING = {k: v for k, v in PENDING.items() if k != "envelope/same-id-two-sources"}
+
+
+def _params() -> list[object]:
+    out: list[object] = []
+    for path in sorted(CASES.rglob("*.yaml")):
+        name = f"{path.parent.name}/{path.stem}"
+        reason = REFERENCE_PENDING.get(name)
+        out.append(pytest.param(path, id=name, marks=[pytest.mark.xfail(reason=reason, strict=True)] if reason else []))
+    return out
+
+
+@pytest.mark.parametrize("path", _params())
 def test_conformance_case(path: Path) -> None:
     case = yaml.safe_load(path.read_text(encoding="utf-8"))
     raw, want = expand(case)

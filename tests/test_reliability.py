@@ -15,8 +15,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, select
 
-from tests.conftest import ev, policy_set
-from tests.test_audit import _verify, db_url  # noqa: F401  (db_url is a fixture)
+from tests.support import ev, policy_set, verify
 from tosengine import Engine
 from tosengine.audit.models import AcceptedEvent, ViolationRow
 from tosengine.events import parse_event_line
@@ -62,11 +61,11 @@ def test_killed_replays_resume_to_exactly_one_clean_run(tmp_path: Path) -> None:
             p.wait(timeout=600)
         assert _replay(url).wait(timeout=600) == 0
         assert _rows(url) == want, f"kill point {point}"
-        assert _verify(url).ok
+        assert verify(url).ok
     assert killed_mid_run >= KILL_POINTS  # the kills really landed while replay ran
 
 
-def test_eight_threads_write_the_same_rows_as_one(db_url: str) -> None:  # noqa: F811
+def test_eight_threads_write_the_same_rows_as_one(db_url: str) -> None:
     # Every event falls inside one threshold window, so the interleaving of subjects cannot matter.
     events = [ev(f"t{i}", "account.login", f"account:{i % 16}", timedelta(seconds=i // 2), origin="evil.example")
               for i in range(480)]
@@ -80,7 +79,7 @@ def test_eight_threads_write_the_same_rows_as_one(db_url: str) -> None:  # noqa:
     many = sorted(r[0] for r in _rows(db_url)[0])
     single = sorted(v.id for v in Engine(policy_set(POLICY_BY_ACCOUNT)).process_many(events))
     assert many == single and len(single) > 400
-    assert _verify(db_url).ok
+    assert verify(db_url).ok
 
 
 POLICY_BY_ACCOUNT = """
@@ -116,4 +115,4 @@ def test_an_embedding_service_restarts_with_its_windows_and_obligations(tmp_path
         second.process_many(parse_event_line(x) for x in lines[cut:])
         second.close()
         assert _rows(url) == _rows(clean), f"restart after {cut} events"
-        assert _verify(url).ok
+        assert verify(url).ok
