@@ -38,7 +38,7 @@ from sqlalchemy import create_engine, text
 
 from bench.synthetic import rules_events, rules_pack
 from tosengine import Engine, check_sources, read_sources
-from tosengine.events import parse_event_line, parse_fields
+from tosengine.events import parse_event_line, parse_record
 from tosengine.policy.check import check_policy_set
 from tosengine.policy.compile import compile_policy_set
 from tosengine.policy.model import CheckedPolicySet
@@ -69,7 +69,7 @@ def _raw(policies: CheckedPolicySet, lines: list[str]) -> tuple[float, float]:
     matcher = Matcher(plan)
     posts: list[tuple[str, dict[str, Any]]] = []
     for line in lines:
-        fields = parse_fields(line)
+        fields = parse_record(line).fields
         for rs in matcher.rulesets_for("event", fields["type"]):
             posts.append((rs.plan.name, json.loads(rs.project(fields))))
     matcher.close()

@@ -382,14 +382,26 @@ def _rule(draw: Draw, pi: int, ri: int, upstream: tuple[FactSource, ...], lists:
         rule["key"] = key
     if _chance(draw, 25):
         rule["severity"] = _pick(draw, ("low", "critical"))
+    if _chance(draw, 25):
+        rule["action"] = _pick(draw, ("none", "restrict", "disable"))
     if _chance(draw, 35):
         rule["emit"] = {"fact": f"f.p{pi}.r{ri}", "data": _emit_data(draw, env)}
         if _chance(draw, 40):
             rule["violation"] = False
-    if _chance(draw, 15):
+    if _chance(draw, 30):
         root = env[0][0]
-        rule["message"] = f"{{{root}.subject}} did {{{root}.data.x}} ({{{root}.time}})"
+        rule["message"] = _pick(draw, MESSAGES).replace("ROOT", root)
     return rule
+
+
+# Messages render every kind of value: strings, absent fields, numbers, booleans, lists, objects,
+# times and durations (some computed), and literal braces.
+MESSAGES = (
+    "{ROOT.subject} did {ROOT.data.x} ({ROOT.time})",
+    "{ROOT.data.n} / {ROOT.data.missing} / {ROOT.data.b} / {ROOT.data.o}",
+    "{{literal}} {ROOT.data} at {ROOT.time + 90m} after {days(2) + 30s}",
+    "{len(ROOT.subject) + 1} {ROOT.data.a == \"a\"} {[1, \"x\", true]} {lower(ROOT.data.name)}",
+)
 
 
 def _produced(pi: int, rule: dict[str, Any]) -> list[FactSource]:
@@ -437,6 +449,15 @@ def policy_files(draw: Draw) -> list[tuple[str, str]]:
         for r in rules:
             upstream += _produced(pi, r)
         files.append((f"p{pi}.yaml", yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=10_000)))
+    if _chance(draw, 30):  # an escalation ladder, in a policy file of its own, counting some policies
+        ids = [f"p{i}" for i in range(len(files))]
+        ladder: dict[str, Any] = {"within": _pick(draw, DURATIONS),
+                                  "steps": draw(st.lists(st.sampled_from(("warn", "restrict", "disable")),
+                                                         min_size=1, max_size=3))}
+        if _chance(draw, 50):
+            ladder["counts"] = draw(st.lists(st.sampled_from(ids), min_size=1, max_size=len(ids), unique=True))
+        doc = {"policy": "zz-ladder", "clause": "Repeat violations escalate.", "ladder": ladder}
+        files.append(("zz-ladder.yaml", yaml.safe_dump(doc, sort_keys=False)))
     return files
 
 
@@ -517,7 +538,7 @@ def event_streams(draw: Draw) -> tuple[list[dict[str, Any]], str | None]:
 
 # ---------------------------------------------------------------- running both sides
 
-Signature = tuple[str, str, str, str, datetime, tuple[str, ...], tuple[str, ...]]
+Signature = tuple[str, str, str, str, datetime, tuple[str, ...], tuple[str, ...], str, str, int, str]
 
 
 def check_files(files: Iterable[tuple[str, str]]) -> CheckedPolicySet | None:
@@ -527,8 +548,9 @@ def check_files(files: Iterable[tuple[str, str]]) -> CheckedPolicySet | None:
 
 
 def signature(v: Violation) -> Signature:
-    """What the engine and the reference must agree on for each violation."""
-    return (v.id, v.policy, v.rule, v.subject, v.time, v.evidence, v.causes)
+    """What the engine and the reference must agree on for each violation: everything it records."""
+    return (v.id, v.policy, v.rule, v.subject, v.time, v.evidence, v.causes, v.severity, v.action, v.ladder_step,
+            v.message)
 
 
 def run_engine(policies: CheckedPolicySet, events: Iterable[dict[str, Any]], until: datetime | None,
@@ -558,8 +580,9 @@ def run_reference(policies: CheckedPolicySet, events: Iterable[dict[str, Any]], 
 
 def _show(vs: Iterable[Signature]) -> str:
     rows = sorted(vs, key=lambda s: (format_time(s[4]), s[1], s[2], s[3], s[5]))
-    return "\n".join(f"  {format_time(t)} {rule} {subject} evidence={list(ev)} causes={list(c)} id={vid}"
-                     for vid, _, rule, subject, t, ev, c in rows) or "  (none)"
+    return "\n".join(f"  {format_time(t)} {rule} {subject} evidence={list(ev)} causes={list(c)} id={vid} "
+                     f"{severity}/{action} step={step} message={message!r}"
+                     for vid, _, rule, subject, t, ev, c, severity, action, step, message in rows) or "  (none)"
 
 
 def describe(files: Sequence[tuple[str, str]], events: Sequence[dict[str, Any]], until: str | None,

@@ -29,7 +29,9 @@ def test_five_broken_files_give_every_diagnostic_in_one_run(golden: Callable[[st
 def test_diagnostics_as_json(golden: Callable[[str, str], None]) -> None:
     p = tosengine("check", "tests/golden/broken", "--format", "json")
     rows = [json.loads(line) for line in p.stdout.splitlines()]
-    assert [r["line"] for r in rows] == sorted(r["line"] for r in rows) or len({r["path"] for r in rows}) > 1
+    assert len({r["path"] for r in rows}) == 5  # every broken file, in one run
+    where = [(r["path"], r["line"], r["col"]) for r in rows]
+    assert where == sorted(where)  # sorted by file, then position
     golden("broken.jsonl", p.stdout)
 
 

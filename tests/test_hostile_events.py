@@ -121,12 +121,12 @@ def _nested(depth: int) -> dict[str, object]:
 @given(st.one_of(python_values, st.dictionaries(st.text(max_size=4), python_values, max_size=4),
                  st.integers(28, 36).map(_nested)))
 def test_events_given_as_objects_are_accepted_exactly_when_every_value_is_acceptable(data: object) -> None:
-    """validate_event's fast path and its error path (which names the place) must agree on every value an
+    """validate_event and the walker that names the place of a bad value must agree on every value an
     embedding service could pass as `data`: lone surrogates, NaN, huge strings, non-string keys, depth."""
     from tosengine.events import _check_value, validate_event
 
     try:
-        _check_value(data, "data")
+        _check_value("data", data)
         acceptable = isinstance(data, dict)
     except EventError:
         acceptable = False

@@ -43,11 +43,11 @@ violations = st.lists(st.tuples(
 @settings(max_examples=300, deadline=None)
 @given(violations)
 def test_the_ladder_climbs_as_the_semantics_say(stream: list[tuple[str, str, int, int, str]]) -> None:
-    state = LadderState(LADDER)
+    state = LadderState()
     model: dict[str, list[datetime]] = {}
     now = T0
     for policy, subject, hours, late, action in stream:
         time = T0 + timedelta(hours=hours)
         now = max(now, time + timedelta(hours=late))  # the clock never goes back
-        got = state.climb(policy, subject, time, action, now)
+        got = state.climb(LADDER, policy, subject, time, action, now)
         assert got[:2] == naive(model, policy, subject, time, action, now), (policy, subject, time, now)

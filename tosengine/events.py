@@ -1,20 +1,28 @@
-"""Stage validate: raw JSON object -> Event (the CloudEvents 1.0 envelope of DESIGN.md section 2)."""
+"""Stage validate: a JSON object or JSON text -> EventRecord (the CloudEvents 1.0 envelope, DESIGN.md s. 2).
+
+The engine works on EventRecord: the envelope's attributes, typed, and the `fields` rules read as
+`event.*`. The public pydantic model `Event` is built from a record for the API. The envelope's rules
+are written once, in ENVELOPE (the string attributes) and `_value_problem` (the values under them);
+the model, the dict path and the JSON-text path all validate through them.
+"""
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, SkipValidation, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, SkipValidation, model_validator
 from pydantic_core import from_json
 
 from tosengine.errors import EventError
 from tosengine.violation import format_time
 
-__all__ = ["TIME_TEXT", "Event", "event_fields", "event_from_fields", "evidence_record", "parse_event_line",
-           "parse_fields", "parse_time", "validate_event", "validate_fields"]
+__all__ = ["ENVELOPE", "Event", "EventRecord", "parse_event_line", "parse_record", "parse_time",
+           "record_of_event", "validate_event", "validate_record"]
 
 # RFC 3339 date-time with a mandatory offset; any number of fraction digits (we keep microseconds).
 _RFC3339 = re.compile(
@@ -24,10 +32,6 @@ _SUBJECT = re.compile(r"[a-z][a-z0-9_.-]*:.+", re.DOTALL)
 _TYPE = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 _EXTENSION = re.compile(r"[a-z0-9]{1,20}")
 _KNOWN = {"id", "type", "time", "subject", "source", "specversion", "data", "datacontenttype", "dataschema"}
-# The event time as the producer wrote it, kept in the fields record beside the fields for evidence.
-# Rules cannot read it: names starting with _ are refused by check, and extension names cannot.
-TIME_TEXT = "_time_text"
-_RECORD = {"id", "type", "time", "subject", "source", "specversion", "data", TIME_TEXT}
 # Bounds that keep one event from costing unbounded memory or time; generous for real producers.
 MAX_STRING = 1 << 20
 MAX_DEPTH = 32
@@ -35,6 +39,27 @@ MAX_DEPTH = 32
 # subtracting durations of up to years, which must not overflow.
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Attribute:
+    """One string attribute of the envelope: whether it is required, and what a value must look like."""
+
+    name: str
+    required: bool
+    check: Callable[[str], bool]
+    problem: str
+
+
+# The envelope's string attributes, in the order they are checked (the first problem is reported).
+ENVELOPE: tuple[Attribute, ...] = (
+    Attribute("id", True, bool, "must be a non-empty string"),
+    Attribute("type", True, lambda v: _TYPE.fullmatch(v) is not None,
+              "must be a dotted name such as account.engagement"),
+    Attribute("time", True, lambda v: True, ""),  # parsed by parse_time, which words its own problem
+    Attribute("subject", True, lambda v: _SUBJECT.fullmatch(v) is not None, "must be kind:id, e.g. account:123"),
+    Attribute("source", False, lambda v: True, ""),
+)
 
 
 def parse_time(text: str) -> datetime:
@@ -59,85 +84,121 @@ def _encodable(s: str) -> bool:
     return True
 
 
-def _check_value(value: Any, path: str) -> None:
-    """Reject values JSON producers should never send: NaN/inf, huge strings, absurd nesting.
+def _value_problem(v: Any, depth: int) -> tuple[list[str], str] | None:
+    """None if a value is acceptable; else (the path to the bad part, innermost first, and the problem).
 
-    Iterative, and cheap for the common case (flat objects of short strings and numbers).
+    Values JSON producers should never send are refused: NaN/inf, huge strings, lone surrogates,
+    non-string keys, absurd nesting. The path is built only on the way back from a problem, so the
+    usual case (a flat object of short strings and numbers) costs one pass and no allocation.
+    Recursion is bounded by MAX_DEPTH, checked before descending.
     """
-    stack: list[tuple[Any, str, int]] = [(value, path, 0)]
-    while stack:
-        v, where, depth = stack.pop()
-        t = type(v)
-        if t is str:
-            if len(v) > MAX_STRING:
-                raise EventError(where, f"string longer than {MAX_STRING} characters")
-            if not v.isascii() and not _encodable(v):
-                raise EventError(where, "string is not valid Unicode (a lone surrogate)")
-        elif t is float:
-            if not math.isfinite(v):
-                raise EventError(where, "numbers must be finite (no NaN or infinity)")
-        elif t is dict or t is list:
-            if depth >= MAX_DEPTH:
-                raise EventError(where, f"nested deeper than {MAX_DEPTH} levels")
-            if t is dict:
-                for k in v:
-                    if type(k) is not str:
-                        raise EventError(where, f"field names must be strings, got {type(k).__name__}")
-                    if not k.isascii() and not _encodable(k):
-                        raise EventError(where, "a field name is not valid Unicode (a lone surrogate)")
-            items = v.items() if t is dict else enumerate(v)
-            for k, x in items:
-                if type(x) in (str, float, dict, list):
-                    stack.append((x, f"{where}.{k}" if t is dict else f"{where}[{k}]", depth + 1))
-
-
-def _fits(value: Any, depth: int) -> bool:
-    """Whether a value passes every check of _check_value: the fast path for valid events, which only
-    answers yes or no (on no, _check_value walks again to name the place). Recursion is bounded by
-    MAX_DEPTH, which is checked before descending."""
-    t = type(value)
+    t = type(v)
     if t is str:
-        return len(value) <= MAX_STRING and (value.isascii() or _encodable(value))
+        if len(v) > MAX_STRING:
+            return [], f"string longer than {MAX_STRING} characters"
+        if not v.isascii() and not _encodable(v):
+            return [], "string is not valid Unicode (a lone surrogate)"
+        return None
     if t is float:
-        return math.isfinite(value)
+        return None if math.isfinite(v) else ([], "numbers must be finite (no NaN or infinity)")
     if t is not dict and t is not list:
-        return True
+        return None
     if depth >= MAX_DEPTH:
-        return False
+        return [], f"nested deeper than {MAX_DEPTH} levels"
     if t is dict:
-        for k, x in value.items():
-            if type(k) is not str or (not k.isascii() and not _encodable(k)):
-                return False
+        for k, x in v.items():
+            if type(k) is not str:
+                return [], f"field names must be strings, got {type(k).__name__}"
+            if not k.isascii() and not _encodable(k):
+                return [], "a field name is not valid Unicode (a lone surrogate)"
             tx = type(x)
-            if tx is str:
-                if len(x) > MAX_STRING or (not x.isascii() and not _encodable(x)):
-                    return False
-            elif (tx is dict or tx is list or tx is float) and not _fits(x, depth + 1):
-                return False
-        return True
-    return all(_fits(x, depth + 1) for x in value)
+            if (tx is str and len(x) <= MAX_STRING and (x.isascii() or _encodable(x))) or \
+                    tx not in (str, float, dict, list):
+                continue
+            found = _value_problem(x, depth + 1)
+            if found is not None:
+                found[0].append(f".{k}")
+                return found
+        return None
+    for i, x in enumerate(v):
+        found = _value_problem(x, depth + 1)
+        if found is not None:
+            found[0].append(f"[{i}]")
+            return found
+    return None
+
+
+def _check_value(name: str, value: Any) -> None:
+    found = _value_problem(value, 0)
+    if found is not None:
+        path, problem = found
+        raise EventError(name + "".join(reversed(path)), problem)
+
+
+class EventRecord:
+    """A validated event as the engine carries it through match, decide and audit.
+
+    `fields` is what rules read as `event.*` (`time` there is the parsed datetime); `time_text` is the
+    time as the producer wrote it, kept for evidence; `text` the JSON text the event came as, if any.
+    """
+
+    __slots__ = ("fields", "id", "source", "subject", "text", "time", "time_text", "type")
+
+    def __init__(self, fields: dict[str, Any], time_text: str, text: str | None = None) -> None:
+        self.fields = fields
+        self.id: str = fields["id"]
+        self.source: str = fields["source"]
+        self.type: str = fields["type"]
+        self.subject: str = fields["subject"]
+        self.time: datetime = fields["time"]
+        self.time_text = time_text
+        self.text = text
+
+    def evidence(self) -> dict[str, Any]:
+        """The event as evidence: what the producer sent, its time as written (no empty `source`)."""
+        out = dict(self.fields)
+        out["time"] = self.time_text
+        if not out.get("source"):
+            out.pop("source", None)
+        return out
+
+    def __repr__(self) -> str:
+        return f"EventRecord({self.source!r}, {self.id!r}, {self.type!r}, {self.time_text!r})"
 
 
 class Event(BaseModel):
     """A validated event. ``time`` is the event time every rule uses; ``extensions`` keeps the rest.
 
-    Constraints are declared on the fields (checked in pydantic-core); `validate_event` checks the same
-    things first to word its errors for people. `data` and `extensions` were already checked value by
-    value there, so pydantic does not copy them again (SkipValidation).
+    Built from an EventRecord by `validate_event`; constructed directly, it is held to the same
+    envelope rules (ENVELOPE) by its validator. `data` and `extensions` are checked value by value
+    there, so pydantic does not copy them again (SkipValidation).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    id: Annotated[str, StringConstraints(min_length=1)]
-    type: Annotated[str, StringConstraints(pattern=_TYPE.pattern)]
+    id: str
+    type: str
     time: datetime
-    subject: Annotated[str, StringConstraints(pattern=r"(?s)" + _SUBJECT.pattern)]
+    subject: str
     source: str = ""
     specversion: Literal["1.0"] | None = None
     data: Annotated[dict[str, Any] | None, SkipValidation] = None
     extensions: Annotated[dict[str, Any], SkipValidation] = {}
     # The exact timestamp text as received, so evidence shows what the producer sent.
     time_text: str = ""
+
+    @model_validator(mode="after")
+    def _envelope(self) -> Event:
+        for attr in ENVELOPE:
+            if attr.name != "time" and not attr.check(getattr(self, attr.name)) and attr.required:
+                raise ValueError(f"{attr.name}: {attr.problem}")
+        if self.time.tzinfo is None:
+            raise ValueError("time: must have a UTC offset")
+        for name, value in (("data", self.data), *self.extensions.items()):
+            found = _value_problem(value, 0)
+            if found is not None:
+                raise ValueError(f"{name}{''.join(reversed(found[0]))}: {found[1]}")
+        return self
 
     @property
     def identity(self) -> tuple[str, str]:
@@ -146,26 +207,17 @@ class Event(BaseModel):
 
     def to_dict(self) -> dict[str, Any]:
         """The event as a CloudEvents JSON object (extensions back at top level)."""
-        out: dict[str, Any] = {"id": self.id, "type": self.type, "time": self.time_text or self.time.isoformat(),
-                               "subject": self.subject}
-        if self.source:
-            out["source"] = self.source
-        if self.specversion is not None:
-            out["specversion"] = self.specversion
-        if self.data is not None:
-            out["data"] = self.data
-        out.update(self.extensions)
-        return out
+        return record_of_event(self).evidence()
 
 
-def _require_str(obj: dict[str, Any], name: str, required: bool) -> str | None:
-    if name not in obj:
-        if required:
-            raise EventError(name, "is required")
+def _require_str(obj: dict[str, Any], attr: Attribute) -> str | None:
+    if attr.name not in obj:
+        if attr.required:
+            raise EventError(attr.name, "is required")
         return None
-    v = obj[name]
+    v = obj[attr.name]
     if not isinstance(v, str):
-        raise EventError(name, f"must be a string, got {type(v).__name__}")
+        raise EventError(attr.name, f"must be a string, got {type(v).__name__}")
     return v
 
 
@@ -173,50 +225,36 @@ def validate_event(obj: Any, *, line: int | None = None) -> Event:
     """Validate one decoded JSON value as an event; raise EventError naming the field and problem."""
     if isinstance(obj, Event):
         return obj
-    return event_from_fields(validate_fields(obj, line=line))
+    return event_of_record(validate_record(obj, line=line))
 
 
-def validate_fields(obj: Any, *, line: int | None = None) -> dict[str, Any]:
-    """Validate one decoded JSON value (or take an Event) as the engine's fields record of it.
-
-    The engine works on this record, not on the Event model: validation already checked everything
-    the model declares, and building the model would cost about a tenth of an event's processing.
-    """
+def validate_record(obj: Any, *, line: int | None = None, text: str | None = None) -> EventRecord:
+    """Validate one decoded JSON value (or take an Event) as the engine's record of it."""
     if isinstance(obj, Event):
-        return event_fields(obj)
+        return record_of_event(obj)
     if not isinstance(obj, dict):
         raise EventError("", f"an event must be a JSON object, got {type(obj).__name__}", line=line)
     try:
-        return _validate(obj)
+        return _validate(obj, text)
     except EventError as exc:
         if line is not None and exc.line is None:
             raise EventError(exc.field, exc.problem, line=line) from None
         raise
 
 
-def _validate(obj: dict[str, Any]) -> dict[str, Any]:
-    ident, etype, time_text, subject = obj.get("id"), obj.get("type"), obj.get("time"), obj.get("subject")
-    source = obj.get("source", "")
-    if not (type(ident) is str and type(etype) is str and type(time_text) is str and type(subject) is str
-            and type(source) is str):
-        ident = _require_str(obj, "id", True)
-        etype = _require_str(obj, "type", True)
-        time_text = _require_str(obj, "time", True)
-        subject = _require_str(obj, "subject", True)
-        source = _require_str(obj, "source", False) or ""
-    assert ident is not None and etype is not None and time_text is not None and subject is not None
+def _validate(obj: dict[str, Any], text: str | None) -> EventRecord:
+    given: list[Any] = [obj.get(a.name, "" if not a.required else None) for a in ENVELOPE]
+    values: list[str] = given if all(type(v) is str for v in given) else [_require_str(obj, a) or "" for a in ENVELOPE]
+    ident, etype, time_text, subject, source = values
     try:
         when = parse_time(time_text)
     except ValueError as exc:
         raise EventError("time", str(exc)) from None
     if not EARLIEST <= when <= LATEST:
         raise EventError("time", f"must be between {EARLIEST.year} and {LATEST.year}")
-    if not ident:
-        raise EventError("id", "must be a non-empty string")
-    if not _TYPE.fullmatch(etype):
-        raise EventError("type", "must be a dotted name such as account.engagement")
-    if not _SUBJECT.fullmatch(subject):
-        raise EventError("subject", "must be kind:id, e.g. account:123")
+    for attr, v in zip(ENVELOPE, values, strict=True):
+        if not attr.check(v):
+            raise EventError(attr.name, attr.problem)
     specversion = obj.get("specversion")
     if "specversion" in obj and specversion != "1.0":
         raise EventError("specversion", 'must be "1.0" when given')
@@ -232,15 +270,13 @@ def _validate(obj: dict[str, Any]) -> dict[str, Any]:
                 raise EventError(str(name), "extension attribute names must be 1-20 lowercase letters or digits")
             extensions[name] = value
     # The four strings, inline (the usual case: short and ASCII), then data and extensions.
-    strings_fit = (len(ident) + len(etype) + len(subject) + len(source) <= MAX_STRING
-                   and ident.isascii() and subject.isascii() and source.isascii())  # type is ASCII by its pattern
-    values = [("data", data), *extensions.items()]
-    if not strings_fit:
-        values = [("id", ident), ("type", etype), ("subject", subject), ("source", source), *values]
-    for name, value in values:
-        if not _fits(value, 0):
-            _check_value(value, name)
-            raise EventError(name, "is not an acceptable value")  # unreachable: _check_value names it
+    if not (len(ident) + len(etype) + len(subject) + len(source) <= MAX_STRING
+            and ident.isascii() and subject.isascii() and source.isascii()):  # type is ASCII by its pattern
+        for name, v in (("id", ident), ("type", etype), ("subject", subject), ("source", source)):
+            _check_value(name, v)
+    _check_value("data", data)
+    for name, value in extensions.items():
+        _check_value(name, value)
     fields: dict[str, Any] = {"id": ident, "type": etype, "time": when, "subject": subject, "source": source}
     if specversion is not None:
         fields["specversion"] = specversion
@@ -248,25 +284,23 @@ def _validate(obj: dict[str, Any]) -> dict[str, Any]:
         fields["data"] = data
     if extensions:
         fields.update(extensions)
-    fields[TIME_TEXT] = time_text
-    return fields
+    return EventRecord(fields, time_text, text)
 
 
-def event_from_fields(fields: dict[str, Any]) -> Event:
-    """The Event model of a validated fields record."""
-    extensions = {k: v for k, v in fields.items() if k not in _RECORD}
-    try:
-        return Event(id=fields["id"], type=fields["type"], time=fields["time"], subject=fields["subject"],
-                     source=fields["source"], specversion=fields.get("specversion"), data=fields.get("data"),
-                     extensions=extensions, time_text=fields[TIME_TEXT])
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"])
-        raise EventError(field, str(err["msg"]).removeprefix("Value error, ")) from None
+_RECORD = {"id", "type", "time", "subject", "source", "specversion", "data"}
 
 
-def event_fields(ev: Event) -> dict[str, Any]:
-    """The fields record of an Event: what rules read as `event.*`, plus the time as written."""
+def event_of_record(record: EventRecord) -> Event:
+    """The Event model of a validated record (not validated again)."""
+    f = record.fields
+    return Event.model_construct(id=record.id, type=record.type, time=record.time, subject=record.subject,
+                                 source=record.source, specversion=f.get("specversion"), data=f.get("data"),
+                                 extensions={k: v for k, v in f.items() if k not in _RECORD},
+                                 time_text=record.time_text)
+
+
+def record_of_event(ev: Event) -> EventRecord:
+    """The record of an Event: what rules read as `event.*`, and the time as written."""
     fields: dict[str, Any] = {"id": ev.id, "type": ev.type, "time": ev.time, "subject": ev.subject,
                               "source": ev.source}
     if ev.specversion is not None:
@@ -275,21 +309,12 @@ def event_fields(ev: Event) -> dict[str, Any]:
         fields["data"] = ev.data
     if ev.extensions:
         fields.update(ev.extensions)
-    fields[TIME_TEXT] = ev.time_text or format_time(ev.time)
-    return fields
+    return EventRecord(fields, ev.time_text or format_time(ev.time))
 
 
-def evidence_record(fields: dict[str, Any]) -> dict[str, Any]:
-    """An event as evidence, from its fields: what the producer sent (Event.to_dict), time as written."""
-    out = {k: v for k, v in fields.items() if k != TIME_TEXT}
-    out["time"] = fields[TIME_TEXT]
-    if not out.get("source"):
-        out.pop("source", None)
-    return out
-
-
-def parse_fields(text: str, *, line: int | None = None) -> dict[str, Any]:
-    """Decode one JSON Lines record and validate it into a fields record; bad JSON is an EventError.
+def parse_record(text: str, *, line: int | None = None) -> EventRecord:
+    """Decode one JSON Lines record and validate it; bad JSON is an EventError. The record keeps the
+    text (stripped), which the audit log stores as the event's body.
 
     pydantic-core's JSON parser is about 1.7x the standard library's, refuses NaN and Infinity, lone
     surrogate escapes and runaway nesting outright.
@@ -298,9 +323,9 @@ def parse_fields(text: str, *, line: int | None = None) -> dict[str, Any]:
         obj = from_json(text, allow_inf_nan=False)
     except ValueError as exc:
         raise EventError("", f"not valid JSON: {exc}", line=line) from None
-    return validate_fields(obj, line=line)
+    return validate_record(obj, line=line, text=text.strip())
 
 
 def parse_event_line(text: str, *, line: int | None = None) -> Event:
     """Decode one JSON Lines record and validate it as an Event; bad JSON is an EventError too."""
-    return event_from_fields(parse_fields(text, line=line))
+    return event_of_record(parse_record(text, line=line))

@@ -16,7 +16,7 @@ from tosengine.audit.query import row_json
 from tosengine.errors import TosEngineError
 from tosengine.policy.check import check_sources
 from tosengine.policy.expr import Path, walk
-from tosengine.policy.model import Rule
+from tosengine.policy.model import Rule, Sequence
 from tosengine.policy.sources import Source
 from tosengine.policy.yaml import load_yaml
 
@@ -72,13 +72,8 @@ class Explanation:
 
 def _reads(rule: Rule) -> dict[str, set[tuple[str, ...]]]:
     """The paths each root (event, after, a step name) is read at by the rule's conditions and key."""
-    exprs = [e for e in (rule.match, rule.key) if e is not None]
-    if rule.threshold is not None:
-        exprs += [rule.threshold.match] + ([rule.threshold.distinct] if rule.threshold.distinct else [])
-    if rule.sequence is not None:
-        exprs += [s.match for s in rule.sequence.steps]
-    if rule.expect is not None:
-        exprs += [rule.expect.after, rule.expect.fulfilled_by, rule.expect.within]
+    # What decided the match: the kind's conditions and the key (not what the message or emit print).
+    exprs = [c.expr for c in rule.conditions() if c.role not in ("message", "emit")]
     out: dict[str, set[tuple[str, ...]]] = {}
     for e in exprs:
         for p in walk(e):
@@ -134,8 +129,8 @@ def explain_violation(engine: Engine, violation_id: str) -> Explanation:
     reads = _reads(rule) if rule is not None else {}
     # Which root names each evidence event: sequences bind steps in order, expect binds `after`.
     roots_of: list[set[str]] = [{"event"} for _ in evidence_events]
-    if rule is not None and rule.sequence is not None and len(evidence_events) == len(rule.sequence.steps):
-        roots_of = [{"event", s.name} for s in rule.sequence.steps]
+    if rule is not None and isinstance(rule.body, Sequence) and len(evidence_events) == len(rule.body.steps):
+        roots_of = [{"event", s.name} for s in rule.body.steps]
     if kind == "expect":
         roots_of = [{"event", "after"} for _ in evidence_events]
     evidence = []

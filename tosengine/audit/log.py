@@ -26,18 +26,14 @@ from tosengine._version import __version__
 from tosengine.audit.chain import GENESIS, link_hash
 from tosengine.audit.migrate import upgrade_database
 from tosengine.audit.models import AcceptedEvent, ChainHead, Meta, PolicyVersion, RejectedEvent, ViolationRow
-from tosengine.errors import EventError, TosEngineError
-from tosengine.events import TIME_TEXT, evidence_record
+from tosengine.errors import AuditError, EventError
+from tosengine.events import EventRecord
 from tosengine.policy.model import CheckedPolicySet
 from tosengine.violation import Violation, format_time
 
 __all__ = ["AuditError", "AuditLog", "audit_key", "connect"]
 
 ENGINE_VERSION = f"tosengine {__version__}"
-
-
-class AuditError(TosEngineError):
-    """The audit database failed; the batch was not written (and is kept for a retry)."""
 
 
 def audit_key() -> bytes | None:
@@ -121,13 +117,13 @@ class AuditLog:
 
     # ------------------------------------------------------------------ what the engine hands over
 
-    def register_policies(self, policies: CheckedPolicySet, texts: dict[str, str]) -> None:
-        """Remember the policy versions in use (file text by path) and the paths to mask."""
+    def register_policies(self, policies: CheckedPolicySet) -> None:
+        """Remember the policy versions in use (with their file text) and the paths to mask."""
         self._sensitive = policies.sensitive
         now = datetime.now(UTC)
         for p in policies.policies:
-            self._policies.append({"policy": p.id, "version": p.version, "path": p.path,
-                                   "text": texts.get(p.path, ""), "first_seen": now})
+            self._policies.append({"policy": p.id, "version": p.version, "path": p.path, "text": p.text,
+                                   "first_seen": now})
 
     def mask(self, body: dict[str, Any]) -> dict[str, Any]:
         """A copy of an event with every sensitive path replaced by a salted hash of its value."""
@@ -143,17 +139,17 @@ class AuditLog:
                 cur[path[-1]] = f"masked:hmac-sha256:{digest}"
         return out
 
-    def record(self, fields: dict[str, Any] | None, violations: Iterable[Violation], text: str | None = None,
-               ) -> None:
-        """Queue an accepted event (its fields record, and its JSON text if it came as text) and the
-        violations it caused; flush when the batch is full."""
-        if fields is not None:
+    def record(self, event: EventRecord | None, violations: Iterable[Violation]) -> None:
+        """Queue an accepted event (stored as the JSON text it came as, if any) and the violations it
+        caused; flush when the batch is full."""
+        if event is not None:
+            text = event.text
             if text is None or self._sensitive:
                 # Not hashed, so not canonical: pydantic-core's encoder is ~4x json.dumps.
-                text = to_json(self.mask(evidence_record(fields))).decode()
-            time: datetime = fields["time"]
-            self._events.append((fields["source"], fields["id"], fields["type"], fields["subject"],
-                                 _sqlite_time(time, fields[TIME_TEXT]) if self._sqlite else _utc(time), text))
+                text = to_json(self.mask(event.evidence())).decode()
+            time = event.time
+            self._events.append((event.source, event.id, event.type, event.subject,
+                                 _sqlite_time(time, event.time_text) if self._sqlite else _utc(time), text))
         for v in violations:
             self._violations.append({
                 "id": v.id, "policy": v.policy, "rule": v.rule, "policy_version": v.policy_version,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tosengine.policy.expr import Binary, Call, Expr, ListLit, Lit, Path, Unary, walk
-from tosengine.policy.model import CheckedPolicySet, ItemKind, Rule
+from tosengine.policy.model import CheckedPolicySet, ItemKind
 
 __all__ = ["Plan", "Projection", "RulesetPlan", "TriggerPlan", "compile_policy_set", "literal_types"]
 
@@ -182,25 +182,16 @@ def _split(e: Expr, kind: ItemKind) -> tuple[list[Atom], Expr | None, Expr | Non
     return pushed, _and(local), _and(joined), _types(conj, root)
 
 
-def _rule_conditions(rule: Rule) -> list[tuple[str, int, Expr, ItemKind]]:
-    if rule.match is not None:
-        return [("match", 0, rule.match, rule.match_kind)]
-    if rule.threshold is not None:
-        return [("threshold", 0, rule.threshold.match, rule.threshold.kind)]
-    if rule.sequence is not None:
-        return [("step", i, s.match, s.kind) for i, s in enumerate(rule.sequence.steps)]
-    assert rule.expect is not None
-    x = rule.expect
-    return [("after", 0, x.after, x.after_kind), ("fulfil", 0, x.fulfilled_by, x.fulfil_kind)]
-
-
 def compile_policy_set(policies: CheckedPolicySet) -> Plan:
     """Compile checked policies into triggers and the durable_rules rulesets that pre-select them."""
     triggers: list[TriggerPlan] = []
     atoms_of: dict[int, list[Atom]] = {}
     for ri, rule in enumerate(policies.rules):
-        for role, step, cond, kind in _rule_conditions(rule):
-            pushed, local, joined, types = _split(cond, kind)
+        for c in rule.body.conditions():
+            if not c.trigger:
+                continue
+            role, step, kind = c.role, c.step, c.item
+            pushed, local, joined, types = _split(c.expr, kind)
             tid = len(triggers)
             atoms_of[tid] = pushed
             triggers.append(TriggerPlan(tid, ri, role, step, kind, types, (), local, joined))

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Union
 
+from tosengine.durations import parse_duration
+from tosengine.errors import TosEngineError
 from tosengine.policy.diagnostics import Span
 
 __all__ = [
@@ -20,7 +22,6 @@ __all__ = [
     "Lit",
     "Path",
     "Unary",
-    "parse_duration",
     "parse_expression",
     "walk",
 ]
@@ -36,18 +37,6 @@ FUNCTIONS: dict[str, int] = {
     "hours": 1,
     "minutes": 1,
 }
-
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-_DURATION = re.compile(r"(\d+)([smhd])")
-
-
-def parse_duration(text: str) -> timedelta | None:
-    """`30s 10m 2h 14d` -> timedelta; None if the text is not a duration literal."""
-    m = _DURATION.fullmatch(text.strip())
-    if m is None:
-        return None
-    return timedelta(**{_UNITS[m[2]]: int(m[1])})
-
 
 @dataclass(frozen=True)
 class Lit:
@@ -118,7 +107,7 @@ class Call:
 Expr = Union[Lit, DurationLit, ListLit, Path, Unary, Binary, Call]  # noqa: UP007 (a runtime alias)
 
 
-class ExprSyntaxError(Exception):
+class ExprSyntaxError(TosEngineError):
     """An expression did not parse; `offset` is the 0-based character offset in the expression."""
 
     def __init__(self, message: str, offset: int) -> None:
@@ -285,7 +274,8 @@ class _Parser:
         if tok.kind == "duration":
             self.take()
             d = parse_duration(tok.text)
-            assert d is not None
+            if d is None:
+                raise ExprSyntaxError("a duration is at most 36500d (100 years)", tok.offset)
             return DurationLit(d, sp)
         if tok.kind == "string":
             self.take()

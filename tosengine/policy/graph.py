@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tosengine.policy.diagnostics import Diagnostic
 from tosengine.policy.expr import Binary, Expr, ListLit, Lit, Path
-from tosengine.policy.model import ItemKind, Policy, Rule
+from tosengine.policy.model import Policy, Rule
 
 __all__ = ["check_fact_cycles"]
 
@@ -39,16 +39,8 @@ def _fact_constraints(e: Expr) -> dict[str, tuple[set[str] | None, set[str]]]:
 
 
 def _fact_triggers(rule: Rule) -> list[Expr]:
-    conds: list[tuple[Expr, ItemKind]] = []
-    if rule.match is not None:
-        conds.append((rule.match, rule.match_kind))
-    if rule.threshold is not None:
-        conds.append((rule.threshold.match, rule.threshold.kind))
-    if rule.sequence is not None:
-        conds += [(s.match, s.kind) for s in rule.sequence.steps]
-    if rule.expect is not None:
-        conds += [(rule.expect.after, rule.expect.after_kind), (rule.expect.fulfilled_by, rule.expect.fulfil_kind)]
-    return [c for c, k in conds if k == "fact"]
+    """The rule's conditions that match facts (every kind says which through its conditions)."""
+    return [c.expr for c in rule.body.conditions() if c.trigger and c.item == "fact"]
 
 
 def _produces(rule: Rule) -> list[dict[str, str]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Literal
+from typing import ClassVar, Literal
 
 from tosengine.policy.diagnostics import Span
 from tosengine.policy.expr import Expr
@@ -12,13 +12,17 @@ from tosengine.policy.expr import Expr
 __all__ = [
     "ACTIONS",
     "SEVERITIES",
+    "TRIGGER_ROLES",
     "CheckedPolicySet",
+    "Condition",
     "Emit",
     "Expect",
     "ItemKind",
     "Ladder",
+    "Match",
     "Policy",
     "Rule",
+    "RuleBody",
     "Sequence",
     "Step",
     "Template",
@@ -46,23 +50,72 @@ class Emit:
 
 
 @dataclass(frozen=True)
+class Condition:
+    """One expression a rule holds: where it sits (`role`, `step`), what it matches, what it binds.
+
+    Every pass that looks inside rules (compile, fact cycles, event schemas, explain) walks these,
+    so a new rule kind is seen by all of them through its `conditions()`.
+
+    role: `match`, `threshold`, `step`, `after`, `fulfil` (triggers: matched against each item of
+    kind `item`), or `distinct`, `within`, `key`, `subject`, `message`, `emit` (values computed from
+    items already matched). `binds` are the other roots the expression reads, with the conditions that
+    bind them (a sequence's earlier steps, an expect's `after`).
+    """
+
+    role: str
+    expr: Expr
+    item: ItemKind
+    step: int = 0
+    binds: tuple[tuple[str, Expr], ...] = ()
+
+    @property
+    def trigger(self) -> bool:
+        """Whether the condition is matched against items (and so compiled to a trigger)."""
+        return self.role in TRIGGER_ROLES
+
+
+TRIGGER_ROLES = frozenset({"match", "threshold", "step", "after", "fulfil"})
+
+
+@dataclass(frozen=True)
+class Match:
+    """A single-item rule: every matching item is a violation."""
+
+    KIND: ClassVar[str] = "match"
+    match: Expr
+    item: ItemKind
+
+    def conditions(self) -> tuple[Condition, ...]:
+        """The rule's one trigger."""
+        return (Condition("match", self.match, self.item),)
+
+
+@dataclass(frozen=True)
 class Threshold:
     """Count (or distinct count) of matching items in the sliding window [t - within, t]."""
 
+    KIND: ClassVar[str] = "threshold"
     match: Expr
-    kind: ItemKind
+    item: ItemKind
     count: int
     within: timedelta
     distinct: Expr | None
 
+    def conditions(self) -> tuple[Condition, ...]:
+        """The trigger, and the `distinct` value read from each matching item."""
+        out = [Condition("threshold", self.match, self.item)]
+        if self.distinct is not None:
+            out.append(Condition("distinct", self.distinct, self.item, binds=((self.item, self.match),)))
+        return tuple(out)
+
 
 @dataclass(frozen=True)
 class Step:
-    """One step of a sequence; `refs` are the earlier steps its condition names."""
+    """One step of a sequence."""
 
     name: str
     match: Expr
-    kind: ItemKind
+    item: ItemKind
     span: Span
 
 
@@ -70,28 +123,49 @@ class Step:
 class Sequence:
     """Ordered, correlated items, optionally bounded by `within` (last time - first time)."""
 
+    KIND: ClassVar[str] = "sequence"
     steps: tuple[Step, ...]
     within: timedelta | None
+
+    def conditions(self) -> tuple[Condition, ...]:
+        """One trigger per step, each binding the steps before it."""
+        out: list[Condition] = []
+        for i, s in enumerate(self.steps):
+            binds = tuple((p.name, p.match) for p in self.steps[:i])
+            out.append(Condition("step", s.match, s.item, i, binds))
+        return tuple(out)
 
 
 @dataclass(frozen=True)
 class Expect:
     """An obligation: after `after`, an item satisfying `fulfilled_by` must come by the deadline."""
 
+    KIND: ClassVar[str] = "expect"
     after: Expr
-    after_kind: ItemKind
+    after_item: ItemKind
     fulfilled_by: Expr
-    fulfil_kind: ItemKind
+    fulfil_item: ItemKind
     within: Expr  # a duration: a literal, or computed from `after`
+
+    def conditions(self) -> tuple[Condition, ...]:
+        """The `after` and `fulfilled_by` triggers, and the deadline's `within` (reads `after`)."""
+        bound = (("after", self.after),)
+        return (Condition("after", self.after, self.after_item),
+                Condition("fulfil", self.fulfilled_by, self.fulfil_item, binds=bound),
+                Condition("within", self.within, self.after_item, binds=bound))
+
+
+# What a rule does, one type per kind; `KIND` names the kind in tosengine.policy.kinds.KINDS.
+RuleBody = Match | Threshold | Sequence | Expect
 
 
 @dataclass(frozen=True)
 class Rule:
-    """One rule; `id` is the full `policy/rule` id used everywhere."""
+    """One rule: its kind's body, and the options every kind shares. `id` is `policy/rule`."""
 
     policy: str
     name: str
-    kind: Literal["match", "threshold", "sequence", "expect"]
+    body: RuleBody
     severity: str
     action: str
     key: Expr | None  # None: the subject of what the rule matched
@@ -99,16 +173,29 @@ class Rule:
     emit: Emit | None
     violation: bool
     span: Span
-    match: Expr | None = None
-    match_kind: ItemKind = "event"
-    threshold: Threshold | None = None
-    sequence: Sequence | None = None
-    expect: Expect | None = None
 
     @property
     def id(self) -> str:
         """`policy/rule`."""
         return f"{self.policy}/{self.name}"
+
+    @property
+    def kind(self) -> str:
+        """The rule kind's name: match, threshold, sequence or expect."""
+        return self.body.KIND
+
+    def conditions(self) -> tuple[Condition, ...]:
+        """Every expression of the rule: its kind's conditions, then the key, message parts and emit data,
+        each read against the item that completed the rule (bound as `event`/`fact` or its step name)."""
+        out = list(self.body.conditions())
+        item = out[-1].item if out else "event"
+        if self.key is not None:
+            out.append(Condition("key", self.key, item))
+        if self.message is not None:
+            out += [Condition("message", p, item) for p in self.message.parts if not isinstance(p, str)]
+        if self.emit is not None:
+            out += [Condition("emit", e, item) for _, e in self.emit.data]
+        return tuple(out)
 
 
 @dataclass(frozen=True)

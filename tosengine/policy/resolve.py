@@ -1,17 +1,15 @@
 """Stage check (expressions): resolve list, macro and param names; check calls, regexes and types.
 
-Everything here reports into a FileContext, which collects diagnostics with spans for one file.
+Everything here reports into a FileContext (policy/context.py), which collects diagnostics for one file.
 """
 
 from __future__ import annotations
 
-import difflib
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any
 
-from tosengine.policy.diagnostics import Diagnostic, Span
+from tosengine.durations import parse_duration
+from tosengine.policy.context import FileContext, suggest
+from tosengine.policy.diagnostics import Span
 from tosengine.policy.expr import (
     FUNCTIONS,
     Binary,
@@ -23,55 +21,12 @@ from tosengine.policy.expr import (
     Lit,
     Path,
     Unary,
-    parse_duration,
     parse_expression,
-    walk,
 )
-from tosengine.policy.model import ItemKind
-from tosengine.policy.sources import Source
-from tosengine.policy.yaml import Key, Located
 
-__all__ = ["FileContext", "Resolver", "item_kind", "parse_template", "regex_problem", "suggest"]
+__all__ = ["Resolver", "parse_template", "regex_problem"]
 
 _TYPE_NAMES = {"num": "number", "str": "string"}
-
-
-def suggest(word: str, choices: Iterable[str]) -> str:
-    """`did you mean ...?` for the closest of `choices`, or ""."""
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f"did you mean `{close[0]}`?" if close else ""
-
-
-@dataclass
-class FileContext:
-    """What the checks of one file share: the source, its spans, and the diagnostics found so far."""
-
-    source: Source
-    doc: Located
-    diags: list[Diagnostic]
-    lines: list[str]
-    lists: dict[str, ListLit] = field(default_factory=dict)
-    macros: dict[str, Expr] = field(default_factory=dict)
-    params: dict[str, int | float | str] = field(default_factory=dict)
-
-    def error(self, span: Span, code: str, message: str, hint: str = "") -> None:
-        line = self.lines[span.line - 1] if 0 < span.line <= len(self.lines) else ""
-        self.diags.append(Diagnostic(self.source.path, span, code, message, hint, source_line=line))
-
-    def at(self, path: Key) -> Span:
-        return self.doc.span(path)
-
-    def raw(self, path: Key) -> Any:
-        """The value at `path` as loaded."""
-        v: Any = self.doc.value
-        for p in path:
-            v = v[p]
-        return v
-
-    def value(self, path: Key) -> Any:
-        """The raw value at `path`, with a `params` name replaced by its value."""
-        raw = self.raw(path)
-        return self.params[raw] if isinstance(raw, str) and raw in self.params else raw
 
 
 # ---------------------------------------------------------------- expressions
@@ -274,13 +229,3 @@ class Resolver:
             lt, rt = self.type_of(e.left), self.type_of(e.right)
             return "duration" if lt == rt == "duration" else "any"
         return "any"
-
-
-def item_kind(ctx: FileContext, e: Expr, span: Span) -> ItemKind:
-    """`fact` if the condition reads fact.*, else `event`; both is a `mixed-item` error."""
-    roots = {n.root for n in walk(e) if isinstance(n, Path)}
-    if "event" in roots and "fact" in roots:
-        ctx.error(span, "mixed-item", "a condition matches either an event (event.*) or a fact (fact.*), not both")
-    return "fact" if "fact" in roots else "event"
-
-

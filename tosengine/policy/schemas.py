@@ -10,8 +10,8 @@ from typing import Any
 
 from tosengine.policy.compile import literal_types
 from tosengine.policy.diagnostics import Diagnostic, Span
-from tosengine.policy.expr import Expr, Path, walk
-from tosengine.policy.model import CheckedPolicySet, Rule
+from tosengine.policy.expr import Path, walk
+from tosengine.policy.model import CheckedPolicySet
 from tosengine.policy.sources import Source
 from tosengine.policy.yaml import YamlError, load_yaml
 
@@ -73,38 +73,19 @@ def load_schemas(sources: Iterable[Source]) -> tuple[EventSchemas | None, list[D
     return (EventSchemas(data) if seen else None), diags
 
 
-def _conditions(rule: Rule) -> list[tuple[Expr, dict[str, Expr]]]:
-    """Each condition with the conditions that bind its other roots (steps, after)."""
-    if rule.match is not None:
-        return [(rule.match, {})]
-    if rule.threshold is not None:
-        out: list[tuple[Expr, dict[str, Expr]]] = [(rule.threshold.match, {})]
-        if rule.threshold.distinct is not None:
-            out.append((rule.threshold.distinct, {"event": rule.threshold.match}))
-        return out
-    if rule.sequence is not None:
-        binds: dict[str, Expr] = {}
-        out = []
-        for s in rule.sequence.steps:
-            out.append((s.match, dict(binds)))
-            binds[s.name] = s.match
-        return out
-    assert rule.expect is not None
-    after = {"after": rule.expect.after}
-    return [(rule.expect.after, {}), (rule.expect.fulfilled_by, after), (rule.expect.within, after)]
-
-
 def check_event_fields(policies: CheckedPolicySet, schemas: EventSchemas,
                        lines: dict[str, list[str]]) -> list[Diagnostic]:
     """A diagnostic for each `event.data.*` (or step/after) path that no event of its types can have."""
     diags: list[Diagnostic] = []
     for pol in policies.policies:
         for rule in pol.rules:
-            for cond, binds in _conditions(rule):
-                for p in walk(cond):
+            for c in rule.body.conditions():
+                binds = dict(c.binds)
+                for p in walk(c.expr):
                     if not (isinstance(p, Path) and len(p.parts) >= 2 and p.parts[0] == "data"):
                         continue
-                    source = cond if p.root == "event" else binds.get(p.root)
+                    # The types of the item a root names: the condition's own, or the one binding it.
+                    source = binds.get(p.root) or (c.expr if p.root == "event" else None)
                     types = literal_types(source, "event") if source is not None else None
                     if not types or not all(t in schemas.data for t in types):
                         continue  # undeclared types are not checked

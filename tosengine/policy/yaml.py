@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from tosengine.errors import TosEngineError
 from tosengine.policy.diagnostics import Span
 
 __all__ = ["Located", "YamlError", "load_yaml"]
@@ -24,7 +25,7 @@ _DEFAULT_TAGS = {
 Key = tuple[str | int, ...]
 
 
-class YamlError(Exception):
+class YamlError(TosEngineError):
     """The text is not acceptable YAML; `code` is a diagnostic code."""
 
     def __init__(self, code: str, message: str, span: Span) -> None:

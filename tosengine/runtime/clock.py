@@ -37,6 +37,19 @@ class DueHeap(Generic[T]):
         """Schedule `entry` at `when`."""
         heapq.heappush(self._heap, (when, next(self._counter), entry))
 
+    def peek(self) -> datetime | None:
+        """The earliest time in the heap, if any."""
+        return self._heap[0][0] if self._heap else None
+
+    def peek_entry(self) -> T | None:
+        """The earliest entry, left in place; None if the heap is empty."""
+        return self._heap[0][2] if self._heap else None
+
+    def pop(self) -> tuple[datetime, T]:
+        """Remove and return the earliest entry."""
+        when, _, entry = heapq.heappop(self._heap)
+        return when, entry
+
     def due(self, t: datetime) -> bool:
         """Whether an entry is due strictly before `t`."""
         return bool(self._heap) and self._heap[0][0] < t

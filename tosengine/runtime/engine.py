@@ -1,16 +1,17 @@
-"""The pipeline: event -> validate -> route -> match -> decide -> (audit). Read it top to bottom.
+"""The library's entry point: Engine.process(event) -> violations, written to the audit log.
 
-`Engine.process` validates an event, de-duplicates redeliveries, moves the event-time clock (lapsing
-overdue obligations), asks the matcher (durable_rules) which triggers an item satisfies, and runs
-each rule's decision logic over per-(rule, key) state kept here in Python. Violations become facts
-that go round the same loop (forward chaining). The semantics are in docs/semantics.md.
+An Engine is a Program (the compiled policies, runtime/program.py), a Pipeline over it
+(runtime/pipeline.py) and the state of the one partition it runs (runtime/partition.py), behind one
+lock, with an optional audit log. validate -> route -> match -> decide -> audit reads top to bottom in
+`process`: events.py validates, the pipeline routes each item to its rules' keys, matches and decides,
+and the audit log records.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -19,56 +20,30 @@ from typing import Any
 
 from tosengine.audit.log import AuditLog
 from tosengine.errors import EventError, TosEngineError
-from tosengine.events import Event, evidence_record, parse_fields, validate_fields
+from tosengine.events import Event, EventRecord, parse_record, validate_record
 from tosengine.policy.check import check_policy_set
-from tosengine.policy.compile import Plan, compile_policy_set
+from tosengine.policy.compile import Plan
 from tosengine.policy.model import CheckedPolicySet
 from tosengine.policy.sources import read_schemas, read_sources
-from tosengine.runtime.clock import Clock, DueHeap
-from tosengine.runtime.decide import Decisions
-from tosengine.runtime.evaluate import MISSING, Env
-from tosengine.runtime.ladder import LadderState
-from tosengine.runtime.matcher import BATCH, Matcher
-from tosengine.runtime.rules import (
-    CompiledRule,
-    Item,
-    compile_rules,
-)
-from tosengine.runtime.smoke import smoke_spec
-from tosengine.runtime.smoke import smoke_test as run_smoke_test
-from tosengine.violation import Violation, format_time, violation_id
+from tosengine.runtime.kinds import StateOptions
+from tosengine.runtime.matcher import BATCH
+from tosengine.runtime.partition import PartitionState
+from tosengine.runtime.pipeline import Pipeline
+from tosengine.runtime.program import Program
+from tosengine.violation import Violation
 
 __all__ = ["SMOKE_TEST_TIMEOUT", "Engine", "EventInput"]
 
-# Derived facts feeding rules that derive more facts: check rejects cycles, so the queue always
-# settles; this bound on the facts one item may derive is only the backstop if that check missed one.
-MAX_DERIVED = 100_000
 # Seconds the load-time smoke test of the compiled rulesets may take before the set is refused.
 SMOKE_TEST_TIMEOUT = 30.0
-
-
-def _merge(items: Iterable[Item]) -> tuple[tuple[str, ...], tuple[dict[str, Any], ...]]:
-    seen: dict[str, dict[str, Any]] = {}
-    for it in items:
-        for eid, ev in zip(it.evidence, it.events, strict=True):
-            seen.setdefault(eid, ev)
-    return tuple(seen), tuple(seen.values())
-
 
 # What process() takes: an Event, a decoded JSON object, or one event's JSON text.
 EventInput = Event | dict[str, Any] | str
 
 
-def _validated(event: EventInput) -> tuple[dict[str, Any], str | None]:
-    """The event's fields record, and its JSON text when it came as text (stored as is)."""
-    if isinstance(event, str):
-        return parse_fields(event), event.strip()
-    return validate_fields(event), None
-
-
-def _identity(source: str, ident: str) -> str:
-    """(source, id) as one string, without ambiguity: the length prefix says where the source ends."""
-    return f"{len(source)}:{source}{ident}"
+def validate_input(event: EventInput) -> EventRecord:
+    """The validated record of an event given as an Event, a decoded JSON object or its JSON text."""
+    return parse_record(event) if isinstance(event, str) else validate_record(event)
 
 
 class Engine:
@@ -86,37 +61,15 @@ class Engine:
     def __init__(self, policies: CheckedPolicySet, *, audit: AuditLog | str | None = None,
                  dedupe_window: timedelta = timedelta(days=7), max_partials_per_key: int = 10_000,
                  smoke_test: float | None = None) -> None:
-        self.policies = policies
-        self.plan: Plan = compile_policy_set(policies)
         self._smoke_timeout = smoke_test
-        if smoke_test is not None:
-            run_smoke_test(smoke_spec(self.plan), smoke_test)
-        self._rules, self._local, self._joined = compile_rules(policies, self.plan)
-        self._matcher = Matcher(self.plan)
+        self._program = Program(policies, smoke_test=smoke_test)
+        self._pipeline = Pipeline(self._program)
+        self._state = PartitionState(StateOptions(dedupe_window, max_partials_per_key))
         self._lock = threading.RLock()
-        self._clock = Clock()
-        self._seq = 0
-        self._dedupe_window = dedupe_window
-        # Keyed by one string per (source, id), not a tuple of two: 1,000,000 identities inside the
-        # window cost about 100 MB less (see _identity).
-        self._seen: dict[str, datetime] = {}
-        # (source, id) pairs in arrival order: forgetting walks from the front (an out-of-order late
-        # pair may wait behind newer ones; only memory, never the duplicate check, depends on that).
-        self._seen_order: deque[str] = deque()
-        self._expiry: DueHeap[tuple[str, int, str]] = DueHeap()
-        self._max_partials = max_partials_per_key
-        self._ladder = LadderState(policies.ladder)
-        self._out: list[Violation] = []
-        self._queue: deque[Item] = deque()
         self._closed = False
         self._audit = AuditLog(audit) if isinstance(audit, str) else audit
         if self._audit is not None:
-            self._audit.register_policies(policies, {p.path: p.text for p in policies.policies})
-        # How often each rule fired (a violation, or its fact for emit-only rules): policy test coverage.
-        self.fired: Counter[str] = Counter()
-        self.stats: dict[str, int] = {"events": 0, "duplicates": 0, "facts": 0, "violations": 0,
-                                      "skipped_no_key": 0, "partials_dropped": 0}
-        self._decide = Decisions(self._joined, self._fire, self._expiry, max_partials_per_key, self.stats)
+            self._audit.register_policies(policies)
 
     @classmethod
     def from_directory(cls, directory: str | Path, *, audit: AuditLog | str | None = None,
@@ -137,27 +90,48 @@ class Engine:
         rebuild state under the new policies."""
         if not isinstance(policies, CheckedPolicySet):
             policies = check_policy_set(read_sources(policies), read_schemas(policies))
-        plan = compile_policy_set(policies)
-        if self._smoke_timeout is not None:
-            run_smoke_test(smoke_spec(plan), self._smoke_timeout)
-        rules, local, joined = compile_rules(policies, plan)
-        matcher = Matcher(plan)
+        program = Program(policies, smoke_test=self._smoke_timeout)
         with self._lock:
-            old, self._matcher = self._matcher, matcher
-            self.policies, self.plan, self._ladder = policies, plan, LadderState(policies.ladder)
-            self._rules, self._local, self._joined = rules, local, joined
-            self._expiry = DueHeap()
-            self._decide = Decisions(joined, self._fire, self._expiry, self._max_partials, self.stats)
+            old, self._program, self._pipeline = self._program, program, Pipeline(program)
+            self._state.drop_rule_state()
             if self._audit is not None:
-                self._audit.register_policies(policies, {p.path: p.text for p in policies.policies})
+                self._audit.register_policies(policies)
         old.close()
 
-    # ------------------------------------------------------------------ public API
+    # ------------------------------------------------------------------ what it runs and holds
+
+    @property
+    def policies(self) -> CheckedPolicySet:
+        """The policies being run."""
+        return self._program.policies
+
+    @property
+    def plan(self) -> Plan:
+        """The compiled plan of the policies (triggers and durable_rules rulesets)."""
+        return self._program.plan
 
     @property
     def clock(self) -> datetime | None:
         """The largest event time seen (or given to advance_to)."""
-        return self._clock.now
+        return self._state.clock.now
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters: events, duplicates, facts, violations, skipped_no_key, partials_dropped."""
+        with self._lock:
+            return self._state.stats()
+
+    @property
+    def fired(self) -> Counter[str]:
+        """How often each rule fired (a violation, or its fact for emit-only rules)."""
+        return self._state.fired
+
+    def state_size(self) -> dict[str, int]:
+        """How much state is held, for memory tests and monitoring."""
+        with self._lock:
+            return self._state.size()
+
+    # ------------------------------------------------------------------ public API
 
     def process(self, event: EventInput) -> list[Violation]:
         """Process one event -- an Event, a decoded JSON object, or the JSON text itself -- and return the
@@ -168,13 +142,13 @@ class Engine:
         the audit log as that text (unless a policy marks a path sensitive, when it is masked).
         """
         try:
-            fields, text = _validated(event)
+            record = validate_input(event)
         except EventError as exc:
             self.reject(event, exc)
             raise
         with self._lock:
             self._check_open()
-            return self._accept(fields, text, None)
+            return self._accept(record, None)
 
     def process_many(self, events: Iterable[EventInput], *,
                      on_error: Callable[[int, EventInput, EventError], None] | None = None) -> list[Violation]:
@@ -186,10 +160,10 @@ class Engine:
         in `events`, the input and the error, nothing is recorded for it, and processing goes on.
         """
         out: list[Violation] = []
-        batch: list[tuple[dict[str, Any], str | None]] = []
+        batch: list[EventRecord] = []
         for pos, event in enumerate(events):
             try:
-                batch.append(_validated(event))
+                batch.append(validate_input(event))
             except EventError as exc:
                 out.extend(self._accept_batch(batch))  # in order: what came before, then the error
                 batch = []
@@ -218,14 +192,10 @@ class Engine:
             if audit is None:
                 raise TosEngineError("restore() needs an audit log")
             audit.flush()
-            self._audit = None  # replaying must not record again
             n = 0
-            try:
-                for body in audit.iter_events():
-                    self.process(body)
-                    n += 1
-            finally:
-                self._audit = audit
+            for body in audit.iter_events():
+                self._pipeline.accept(self._state, validate_record(body))
+                n += 1
             return n
 
     def advance_to(self, t: datetime) -> list[Violation]:
@@ -234,10 +204,10 @@ class Engine:
             raise TosEngineError("advance_to() needs an aware datetime (with a UTC offset)")
         with self._lock:
             self._check_open()
-            self._out = []
-            self._advance(t)
-            self._lapse_overdue()
-            return self._hand_over(None, None)
+            out = self._pipeline.advance_to(self._state, t)
+            if self._audit is not None:
+                self._audit.record(None, out)
+            return out
 
     def reject(self, raw: Any, error: EventError, origin: str = "api") -> None:
         """Record input that was not a valid event in the audit log's dead letter (no-op without one)."""
@@ -259,7 +229,7 @@ class Engine:
             if self._closed:
                 return
             self._closed = True
-            self._matcher.close()
+            self._program.close()
             if self._audit is not None:
                 self._audit.close()
 
@@ -269,18 +239,9 @@ class Engine:
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
 
-    def state_size(self) -> dict[str, int]:
-        """How much state is held, for memory tests and monitoring."""
-        return {
-            **self._decide.size(),
-            "expiry_heap": len(self._expiry),
-            "dedupe": len(self._seen),
-            "ladder_subjects": len(self._ladder.seen),
-        }
+    # ------------------------------------------------------------------ accept, then audit
 
-    # ------------------------------------------------------------------ validate, then accept
-
-    def _accept_batch(self, batch: list[tuple[dict[str, Any], str | None]]) -> list[Violation]:
+    def _accept_batch(self, batch: list[EventRecord]) -> list[Violation]:
         """Accept validated events in order, matching them all first: the matcher is stateless, so an
         event's matches do not depend on the events before it (a redelivery's are simply unused)."""
         if not batch:
@@ -288,186 +249,20 @@ class Engine:
         out: list[Violation] = []
         with self._lock:
             self._check_open()
-            fired = self._matcher.match_many("event", [fields for fields, _ in batch])
-            for (fields, text), tids in zip(batch, fired, strict=True):
-                out.extend(self._accept(fields, text, tids))
+            fired = self._program.matcher.match_many("event", [r.fields for r in batch])
+            for record, tids in zip(batch, fired, strict=True):
+                out.extend(self._accept(record, tids))
         return out
 
-    def _accept(self, fields: dict[str, Any], text: str | None, fired: list[int] | None) -> list[Violation]:
-        """Run one valid event through the pipeline (the lock is held); `fired`: its matched triggers,
-        if already known."""
-        self._out = []
-        identity = _identity(fields["source"], fields["id"])
-        if self._is_duplicate(identity):
-            self.stats["duplicates"] += 1
+    def _accept(self, record: EventRecord, fired: list[int] | None) -> list[Violation]:
+        """One valid event through the pipeline (the lock is held), its results queued for the audit log."""
+        violations = self._pipeline.accept(self._state, record, fired)
+        if violations is None:
             return []
-        self.stats["events"] += 1
-        time: datetime = fields["time"]
-        self._remember(identity, time)
-        self._advance(time)
-        self._seq += 1
-        self._offer(Item("event", fields, time, self._seq, fields["id"], (fields["id"],), (fields,)), fired)
-        self._drain()
-        self._lapse_overdue()
-        return self._hand_over(fields, text)
-
-    # ------------------------------------------------------------------ clock
-
-    def _hand_over(self, fields: dict[str, Any] | None, text: str | None) -> list[Violation]:
-        """The violations collected for this call, queued for the audit log with the event behind them."""
-        out, self._out = self._out, []
         if self._audit is not None:
-            self._audit.record(fields, out, text)
-        return out
+            self._audit.record(record, violations)
+        return violations
 
     def _check_open(self) -> None:
         if self._closed:
             raise TosEngineError("the engine is closed")
-
-    def _is_duplicate(self, identity: str) -> bool:
-        """Seen before, and the clock has not passed that time + the dedupe window (docs/semantics.md)."""
-        first = self._seen.get(identity)
-        now = self._clock.now
-        return first is not None and (now is None or now <= first + self._dedupe_window)
-
-    def _remember(self, identity: str, time: datetime) -> None:
-        self._seen[identity] = time
-        self._seen_order.append(identity)
-
-    def _advance(self, t: datetime) -> None:
-        """Move the clock; lapse obligations due strictly before it, each with its chain, in order."""
-        if not self._clock.advance(t):
-            return
-        self._lapse_overdue()
-        self._sweep(t)
-
-    def _lapse_overdue(self) -> None:
-        now = self._clock.now
-        if now is None or not self._decide.deadlines.due(now):  # the usual case, checked cheaply
-            return
-        for deadline, ri, key, ob in self._decide.lapsed(now):
-            cr = self._rules[ri]
-            self._fire(cr, key, deadline, [ob.after], {"after": ob.after.fields, ob.after.kind: ob.after.fields},
-                       deadline=deadline)
-            self._drain()
-
-    def _sweep(self, now: datetime) -> None:
-        """Forget state that no future item can use: windows and partial matches behind the clock."""
-        while (due := self._expiry.pop_before(now)) is not None:
-            _, (what, ri, key) = due
-            if what == "ladder":
-                self._ladder.forget_if_expired(key, now)
-                until = self._ladder.expires(key)
-                if until is not None:  # still remembered: look again when its newest violation ages out
-                    self._expiry.push(until, ("ladder", 0, key))
-                continue
-            self._decide.sweep(what, self._rules[ri], key, now)
-        horizon = now - self._dedupe_window
-        order, seen = self._seen_order, self._seen
-        while order:
-            t = seen.get(order[0])
-            if t is not None and t >= horizon:
-                break
-            identity = order.popleft()
-            if t is not None:
-                del seen[identity]
-
-    # ------------------------------------------------------------------ matching and deciding
-
-    def _drain(self) -> None:
-        depth = 0
-        while self._queue:
-            depth += 1
-            if depth > MAX_DERIVED:
-                raise TosEngineError(f"one item derived more than {MAX_DERIVED} facts: a fact cycle that check "
-                                     "did not catch")
-            self._offer(self._queue.popleft())
-
-    def _offer(self, item: Item, fired: list[int] | None = None) -> None:
-        """Offer one item to every rule: matcher first (unless `fired` is known), then each rule's
-        decision logic in rule order."""
-        if fired is None:
-            fired = self._matcher.match(item.kind, item.fields)  # type: ignore[arg-type]
-        if not fired:
-            return
-        env: Env = {item.kind: item.fields}
-        by_rule: dict[int, list[tuple[str, int, int]]] = {}
-        for tid in fired:
-            local = self._local[tid]
-            if local is not None and local(env) is not True:
-                continue
-            t = self.plan.triggers[tid]
-            by_rule.setdefault(t.rule, []).append((t.role, t.step, tid))
-        now = self._clock.now
-        assert now is not None  # items are offered only after an event set the clock
-        for ri in sorted(by_rule):
-            cr = self._rules[ri]
-            key = self._key(cr, item)
-            if key is None:
-                self.stats["skipped_no_key"] += 1
-                continue
-            roles = by_rule[ri]
-            kind = cr.rule.kind
-            if kind == "match":
-                self._fire(cr, key, item.time, [item], env)
-            elif kind == "threshold":
-                self._decide.threshold(cr, key, item, now)
-            elif kind == "sequence":
-                self._decide.sequence(cr, key, item, roles, now)
-            else:
-                self._decide.expect(cr, key, item, roles)
-
-    def _key(self, cr: CompiledRule, item: Item) -> str | None:
-        v = item.fields.get("subject") if cr.key is None else cr.key({item.kind: item.fields})
-        return v if type(v) is str and v else None
-
-    def _climb(self, policy: str, subject: str, time: datetime, action: str) -> tuple[str, int]:
-        now = self._clock.now
-        if now is None:
-            return action, 0
-        action, step, grew = self._ladder.climb(policy, subject, time, action, now)
-        if grew and len(self._ladder.seen[subject]) == 1:  # one expiry entry per remembered subject
-            until = self._ladder.expires(subject)
-            assert until is not None
-            self._expiry.push(until, ("ladder", 0, subject))
-        return action, step
-
-    def _fire(self, cr: CompiledRule, key: str, time: datetime, items: list[Item], env: Env,
-              *, deadline: datetime | None = None) -> None:
-        """A rule matched: record the violation, and queue its violation fact and emitted fact."""
-        rule, pol = cr.rule, cr.policy
-        self.fired[rule.id] += 1
-        evidence, events = _merge(items)
-        causes = tuple(c for it in items for c in it.causes)
-        chain = tuple({f["id"]: f for it in items for f in it.chain}.values())
-        if rule.violation:
-            vid = violation_id("violation", rule.id, key, evidence, causes)
-            action, step = self._climb(pol.id, key, time, rule.action)
-            message = cr.message(env) if cr.message is not None else f"{pol.title}: {rule.id} ({key})"
-            self._out.append(Violation(
-                id=vid, policy=pol.id, rule=rule.id, subject=key, severity=rule.severity, action=action,
-                time=time, evidence=evidence, message=message, clause=pol.clause, policy_version=pol.version,
-                causes=causes, kind=rule.kind, deadline=deadline, facts=chain, ladder_step=step,
-                evidence_events=tuple(evidence_record(f) for f in events)))
-            self.stats["violations"] += 1
-            self._seq += 1
-            me = {"id": vid, "type": "violation", "rule": rule.id, "subject": key, "time": format_time(time)}
-            self._queue.append(Item("fact", {
-                "type": "violation", "policy": pol.id, "rule": rule.id, "subject": key,
-                "severity": rule.severity, "action": action, "time": time, "id": vid,
-            }, time, self._seq, vid, evidence, events, (*chain, me)))
-            self.stats["facts"] += 1
-        if cr.emit is not None:
-            assert rule.emit is not None
-            data = {}
-            for name, fn in cr.emit:
-                v = fn(env)
-                if v is not MISSING:
-                    data[name] = v
-            fid = violation_id("emit", rule.id, key, evidence, causes)
-            self._seq += 1
-            me = {"id": fid, "type": rule.emit.fact, "rule": rule.id, "subject": key, "time": format_time(time),
-                  "data": json.loads(json.dumps(data, default=str))}
-            self._queue.append(Item("fact", {"type": rule.emit.fact, "subject": key, "time": time, "id": fid,
-                                             "data": data}, time, self._seq, fid, evidence, events, (*chain, me)))
-            self.stats["facts"] += 1

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Final
 
+from tosengine.durations import format_duration
 from tosengine.policy.expr import Binary, Call, DurationLit, Expr, ListLit, Lit, Path, Unary
 from tosengine.policy.model import Template
 from tosengine.violation import format_time
@@ -232,20 +233,6 @@ def compile_expr(e: Expr) -> Fn:
         return lambda env: _sub(left(env), right(env))
     cmp = _cmp(op)
     return lambda env: cmp(left(env), right(env))
-
-
-def format_duration(d: timedelta) -> str:
-    """A duration as the language writes it: 10m, 1d, 1h30m (fractions of a second dropped)."""
-    secs = int(d.total_seconds())
-    if secs == 0:
-        return "0s"
-    sign, secs = ("-", -secs) if secs < 0 else ("", secs)
-    out = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if secs >= size:
-            out.append(f"{secs // size}{unit}")
-            secs %= size
-    return sign + "".join(out)
 
 
 def render_value(v: Any) -> str:

@@ -6,6 +6,7 @@ import bisect
 from datetime import datetime
 
 from tosengine.policy.model import ACTIONS, Ladder
+from tosengine.runtime.clock import DueHeap
 
 __all__ = ["LadderState"]
 
@@ -17,19 +18,20 @@ class LadderState:
     most with a single violation, and a 1-tuple costs 64 bytes where an empty deque costs 600.
     """
 
-    def __init__(self, ladder: Ladder | None) -> None:
-        self.ladder = ladder
+    def __init__(self) -> None:
         self.seen: dict[str, tuple[datetime, ...]] = {}
+        # One entry per remembered subject: when its newest counted violation leaves the window.
+        self.expiry: DueHeap[str] = DueHeap()
 
-    def climb(self, policy: str, subject: str, time: datetime, action: str, now: datetime) -> tuple[str, int, bool]:
-        """(recorded action, ladder step, whether the subject's memory grew) for a violation at `time`.
+    def climb(self, ladder: Ladder | None, policy: str, subject: str, time: datetime, action: str,
+              now: datetime) -> tuple[str, int]:
+        """(recorded action, ladder step) for a violation at `time`.
 
         A subject's n-th counted violation within the window is recorded at least at steps[n-1]; a
         violation of a policy the ladder does not count records the step without climbing.
         """
-        ladder = self.ladder
         if ladder is None:
-            return action, 0, False
+            return action, 0
         horizon = now - ladder.within
         seen = self.seen.get(subject, ())
         if seen and seen[0] < horizon:
@@ -41,19 +43,24 @@ class LadderState:
                 self.seen[subject] = seen
             else:
                 self.seen.pop(subject, None)
-            return action, min(n, len(ladder.steps)), False
+            return action, min(n, len(ladder.steps))
         pos = bisect.bisect_right(seen, time)  # after equal times: the order of a late violation
         self.seen[subject] = (*seen[:pos], time, *seen[pos:])
+        if not seen:
+            self.expiry.push(self.seen[subject][-1] + ladder.within, subject)
         step = min(n + 1, len(ladder.steps))
-        return max(action, ladder.steps[step - 1], key=ACTIONS.index), step, True
+        return max(action, ladder.steps[step - 1], key=ACTIONS.index), step
 
-    def expires(self, subject: str) -> datetime | None:
-        """When the subject's memory can be forgotten, as it stands."""
-        seen = self.seen.get(subject)
-        return seen[-1] + self.ladder.within if seen and self.ladder is not None else None
-
-    def forget_if_expired(self, subject: str, now: datetime) -> None:
-        """Drop a subject whose newest counted violation is behind the window."""
-        until = self.expires(subject)
-        if until is not None and until < now:
-            del self.seen[subject]
+    def sweep(self, ladder: Ladder | None, now: datetime) -> None:
+        """Forget subjects whose newest counted violation is behind the window."""
+        while (due := self.expiry.pop_before(now)) is not None:
+            _, subject = due
+            seen = self.seen.get(subject)
+            if not seen or ladder is None:
+                self.seen.pop(subject, None)
+                continue
+            until = seen[-1] + ladder.within
+            if until < now:
+                del self.seen[subject]
+            else:  # still remembered: look again when its newest violation ages out
+                self.expiry.push(until, subject)

@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
 
 from tosengine.events import Event
 from tosengine.policy.expr import Call, DurationLit, Expr, ListLit, Lit, Path, Unary
-from tosengine.policy.model import ACTIONS, CheckedPolicySet, ItemKind, Policy, Rule
-from tosengine.violation import Violation, violation_id
+from tosengine.policy.model import (
+    ACTIONS,
+    CheckedPolicySet,
+    Expect,
+    ItemKind,
+    Match,
+    Policy,
+    Rule,
+    Sequence,
+    Template,
+    Threshold,
+)
+from tosengine.violation import Violation, format_time, violation_id
 
-__all__ = ["ABSENT", "evaluate_expr", "evaluate_reference"]
+__all__ = ["ABSENT", "HANDLERS", "evaluate_expr", "evaluate_reference"]
 
 
 # ---------------------------------------------------------------- values and expressions
@@ -282,14 +294,10 @@ class _Reference:
 
     def offer(self, item: _Item) -> None:
         for rule in self.rules:
-            if rule.kind == "match":
-                self.offer_match(rule, item)
-            elif rule.kind == "threshold":
-                self.offer_threshold(rule, item)
-            elif rule.kind == "sequence":
-                self.offer_sequence(rule, item)
-            else:
-                self.offer_expect(rule, item)
+            handler = HANDLERS.get(rule.kind)
+            if handler is None:
+                raise ValueError(f"the reference evaluator has no semantics for rule kind {rule.kind!r}")
+            handler(self, rule, item)
 
     # -------------------------------------------------------- rules
 
@@ -304,14 +312,15 @@ class _Reference:
         return item.kind == kind and evaluate_expr(cond, {**(bound or {}), item.kind: item.value}) is True
 
     def offer_match(self, rule: Rule, item: _Item) -> None:
-        assert rule.match is not None
-        if self.matches(rule.match, rule.match_kind, item) and (k := self.key(rule, item)) is not None:
+        body = rule.body
+        assert isinstance(body, Match)
+        if self.matches(body.match, body.item, item) and (k := self.key(rule, item)) is not None:
             self.fire(rule, k, item.time, [item], {item.kind: item.value})
 
     def offer_threshold(self, rule: Rule, item: _Item) -> None:
-        th = rule.threshold
-        assert th is not None and self.clock is not None
-        if not self.matches(th.match, th.kind, item) or (k := self.key(rule, item)) is None:
+        th = rule.body
+        assert isinstance(th, Threshold) and self.clock is not None
+        if not self.matches(th.match, th.item, item) or (k := self.key(rule, item)) is None:
             return
         state = self.thresholds.setdefault((rule.id, k), _ThresholdState())
         t = item.time
@@ -335,8 +344,8 @@ class _Reference:
         state.kept.append(item)
 
     def offer_sequence(self, rule: Rule, item: _Item) -> None:
-        seq = rule.sequence
-        assert seq is not None and self.clock is not None
+        seq = rule.body
+        assert isinstance(seq, Sequence) and self.clock is not None
         k = self.key(rule, item)
         if k is None:
             return
@@ -347,7 +356,7 @@ class _Reference:
         for partial in list(partials):  # a copy: completed partials are removed while iterating
             step = seq.steps[len(partial)]
             bound = {s.name: i.value for s, i in zip(seq.steps, partial, strict=False)}
-            if not self.matches(step.match, step.kind, item, bound) or item.time < partial[-1].time:
+            if not self.matches(step.match, step.item, item, bound) or item.time < partial[-1].time:
                 continue
             if seq.within is not None and item.time - partial[0].time > seq.within:
                 continue
@@ -357,12 +366,12 @@ class _Reference:
                 env = {**bound, step.name: item.value, item.kind: item.value}
                 self.fire(rule, k, item.time, partial, env)
         # Started only after the existing partial matches have seen the item.
-        if self.matches(seq.steps[0].match, seq.steps[0].kind, item):
+        if self.matches(seq.steps[0].match, seq.steps[0].item, item):
             partials.append([item])
 
     def offer_expect(self, rule: Rule, item: _Item) -> None:
-        x = rule.expect
-        assert x is not None
+        x = rule.body
+        assert isinstance(x, Expect)
         k = self.key(rule, item)
         if k is None:
             return
@@ -370,9 +379,9 @@ class _Reference:
         for ob in list(self.obligations):
             if (ob.rule is rule and ob.key == k and item.pos > ob.after.pos
                     and ob.after.time <= item.time <= ob.deadline
-                    and self.matches(x.fulfilled_by, x.fulfil_kind, item, {"after": ob.after.value})):
+                    and self.matches(x.fulfilled_by, x.fulfil_item, item, {"after": ob.after.value})):
                 self.obligations.remove(ob)
-        if self.matches(x.after, x.after_kind, item):
+        if self.matches(x.after, x.after_item, item):
             within = evaluate_expr(x.within, {"after": item.value})
             if not isinstance(within, timedelta):
                 return
@@ -408,9 +417,10 @@ class _Reference:
             policy = self.policies[rule.policy]
             vid = violation_id("violation", rule.id, key, evidence, causes)
             action, step = self.climb(rule.policy, key, time, rule.action)
+            message = _render(rule.message, env) if rule.message is not None else f"{policy.title}: {rule.id} ({key})"
             self.violations.append(Violation(
                 id=vid, policy=rule.policy, rule=rule.id, subject=key, severity=rule.severity,
-                action=action, time=time, evidence=evidence, clause=policy.clause,
+                action=action, time=time, evidence=evidence, message=message, clause=policy.clause,
                 policy_version=policy.version, causes=causes, kind=rule.kind, deadline=deadline, ladder_step=step))
             fact = {"type": "violation", "policy": rule.policy, "rule": rule.id, "subject": key,
                     "severity": rule.severity, "action": action, "time": time, "id": vid}
@@ -420,6 +430,50 @@ class _Reference:
             eid = violation_id("emit", rule.id, key, evidence, causes)
             emitted = {"type": rule.emit.fact, "subject": key, "time": time, "data": data, "id": eid}
             self.queue.append(_Item("fact", emitted, self.next_pos(), evidence))
+
+
+# How each rule kind reacts to an item; a kind missing here is an error (tests/test_kinds.py checks the
+# names against the engine's table).
+HANDLERS: dict[str, Callable[[_Reference, Rule, _Item], None]] = {
+    "match": _Reference.offer_match,
+    "threshold": _Reference.offer_threshold,
+    "sequence": _Reference.offer_sequence,
+    "expect": _Reference.offer_expect,
+}
+
+
+def _text(v: Any) -> str:
+    """A value as a message shows it (docs/policy-language.md, "Messages")."""
+    if v is ABSENT:
+        return "?"
+    if v is True or v is False:
+        return str(v).lower()
+    if isinstance(v, str):
+        return v
+    if isinstance(v, datetime):
+        return format_time(v)
+    if isinstance(v, timedelta):
+        return _duration_text(v)
+    return json.dumps(v, ensure_ascii=False, default=str)
+
+
+def _duration_text(d: timedelta) -> str:
+    seconds = int(d.total_seconds())
+    if seconds == 0:
+        return "0s"
+    text = "-" if seconds < 0 else ""
+    seconds = abs(seconds)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    for n, unit in ((days, "d"), (hours, "h"), (minutes, "m"), (secs, "s")):
+        if n:
+            text += f"{n}{unit}"
+    return text
+
+
+def _render(template: Template, env: Env) -> str:
+    return "".join(p if isinstance(p, str) else _text(evaluate_expr(p, env)) for p in template.parts)
 
 
 def evaluate_reference(policies: CheckedPolicySet, events: Iterable[Event], until: datetime | None = None,

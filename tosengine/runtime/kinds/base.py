@@ -1,0 +1,77 @@
+"""Stage decide (the kinds' common shape): what every rule kind's runtime half provides."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol
+
+from tosengine.policy.model import Rule
+from tosengine.runtime.items import Firing, Item
+
+if TYPE_CHECKING:
+    from tosengine.runtime.program import CompiledRule
+
+__all__ = ["KindStore", "Roles", "RuntimeKind", "StateOptions"]
+
+# The triggers of one rule an item satisfied: (role, step) pairs, e.g. ("step", 1) or ("fulfil", 0).
+Roles = list[tuple[str, int]]
+
+
+@dataclass(frozen=True)
+class StateOptions:
+    """The engine's settings that shape per-partition state."""
+
+    dedupe_window: timedelta = timedelta(days=7)
+    max_partials_per_key: int = 10_000
+
+
+class KindStore(Protocol):
+    """One rule kind's state in one partition, keyed by (rule index, key).
+
+    `offer` decides on one item (the rule's triggers it satisfied are `roles`) and returns the firings;
+    `sweep` forgets what no future item can use once the clock is at `now`; `next_due`/`pop_due` are
+    the kind's own deadlines (obligations lapse strictly before the clock).
+    """
+
+    def offer(self, rule: CompiledRule, key: str, item: Item, roles: Roles, now: datetime) -> list[Firing]:
+        """Decide on one item for one rule and key."""
+        ...
+
+    def sweep(self, rules: Sequence[CompiledRule], now: datetime) -> None:
+        """Forget state behind the clock."""
+        ...
+
+    def next_due(self) -> datetime | None:
+        """The earliest time at which `pop_due` can give a firing, if any."""
+        ...
+
+    def pop_due(self, rules: Sequence[CompiledRule], now: datetime) -> Firing | None:
+        """The earliest firing due strictly before `now`, removed; None if there is none."""
+        ...
+
+    def size(self) -> dict[str, int]:
+        """How much state is held, by what."""
+        ...
+
+
+@dataclass(frozen=True)
+class RuntimeKind:
+    """The runtime half of a rule kind: its expressions compiled for deciding, and its state."""
+
+    name: str
+    compile: Callable[[Rule], Any]  # -> the kind's spec, kept on CompiledRule.spec
+    new_store: Callable[[StateOptions], KindStore]
+
+
+class NoDeadlines:
+    """For kinds with nothing that lapses."""
+
+    def next_due(self) -> datetime | None:
+        """Nothing is ever due."""
+        return None
+
+    def pop_due(self, rules: Sequence[CompiledRule], now: datetime) -> Firing | None:
+        """Nothing is ever due."""
+        return None

@@ -1,0 +1,113 @@
+"""Stage decide (expect rules): obligations per (rule, key), fulfilled by a later item or lapsing at
+their deadline (the clock strictly past it)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from tosengine.policy.model import Expect, Rule
+from tosengine.runtime.clock import DueHeap
+from tosengine.runtime.evaluate import Fn, compile_expr
+from tosengine.runtime.items import Firing, Item
+from tosengine.runtime.kinds.base import Roles, RuntimeKind
+
+if TYPE_CHECKING:
+    from tosengine.runtime.program import CompiledRule
+
+__all__ = ["EXPECT", "ExpectSpec", "Obligation"]
+
+
+@dataclass(frozen=True)
+class ExpectSpec:
+    """An expect rule compiled: the deadline offset, computed from `after`."""
+
+    within: Fn
+
+
+@dataclass(slots=True)  # one per open obligation: many
+class Obligation:
+    """An open expect obligation."""
+
+    after: Item
+    deadline: datetime
+    open: bool = True
+
+
+class ExpectStore:
+    """Every open obligation of every expect rule in one partition, and their deadlines."""
+
+    def __init__(self) -> None:
+        self.obligations: dict[tuple[int, str], list[Obligation]] = {}
+        self.deadlines: DueHeap[tuple[int, str, Obligation]] = DueHeap()
+
+    def offer(self, rule: CompiledRule, key: str, item: Item, roles: Roles, now: datetime) -> list[Firing]:
+        """Fulfil the open obligations the item satisfies, then open one if it is an `after` item."""
+        fired = {role for role, _ in roles}
+        if "fulfil" in fired:
+            obs = self.obligations.get((rule.index, key))
+            if obs:
+                joined = rule.joined[("fulfil", 0)]
+                for ob in list(obs):
+                    a = ob.after
+                    if a.seq < item.seq and a.time <= item.time <= ob.deadline and \
+                            (joined is None or joined({"after": a.fields, item.kind: item.fields}) is True):
+                        ob.open = False
+                        obs.remove(ob)
+                if not obs:
+                    del self.obligations[(rule.index, key)]
+        if "after" in fired:
+            spec: ExpectSpec = rule.spec
+            offset = spec.within({"after": item.fields})
+            if type(offset) is not timedelta:
+                return []
+            try:
+                deadline = item.time + offset
+            except OverflowError:
+                return []
+            ob = Obligation(item, deadline)
+            self.obligations.setdefault((rule.index, key), []).append(ob)
+            self.deadlines.push(deadline, (rule.index, key, ob))
+        return []
+
+    def sweep(self, rules: Sequence[CompiledRule], now: datetime) -> None:
+        """Obligations leave by fulfilment or lapse, never by sweeping."""
+
+    def next_due(self) -> datetime | None:
+        """The earliest deadline of an open obligation (fulfilled ones are dropped from the heap's head)."""
+        heap = self.deadlines
+        while (head := heap.peek_entry()) is not None and not head[2].open:
+            heap.pop()
+        return heap.peek()
+
+    def pop_due(self, rules: Sequence[CompiledRule], now: datetime) -> Firing | None:
+        """The earliest open obligation whose deadline is strictly before `now`, closed and fired."""
+        while (due := self.deadlines.pop_before(now)) is not None:
+            deadline, (ri, key, ob) = due
+            if not ob.open:
+                continue
+            ob.open = False
+            obs = self.obligations.get((ri, key))
+            if obs is not None:
+                obs.remove(ob)
+                if not obs:
+                    del self.obligations[(ri, key)]
+            after = ob.after
+            return Firing(rules[ri], key, deadline, [after], {"after": after.fields, after.kind: after.fields},
+                          deadline=deadline)
+        return None
+
+    def size(self) -> dict[str, int]:
+        """Open obligations, and the deadline heap (which also holds fulfilled ones until they are due)."""
+        return {"obligations": sum(len(v) for v in self.obligations.values()), "deadline_heap": len(self.deadlines)}
+
+
+def _compile(rule: Rule) -> ExpectSpec:
+    body = rule.body
+    assert isinstance(body, Expect)
+    return ExpectSpec(compile_expr(body.within))
+
+
+EXPECT = RuntimeKind("expect", _compile, lambda options: ExpectStore())

@@ -1,0 +1,38 @@
+"""Stage decide (match rules): every matching item is a violation; no state."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from tosengine.policy.model import Rule
+from tosengine.runtime.items import Firing, Item
+from tosengine.runtime.kinds.base import NoDeadlines, Roles, RuntimeKind
+
+if TYPE_CHECKING:
+    from tosengine.runtime.program import CompiledRule
+
+__all__ = ["MATCH"]
+
+
+class MatchStore(NoDeadlines):
+    """Match rules keep nothing: the item that matched is the whole of the evidence."""
+
+    def offer(self, rule: CompiledRule, key: str, item: Item, roles: Roles, now: datetime) -> list[Firing]:
+        """One firing on the item."""
+        return [Firing(rule, key, item.time, [item], {item.kind: item.fields})]
+
+    def sweep(self, rules: Sequence[CompiledRule], now: datetime) -> None:
+        """Nothing to forget."""
+
+    def size(self) -> dict[str, int]:
+        """Nothing held."""
+        return {}
+
+
+def _compile(rule: Rule) -> None:
+    return None
+
+
+MATCH = RuntimeKind("match", _compile, lambda options: MatchStore())

@@ -1,0 +1,162 @@
+"""Stage decide (threshold rules): a sliding event-time window of matching items per (rule, key).
+
+The window of an item at time t is [t - within, t] (and no earlier than the clock - within); the rule
+fires when the window holds `count` items (or distinct values) and stays quiet until an item's window
+holds fewer, which re-arms it. docs/semantics.md has the precise rules.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from tosengine.policy.model import Rule, Threshold
+from tosengine.runtime.clock import DueHeap
+from tosengine.runtime.evaluate import MISSING, Fn, compile_expr
+from tosengine.runtime.items import Firing, Item
+from tosengine.runtime.kinds.base import NoDeadlines, Roles, RuntimeKind
+
+if TYPE_CHECKING:
+    from tosengine.runtime.program import CompiledRule
+
+__all__ = ["ABSENT", "THRESHOLD", "ThresholdSpec", "ThresholdState", "hashable"]
+
+# The `distinct` value of an item where the expression is absent: kept, but never counted.
+ABSENT = ("absent",)
+
+
+def hashable(v: Any) -> Any:
+    """A hashable stand-in for a value, equal exactly when the values are `==` in the language."""
+    if v is MISSING:
+        return ABSENT
+    if isinstance(v, list):
+        return ("list", tuple(hashable(x) for x in v))
+    if isinstance(v, dict):
+        return ("dict", tuple(sorted((k, hashable(x)) for k, x in v.items())))
+    if isinstance(v, bool):
+        return ("bool", v)
+    if isinstance(v, int | float):
+        return ("num", v)
+    return (type(v).__name__, v)
+
+
+@dataclass(frozen=True)
+class ThresholdSpec:
+    """A threshold rule compiled: its count, window and `distinct` closure."""
+
+    count: int
+    within: timedelta
+    distinct: Fn | None
+
+
+@dataclass(slots=True)  # one per open window: many
+class ThresholdState:
+    """The matching items kept for one (rule, key) in time order, and whether the rule is armed.
+
+    `counts` tracks how often each distinct value occurs among the kept items, so the distinct
+    count of an in-order item's window is O(1).
+    """
+
+    items: deque[tuple[Item, Any]] = field(default_factory=deque)
+    counts: dict[Any, int] = field(default_factory=dict)
+    armed: bool = True
+
+    def keep(self, item: Item, value: Any) -> None:
+        """Add an item, keeping time order (a late item is inserted in place)."""
+        if not self.items or self.items[-1][0].time <= item.time:
+            self.items.append((item, value))
+        else:
+            pos = len(self.items)
+            while pos > 0 and self.items[pos - 1][0].time > item.time:
+                pos -= 1
+            self.items.insert(pos, (item, value))
+        if value is not None and value is not ABSENT:
+            self.counts[value] = self.counts.get(value, 0) + 1
+
+    def forget(self) -> None:
+        """Drop the oldest kept item."""
+        _, value = self.items.popleft()
+        if value is not None and value is not ABSENT:
+            left = self.counts[value] - 1
+            if left:
+                self.counts[value] = left
+            else:
+                del self.counts[value]
+
+
+class ThresholdStore(NoDeadlines):
+    """Every open window of every threshold rule in one partition."""
+
+    def __init__(self) -> None:
+        self.windows: dict[tuple[int, str], ThresholdState] = {}
+        # One entry per live (rule, key): when its newest item may have left the window.
+        self.expiry: DueHeap[tuple[int, str]] = DueHeap()
+
+    def offer(self, rule: CompiledRule, key: str, item: Item, roles: Roles, now: datetime) -> list[Firing]:
+        """Count the item in its window; fire at `count`, then stay quiet until the window drops below it."""
+        spec: ThresholdSpec = rule.spec
+        st = self.windows.get((rule.index, key))
+        if st is None:
+            st = self.windows[(rule.index, key)] = ThresholdState()
+            self.expiry.push(item.time + spec.within, (rule.index, key))
+        horizon = now - spec.within
+        while st.items and st.items[0][0].time < horizon:
+            st.forget()
+        value = hashable(spec.distinct({item.kind: item.fields})) if spec.distinct is not None else None
+        if item.time == now:
+            # The usual case: an item at the clock's time has every kept item in its window.
+            if spec.distinct is None:
+                n = len(st.items) + 1
+            else:
+                n = len(st.counts) + (value is not ABSENT and value not in st.counts)
+            window = None
+        else:
+            # A late item: its window [t - within, t] may leave out kept items on either side.
+            lo = max(item.time - spec.within, horizon)
+            window = [(it, v) for it, v in st.items if lo <= it.time <= item.time]
+            window.append((item, value))
+            n = len({v for _, v in window if v is not ABSENT}) if spec.distinct is not None else len(window)
+        out: list[Firing] = []
+        if st.armed and n >= spec.count:
+            st.armed = False
+            members = window if window is not None else [*st.items, (item, value)]
+            # Kept items are in time order (for trimming); evidence is in stream order.
+            out.append(Firing(rule, key, item.time, sorted((it for it, _ in members), key=lambda it: it.seq),
+                              {item.kind: item.fields}))
+        elif not st.armed and n < spec.count:
+            st.armed = True
+        st.keep(item, value)
+        return out
+
+    def sweep(self, rules: Sequence[CompiledRule], now: datetime) -> None:
+        """Forget windows whose newest item is behind the clock."""
+        while (due := self.expiry.pop_before(now)) is not None:
+            _, (ri, key) = due
+            st = self.windows.get((ri, key))
+            if st is None:
+                continue
+            spec: ThresholdSpec = rules[ri].spec
+            until = st.items[-1][0].time + spec.within if st.items else now
+            if until < now or not st.items:
+                # Dropping `armed` too is equivalent: count >= 2, so the next lone item re-arms anyway.
+                del self.windows[(ri, key)]
+            else:
+                self.expiry.push(until, (ri, key))
+
+    def size(self) -> dict[str, int]:
+        """Open windows and the items they keep."""
+        return {"threshold_keys": len(self.windows),
+                "threshold_items": sum(len(s.items) for s in self.windows.values()),
+                "threshold_expiry": len(self.expiry)}
+
+
+def _compile(rule: Rule) -> ThresholdSpec:
+    body = rule.body
+    assert isinstance(body, Threshold)
+    return ThresholdSpec(body.count, body.within, compile_expr(body.distinct) if body.distinct is not None else None)
+
+
+THRESHOLD = RuntimeKind("threshold", _compile, lambda options: ThresholdStore())

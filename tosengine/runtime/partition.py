@@ -1,0 +1,124 @@
+"""Stage decide (state): everything one partition remembers between events, in one object.
+
+A PartitionState holds the event-time clock, the stream position, the redelivery memory, each rule
+kind's store (threshold windows, partial matches, obligations), the escalation ladder and the
+counters. The pipeline (runtime/pipeline.py) reads and changes it; nothing else does. The engine
+holds one; a Kafka worker holds one per partition it owns.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from tosengine.policy.model import Ladder
+from tosengine.runtime.clock import Clock
+from tosengine.runtime.items import Firing
+from tosengine.runtime.kinds import RUNTIME_KINDS, KindStore, StateOptions
+from tosengine.runtime.kinds.sequence import SequenceStore
+from tosengine.runtime.ladder import LadderState
+from tosengine.runtime.program import CompiledRule
+
+__all__ = ["PartitionState", "Redelivery", "identity"]
+
+
+def identity(source: str, ident: str) -> str:
+    """(source, id) as one string, without ambiguity: the length prefix says where the source ends."""
+    return f"{len(source)}:{source}{ident}"
+
+
+class Redelivery:
+    """The (source, id) pairs processed within the redelivery window (event time), to drop copies."""
+
+    def __init__(self, window: timedelta) -> None:
+        self.window = window
+        # Keyed by one string per (source, id), not a tuple of two: 1,000,000 identities inside the
+        # window cost about 100 MB less (see identity()).
+        self.seen: dict[str, datetime] = {}
+        # Identities in arrival order: forgetting walks from the front (an out-of-order late pair may
+        # wait behind newer ones; only memory, never the duplicate check, depends on that).
+        self.order: deque[str] = deque()
+
+    def is_duplicate(self, key: str, now: datetime | None) -> bool:
+        """Seen before, and the clock has not passed that time + the window (docs/semantics.md)."""
+        first = self.seen.get(key)
+        return first is not None and (now is None or now <= first + self.window)
+
+    def remember(self, key: str, time: datetime) -> None:
+        """Note a processed identity at its event time."""
+        self.seen[key] = time
+        self.order.append(key)
+
+    def sweep(self, now: datetime) -> None:
+        """Forget identities older than the window."""
+        horizon = now - self.window
+        order, seen = self.order, self.seen
+        while order:
+            t = seen.get(order[0])
+            if t is not None and t >= horizon:
+                break
+            key = order.popleft()
+            if t is not None:
+                del seen[key]
+
+
+class PartitionState:
+    """All mutable state of one partition (docs/semantics.md names each part)."""
+
+    def __init__(self, options: StateOptions) -> None:
+        self.options = options
+        self.clock = Clock()
+        self.seq = 0  # stream position of the last item created
+        self.redelivery = Redelivery(options.dedupe_window)
+        self.stores: dict[str, KindStore] = {name: k.new_store(options) for name, k in RUNTIME_KINDS.items()}
+        self.ladder = LadderState()
+        # events, duplicates, facts, violations, skipped_no_key
+        self.counts: Counter[str] = Counter()
+        # How often each rule fired (a violation, or its fact for emit-only rules): policy test coverage.
+        self.fired: Counter[str] = Counter()
+
+    def drop_rule_state(self) -> None:
+        """Forget every rule's state (windows, partial matches, obligations, ladder); keep the clock,
+        the stream position, the redelivery memory and the counters."""
+        self.stores = {name: k.new_store(self.options) for name, k in RUNTIME_KINDS.items()}
+        self.ladder = LadderState()
+
+    def sweep(self, rules: Sequence[CompiledRule], ladder: Ladder | None, now: datetime) -> None:
+        """Forget state that no future item can use: windows, partial matches, ladder memory and
+        redelivery memory behind the clock."""
+        for store in self.stores.values():
+            store.sweep(rules, now)
+        self.ladder.sweep(ladder, now)
+        self.redelivery.sweep(now)
+
+    def pop_due(self, rules: Sequence[CompiledRule], now: datetime) -> Firing | None:
+        """The earliest firing due strictly before `now` in any store (an obligation lapsing), or None."""
+        best: KindStore | None = None
+        best_at: datetime | None = None
+        for store in self.stores.values():
+            at = store.next_due()
+            if at is not None and at < now and (best_at is None or at < best_at):
+                best, best_at = store, at
+        return best.pop_due(rules, now) if best is not None else None
+
+    def due(self, now: datetime) -> bool:
+        """Whether anything may be due strictly before `now` (cheap: heads of the heaps only)."""
+        return any((at := s.next_due()) is not None and at < now for s in self.stores.values())
+
+    def stats(self) -> dict[str, int]:
+        """The counters, as the engine reports them."""
+        sequences = self.stores["sequence"]
+        dropped = sequences.dropped if isinstance(sequences, SequenceStore) else 0
+        return {"events": 0, "duplicates": 0, "facts": 0, "violations": 0, "skipped_no_key": 0,
+                **self.counts, "partials_dropped": dropped}
+
+    def size(self) -> dict[str, int]:
+        """How much state is held, for memory tests and monitoring."""
+        out: dict[str, int] = {}
+        for store in self.stores.values():
+            out.update(store.size())
+        out["dedupe"] = len(self.redelivery.seen)
+        out["ladder_subjects"] = len(self.ladder.seen)
+        out["ladder_expiry"] = len(self.ladder.expiry)
+        return out

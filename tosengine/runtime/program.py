@@ -1,0 +1,76 @@
+"""Stage compile (runtime): CheckedPolicySet -> Program, what the pipeline runs.
+
+A Program is immutable once built: the compiled plan, a matcher holding its durable_rules rulesets,
+and every rule's expressions as closures. Per-partition state lives apart (runtime/partition.py), so
+one Program serves any number of partitions, and a reload builds a new Program beside the old one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tosengine.policy.compile import Plan, compile_policy_set
+from tosengine.policy.model import CheckedPolicySet, Ladder, Policy, Rule
+from tosengine.runtime.evaluate import Env, Fn, compile_expr, compile_template
+from tosengine.runtime.kinds import RuntimeKind, runtime_kind
+from tosengine.runtime.matcher import Matcher
+from tosengine.runtime.smoke import smoke_spec
+from tosengine.runtime.smoke import smoke_test as run_smoke_test
+
+__all__ = ["CompiledRule", "Program"]
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    """A rule with its expressions compiled to closures: the options every kind shares, the joined
+    (cross-item) part of each of its triggers by (role, step), and its kind's own `spec`."""
+
+    index: int
+    rule: Rule
+    policy: Policy
+    kind: RuntimeKind
+    key: Fn | None
+    message: Callable[[Env], str] | None
+    emit: tuple[tuple[str, Fn], ...] | None
+    joined: dict[tuple[str, int], Fn | None]
+    spec: Any
+
+
+class Program:
+    """Checked policies compiled for running: plan, matcher, compiled rules. Close it to free the matcher.
+
+    `smoke_test` is the timeout (seconds) of the load-time check, in a subprocess, that durable_rules
+    neither crashes nor hangs on the compiled rulesets; None skips it.
+    """
+
+    def __init__(self, policies: CheckedPolicySet, *, smoke_test: float | None = None) -> None:
+        self.policies = policies
+        self.plan: Plan = compile_policy_set(policies)
+        if smoke_test is not None:
+            run_smoke_test(smoke_spec(self.plan), smoke_test)
+        joined: list[dict[tuple[str, int], Fn | None]] = [{} for _ in policies.rules]
+        for t in self.plan.triggers:
+            joined[t.rule][(t.role, t.step)] = compile_expr(t.joined) if t.joined is not None else None
+        self.rules: list[CompiledRule] = [_compile_rule(i, rule, policies.policy(rule.policy), joined[i])
+                                          for i, rule in enumerate(policies.rules)]
+        # Per trigger: the rest of its condition on the item itself, checked after durable_rules selects it.
+        self.local: list[Fn | None] = [compile_expr(t.local) if t.local is not None else None
+                                       for t in self.plan.triggers]
+        self.ladder: Ladder | None = policies.ladder
+        self.matcher = Matcher(self.plan)
+
+    def close(self) -> None:
+        """Free the durable_rules rulesets."""
+        self.matcher.close()
+
+
+def _compile_rule(index: int, rule: Rule, policy: Policy, joined: dict[tuple[str, int], Fn | None]) -> CompiledRule:
+    kind = runtime_kind(rule.kind)
+    return CompiledRule(
+        index=index, rule=rule, policy=policy, kind=kind,
+        key=compile_expr(rule.key) if rule.key is not None else None,
+        message=compile_template(rule.message) if rule.message is not None else None,
+        emit=tuple((k, compile_expr(e)) for k, e in rule.emit.data) if rule.emit is not None else None,
+        joined=joined, spec=kind.compile(rule))
