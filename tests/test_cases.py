@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from tosengine import Engine, check_sources
+from tosengine.cases import load_behaviour_case
 from tosengine.events import parse_time, validate_event
 from tosengine.policy.sources import Source
 from tosengine.runtime.reference import evaluate_reference
@@ -24,19 +24,20 @@ def _ident(v: dict[str, Any]) -> tuple[str, str, str, tuple[str, ...]]:
 
 @pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
 def test_case(path: Path) -> None:
-    case = yaml.safe_load(path.read_text(encoding="utf-8"))
-    checked, diags = check_sources([Source(n, t) for n, t in case["policies"].items()])
+    case = load_behaviour_case(path)
+    assert case.policies is not None
+    checked, diags = check_sources([Source(n, t) for n, t in case.policies.items()])
     assert checked is not None, [d.render() for d in diags]
-    events = [validate_event(e) for e in case["events"]]
-    until = parse_time(case["until"]) if case.get("until") else None
+    events = [validate_event(e) for e in case.events]
+    until = case.until
     with Engine(checked) as engine:
         got = engine.process_many(events)
         if until is not None:
             got += engine.advance_to(until)
-    want = Counter(_ident(w) for w in case["want"])
+    want = Counter(_ident(w) for w in case.expect)
     have = Counter(_ident(v.to_json()) for v in got)
-    assert have == want, f"{case['note']}\nmissing: {want - have}\nunexpected: {have - want}"
-    for w in case["want"]:
+    assert have == want, f"{case.name}\nmissing: {want - have}\nunexpected: {have - want}"
+    for w in case.expect:
         if "time" in w:
             times = [v.time for v in got if _ident(v.to_json()) == _ident(w)]
             assert parse_time(w["time"]) in times, f"time of {w}"

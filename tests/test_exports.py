@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import tosengine
@@ -12,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_public_names_are_pinned() -> None:
     assert sorted(tosengine.__all__) == [
-        "CheckedPolicySet", "Engine", "Event", "EventError", "Explanation", "MatcherError", "PolicyError",
+        "AuditError", "CheckedPolicySet", "Engine", "Event", "EventError", "Explanation", "MatcherError", "PolicyError",
         "TosEngineError", "Violation", "check_policy_set", "check_sources", "explain_violation", "read_sources",
         "validate_event",
     ]
@@ -21,8 +23,22 @@ def test_public_names_are_pinned() -> None:
 
 
 def test_errors_share_one_base() -> None:
-    for name in ("EventError", "MatcherError", "PolicyError"):
-        assert issubclass(getattr(tosengine, name), tosengine.TosEngineError)
+    from tosengine.policy.expr import ExprSyntaxError
+    from tosengine.policy.yaml import YamlError
+
+    for error in (tosengine.EventError, tosengine.MatcherError, tosengine.PolicyError, tosengine.AuditError,
+                  ExprSyntaxError, YamlError):
+        assert issubclass(error, tosengine.TosEngineError)
+
+
+def test_the_policy_stages_load_no_engine_and_no_database() -> None:
+    """Checking policies (editors, CI) needs neither durable_rules nor SQLAlchemy nor Alembic."""
+    code = ("import sys, tosengine.policy, tosengine.policy.check, tosengine.policy.compile; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('durable', 'durable_rules_engine', 'sqlalchemy', 'alembic')))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "[]"
 
 
 def test_only_the_matcher_imports_durable_rules() -> None:

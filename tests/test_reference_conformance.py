@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from tests.support import PENDING
+from tosengine.cases import load_behaviour_case
 from tosengine.errors import EventError
-from tosengine.events import Event, parse_event_line, validate_event
+from tosengine.events import Event, parse_event_line, parse_time, validate_event
 from tosengine.policy.check import check_sources
 from tosengine.policy.sources import Source
 from tosengine.runtime.reference import evaluate_reference
@@ -25,39 +23,7 @@ if not CASES.is_dir():
     pytest.skip(f"conformance cases not found at {CASES} (the shared folder sits beside the repo)",
                 allow_module_level=True)
 
-UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 Ident = tuple[str, str, str, tuple[str, ...]]
-
-
-# `when`, `fill` and `expand` follow ../shared/conformance/run.py exactly, so the events are the same.
-def when(s: str) -> datetime:
-    """RFC 3339 -> aware datetime, any number of fraction digits."""
-    m = re.fullmatch(r"(.{19})(?:\.(\d+))?([Zz]|[+-]\d\d:\d\d)", s)
-    assert m is not None, s
-    return datetime.fromisoformat(f"{m[1]}.{(m[2] or '')[:6]:0<6}{'+00:00' if m[3] in 'Zz' else m[3]}")
-
-
-def fill(x: Any, i: int) -> Any:
-    """Replace "{i}" by i in every string of a template."""
-    if isinstance(x, dict):
-        return {k: fill(v, i) for k, v in x.items()}
-    if isinstance(x, list):
-        return [fill(v, i) for v in x]
-    return x.replace("{i}", str(i)) if isinstance(x, str) else x
-
-
-def expand(case: dict[str, Any]) -> tuple[list[Any], list[dict[str, Any]]]:
-    """The listed events, then each `generate` block, instance by instance; likewise for `want`."""
-    events, want = list(case.get("events") or []), list(case.get("want") or [])
-    for g in case.get("generate") or []:
-        m = re.fullmatch(r"(\d+)([smhd])", g["every"])
-        assert m is not None
-        n, unit = m.groups()
-        for i in range(g["count"]):
-            t = (when(g["start"]) + i * timedelta(**{UNITS[unit]: int(n)})).isoformat().replace("+00:00", "Z")
-            events += [{"time": t, **fill(e, i)} for e in g["events"]]
-            want += [fill(w, i) for w in g.get("want") or []]
-    return events, want
 
 
 def accepted(raw: list[Any]) -> list[Event]:
@@ -100,13 +66,14 @@ def _params() -> list[object]:
 
 @pytest.mark.parametrize("path", _params())
 def test_conformance_case(path: Path) -> None:
-    case = yaml.safe_load(path.read_text(encoding="utf-8"))
-    raw, want = expand(case)
+    case = load_behaviour_case(path)
+    raw, want = case.events, case.expect
+    assert case.policies is not None
     # Sorted by name as read_sources sorts files, so rule order is the one the CLI would use.
-    sources = [Source(name, text) for name, text in sorted(case["policies"].items())]
+    sources = [Source(name, text) for name, text in sorted(case.policies.items())]
     checked, diags = check_sources(sources)
     assert checked is not None, [str(d) for d in diags]
-    until = when(case["until"]) if case.get("until") else None
+    until = case.until
 
     got = evaluate_reference(checked, accepted(raw), until)
 
@@ -115,9 +82,9 @@ def test_conformance_case(path: Path) -> None:
     problems += [f"unexpected {k}" for k in (have - need).elements()]
     for w in want:
         if "time" in w and want_ident(w) in have and not any(
-                got_ident(g) == want_ident(w) and g.time == when(w["time"]) for g in got):
+                got_ident(g) == want_ident(w) and g.time == parse_time(w["time"]) for g in got):
             problems.append(f"time is not {w['time']}: {want_ident(w)}")
-    for r in case.get("want_rejected") or []:
+    for r in case.rejected:
         rid = r if isinstance(r, str) else (raw[r] if isinstance(raw[r], dict) else {}).get("id")
         if rid and any(rid in g.evidence for g in got):
             problems.append(f"rejected event {rid} is evidence")

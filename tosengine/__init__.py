@@ -1,37 +1,64 @@
 """tosengine: terms-of-service enforcement with policies compiled onto durable_rules.
 
-The public surface; everything else is internal. See docs/ and DESIGN.md section 5.
+The public surface; everything else is internal. See docs/ and DESIGN.md section 5. Names are
+imported when first used (PEP 562), so `import tosengine.policy` -- the checker, for editors and CI --
+loads neither durable_rules nor SQLAlchemy nor Alembic.
 """
 
-from tosengine._version import __version__ as __version__
-from tosengine.errors import EventError as EventError
-from tosengine.errors import MatcherError as MatcherError
-from tosengine.errors import PolicyError as PolicyError
-from tosengine.errors import TosEngineError as TosEngineError
-from tosengine.events import Event as Event
-from tosengine.events import validate_event as validate_event
-from tosengine.explain import Explanation as Explanation
-from tosengine.explain import explain_violation as explain_violation
-from tosengine.policy.check import check_policy_set as check_policy_set
-from tosengine.policy.check import check_sources as check_sources
-from tosengine.policy.model import CheckedPolicySet as CheckedPolicySet
-from tosengine.policy.sources import read_sources as read_sources
-from tosengine.runtime.engine import Engine as Engine
-from tosengine.violation import Violation as Violation
+from __future__ import annotations
 
-__all__ = [
-    "CheckedPolicySet",
-    "Engine",
-    "Event",
-    "EventError",
-    "Explanation",
-    "MatcherError",
-    "PolicyError",
-    "TosEngineError",
-    "Violation",
-    "check_policy_set",
-    "check_sources",
-    "explain_violation",
-    "read_sources",
-    "validate_event",
-]
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+from tosengine._version import __version__ as __version__
+
+if TYPE_CHECKING:
+    from tosengine.errors import AuditError as AuditError
+    from tosengine.errors import EventError as EventError
+    from tosengine.errors import MatcherError as MatcherError
+    from tosengine.errors import PolicyError as PolicyError
+    from tosengine.errors import TosEngineError as TosEngineError
+    from tosengine.events import Event as Event
+    from tosengine.events import validate_event as validate_event
+    from tosengine.explain import Explanation as Explanation
+    from tosengine.explain import explain_violation as explain_violation
+    from tosengine.policy.check import check_policy_set as check_policy_set
+    from tosengine.policy.check import check_sources as check_sources
+    from tosengine.policy.model import CheckedPolicySet as CheckedPolicySet
+    from tosengine.policy.sources import read_sources as read_sources
+    from tosengine.runtime.engine import Engine as Engine
+    from tosengine.violation import Violation as Violation
+
+# Public name -> the module that defines it.
+_HOMES = {
+    "AuditError": "tosengine.errors",
+    "CheckedPolicySet": "tosengine.policy.model",
+    "Engine": "tosengine.runtime.engine",
+    "Event": "tosengine.events",
+    "EventError": "tosengine.errors",
+    "Explanation": "tosengine.explain",
+    "MatcherError": "tosengine.errors",
+    "PolicyError": "tosengine.errors",
+    "TosEngineError": "tosengine.errors",
+    "Violation": "tosengine.violation",
+    "check_policy_set": "tosengine.policy.check",
+    "check_sources": "tosengine.policy.check",
+    "explain_violation": "tosengine.explain",
+    "read_sources": "tosengine.policy.sources",
+    "validate_event": "tosengine.events",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'tosengine' has no attribute {name!r}")
+    value = getattr(import_module(home), name)
+    globals()[name] = value  # the next lookup is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOMES])

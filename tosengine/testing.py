@@ -23,48 +23,20 @@ Every case runs on a fresh engine with all the policies of the directory, so cha
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from tosengine.cases import Case, CaseError, load_policy_tests
 from tosengine.errors import TosEngineError
-from tosengine.events import parse_time
 from tosengine.policy.model import CheckedPolicySet
-from tosengine.policy.yaml import YamlError, load_yaml
 from tosengine.runtime.engine import Engine
 from tosengine.violation import Violation
 
 __all__ = ["CaseResult", "TestRun", "run_policy_tests"]
 
-_REL = re.compile(r"\+((?:\d+[smhd])+)")
-_PART = re.compile(r"(\d+)([smhd])")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-DEFAULT_START = "2026-01-01T00:00:00Z"
 _MATCH_KEYS = ("policy", "rule", "subject", "message", "evidence", "action", "severity", "ladder_step")
-
-
-class PolicyTestError(TosEngineError):
-    """A test file is malformed; the message names the file and line."""
-
-
-def _span(text: str) -> timedelta:
-    """`1h30m` -> a timedelta (the caller has matched _REL)."""
-    return sum((timedelta(**{_UNITS[u]: int(n)}) for n, u in _PART.findall(text)), timedelta())
-
-
-def _when(value: Any, start: datetime, where: str) -> datetime:
-    if not isinstance(value, str):
-        raise PolicyTestError(f"{where}: a time is RFC 3339 or relative like +3d or +1h30m")
-    m = _REL.fullmatch(value.strip())
-    if m:
-        return start + _span(m[1])
-    try:
-        return parse_time(value)
-    except ValueError:
-        raise PolicyTestError(f"{where}: a time is RFC 3339 or relative like +3d or +1h30m") from None
 
 
 @dataclass
@@ -119,15 +91,6 @@ class TestRun:
         return [r for r in self.rules if not self.fired[r]]
 
 
-def _fill(x: Any, i: int) -> Any:
-    """Replace "{i}" in every string of a repeated event template."""
-    if isinstance(x, dict):
-        return {k: _fill(v, i) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_fill(v, i) for v in x]
-    return x.replace("{i}", str(i)) if isinstance(x, str) else x
-
-
 def _matches(pattern: dict[str, Any], v: Violation) -> bool:
     for k in _MATCH_KEYS:
         if k not in pattern:
@@ -144,56 +107,28 @@ def _matches(pattern: dict[str, Any], v: Violation) -> bool:
     return True
 
 
-def _run_case(policies: CheckedPolicySet, path: str, line: int, case: dict[str, Any], policy_id: str,
-              fired: Counter[str]) -> CaseResult:
-    name = str(case.get("name") or f"case at line {line}")
-    where = f"{path}:{line}"
+def _run_case(policies: CheckedPolicySet, case: Case, fired: Counter[str]) -> CaseResult:
+    if case.error:
+        return CaseResult(case.path, case.line, case.name, False, error=case.error)
     try:
-        start = _when(case.get("start", DEFAULT_START), parse_time(DEFAULT_START), where)
-        events: list[dict[str, Any]] = []
-        last = start
-        slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-        for raw in case.get("events") or []:
-            if not isinstance(raw, dict):
-                raise PolicyTestError(f"{where}: event #{len(events) + 1} must be a mapping")
-            if "repeat" in raw:
-                m = _REL.fullmatch(f"+{raw.get('every', '0s')}")
-                if m is None:
-                    raise PolicyTestError(f"{where}: `every` is a duration such as 9s or 1h30m")
-                every = _span(m[1])
-                base = _when(raw["time"], start, where) if "time" in raw else last
-                for i in range(int(raw["repeat"])):
-                    e = _fill(dict(raw["event"]), i)
-                    last = base + i * every
-                    e["time"] = last.isoformat()
-                    e["id"] = str(e.get("id", f"{slug}-{len(events) + 1}"))
-                    events.append(e)
-                continue
-            e = dict(raw)
-            last = _when(e["time"], start, where) if "time" in e else last
-            e["time"] = last.isoformat()
-            e["id"] = str(e.get("id", f"{slug}-{len(events) + 1}"))
-            events.append(e)
-        expect = [{"policy": policy_id, **x} for x in case.get("expect") or []]
-        absent = [{"policy": policy_id, **x} for x in case.get("expect_absent") or []]
         with Engine(policies) as engine:
-            actual = engine.process_many(events)
-            if "advance" in case:
-                actual += engine.advance_to(_when(case["advance"], last, where))
+            actual = engine.process_many(case.events)
+            if case.until is not None:
+                actual += engine.advance_to(case.until)
             fired.update(engine.fired)
-    except (TosEngineError, KeyError, TypeError, ValueError) as exc:
-        return CaseResult(path, line, name, False, error=f"{type(exc).__name__}: {exc}")
+    except TosEngineError as exc:
+        return CaseResult(case.path, case.line, case.name, False, error=f"{type(exc).__name__}: {exc}")
     remaining = list(actual)
     missing = []
-    for pat in expect:
+    for pat in case.expect:
         hit = next((v for v in remaining if _matches(pat, v)), None)
         if hit is None:
             missing.append(pat)
         else:
             remaining.remove(hit)
-    unexpected = [(pat, v) for pat in absent for v in actual if _matches(pat, v)]
+    unexpected = [(pat, v) for pat in case.expect_absent for v in actual if _matches(pat, v)]
     ok = not missing and not unexpected
-    return CaseResult(path, line, name, ok, missing, unexpected, [] if ok else actual)
+    return CaseResult(case.path, case.line, case.name, ok, missing, unexpected, [] if ok else actual)
 
 
 def run_policy_tests(policies: CheckedPolicySet, directory: str | Path) -> TestRun:
@@ -207,18 +142,9 @@ def run_policy_tests(policies: CheckedPolicySet, directory: str | Path) -> TestR
         policy_id = next((pid for pth, pid in by_path.items() if pth.parent == f.resolve().parent
                           and pth.stem == stem), stem)
         try:
-            doc = load_yaml(f.read_text(encoding="utf-8"))
-        except YamlError as exc:
-            results.append(CaseResult(str(f), exc.span.line, "(file)", False, error=exc.message))
+            cases = load_policy_tests(f, policy_id)
+        except CaseError as exc:
+            results.append(CaseResult(str(f), 1, "(file)", False, error=str(exc)))
             continue
-        cases = doc.value.get("tests") if isinstance(doc.value, dict) else None
-        if not isinstance(cases, list) or not cases:
-            results.append(CaseResult(str(f), 1, "(file)", False, error="a test file has `tests:`, a list of cases"))
-            continue
-        for i, case in enumerate(cases):
-            line = doc.span(("tests", i)).line
-            if not isinstance(case, dict):
-                results.append(CaseResult(str(f), line, f"case {i + 1}", False, error="a case is a mapping"))
-                continue
-            results.append(_run_case(policies, str(f), line, case, policy_id, fired))
+        results.extend(_run_case(policies, case, fired) for case in cases)
     return TestRun(results, fired, [r.id for r in policies.rules])

@@ -18,12 +18,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic_core import to_json
-from sqlalchemy import Connection, Engine, create_engine, event, insert, select, update
+from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
 from tosengine._version import __version__
 from tosengine.audit.chain import GENESIS, link_hash
+from tosengine.audit.connect import connect, database_errors, masked
 from tosengine.audit.migrate import upgrade_database
 from tosengine.audit.models import AcceptedEvent, ChainHead, Meta, PolicyVersion, RejectedEvent, ViolationRow
 from tosengine.errors import AuditError, EventError
@@ -31,7 +32,7 @@ from tosengine.events import EventRecord
 from tosengine.policy.model import CheckedPolicySet
 from tosengine.violation import Violation, format_time
 
-__all__ = ["AuditError", "AuditLog", "audit_key", "connect"]
+__all__ = ["AuditError", "AuditLog", "audit_key"]
 
 ENGINE_VERSION = f"tosengine {__version__}"
 
@@ -40,28 +41,6 @@ def audit_key() -> bytes | None:
     """The optional secret that turns chain hashes into HMACs (env TOSENGINE_AUDIT_KEY)."""
     k = os.environ.get("TOSENGINE_AUDIT_KEY")
     return k.encode("utf-8") if k else None
-
-
-def connect(url: str) -> Engine:
-    """A SQLAlchemy engine; SQLite gets WAL, a busy timeout and write-locking transactions."""
-    if url.startswith("sqlite"):
-        eng = create_engine(url)
-
-        @event.listens_for(eng, "connect")
-        def _on_connect(dbapi: Any, _rec: Any) -> None:
-            dbapi.isolation_level = None  # let the "begin" hook below issue BEGIN itself
-            cur = dbapi.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA busy_timeout=30000")
-            cur.close()
-
-        @event.listens_for(eng, "begin")
-        def _on_begin(conn: Connection) -> None:
-            # IMMEDIATE takes the write lock up front: reading the chain head and appending are atomic.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-        return eng
-    return create_engine(url, pool_pre_ping=True)
 
 
 def _utc(t: datetime) -> datetime:
@@ -99,8 +78,10 @@ class AuditLog:
     def __init__(self, url: str, *, batch_size: int = 5000, upgrade: bool = True, key: bytes | None = None) -> None:
         self.url = url
         self.engine = connect(url)
-        if upgrade:
-            upgrade_database(self.engine)
+        with database_errors(url, "open"):
+            if upgrade:
+                upgrade_database(self.engine)
+            self._salt = self._load_salt()
         self.batch_size = batch_size
         self.key = key if key is not None else audit_key()
         self._sensitive: tuple[tuple[str, ...], ...] = ()
@@ -108,7 +89,6 @@ class AuditLog:
         self._events: list[tuple[Any, ...]] = []  # _EVENT_COLUMNS but the last
         self._violations: list[dict[str, Any]] = []
         self._rejected: list[dict[str, Any]] = []
-        self._salt = self._load_salt()
         self._sqlite = self.engine.dialect.name == "sqlite"
         mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
         self._insert_events = (f"INSERT INTO {AcceptedEvent.__tablename__} ({', '.join(_EVENT_COLUMNS)}) "
@@ -192,7 +172,7 @@ class AuditLog:
                 if self._violations:
                     self._append_violations(conn, now)
         except SQLAlchemyError as exc:
-            raise AuditError(f"could not write to the audit log ({self.url}): {exc}") from exc
+            raise AuditError(f"could not write to the audit log ({masked(self.url)}): {exc}") from exc
         self._policies, self._events, self._violations, self._rejected = [], [], [], []
 
     def _lock(self, conn: Connection) -> None:

@@ -1,25 +1,44 @@
-"""Schema migrations: run the Alembic scripts in migrations/ programmatically (`tosengine db upgrade`)."""
+"""Stage audit (schema): run the Alembic migrations that ship as tosengine.migrations (`db upgrade`).
+
+The scripts live in the top-level migrations/ folder of the source tree and are installed inside the
+package (pyproject.toml maps the folder to tosengine.migrations), so a wheel has them too.
+"""
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
-__all__ = ["MIGRATIONS", "alembic_config", "upgrade_database"]
+from tosengine.errors import AuditError
 
-MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+__all__ = ["alembic_config", "head_revision", "migrations_dir", "upgrade_database"]
+
+
+def migrations_dir() -> Path:
+    """Where the installed migrations are (a directory Alembic can read)."""
+    path = Path(str(files("tosengine.migrations")))
+    if not (path / "env.py").is_file():
+        raise AuditError(f"the audit log's migrations are missing from the installed package ({path})")
+    return path
 
 
 def alembic_config() -> Config:
-    """An Alembic config pointing at the project's migrations/ directory."""
-    if not (MIGRATIONS / "env.py").exists():
-        raise FileNotFoundError(f"Alembic migrations not found at {MIGRATIONS} (install the project with pip -e)")
+    """An Alembic config pointing at the package's migrations."""
     cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("script_location", str(migrations_dir()))
     return cfg
+
+
+def head_revision() -> str:
+    """The schema revision this tosengine writes."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None  # the package ships at least one revision
+    return head
 
 
 def upgrade_database(engine: Engine) -> None:

@@ -1,0 +1,1 @@
+"""The audit log's Alembic migrations, shipped inside the package as tosengine.migrations."""

@@ -1,0 +1,63 @@
+"""`tosengine audit list|verify|export`: read the audit log (opened read-only: nothing is ever written)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import TextIO
+
+from tosengine.audit.connect import database_errors
+from tosengine.audit.query import export_html, export_json, list_violations, row_json
+from tosengine.audit.reader import AuditReader
+from tosengine.audit.verify import verify_chain
+from tosengine.cli.common import EXIT_FINDINGS, EXIT_OK, Command, db_arg, db_url, time_arg
+
+__all__ = ["AUDIT"]
+
+
+def _arguments(a: argparse.ArgumentParser) -> None:
+    asub = a.add_subparsers(dest="audit_command", required=True, metavar="AUDIT_COMMAND")
+    al = asub.add_parser("list", help="list violations (all that match, unless --limit)")
+    db_arg(al)
+    al.add_argument("--subject", help="only violations against this subject")
+    al.add_argument("--policy", help="only violations of this policy")
+    al.add_argument("--since", type=time_arg, metavar="TIME", help="only violations at or after TIME")
+    al.add_argument("--limit", type=int, metavar="N", help="at most N violations")
+    al.add_argument("--format", choices=("table", "json"), default="table")
+    av = asub.add_parser("verify", help="check the hash chain; exit 0 intact, 1 naming the first bad row")
+    db_arg(av)
+    ae = asub.add_parser("export", help="the case file of one subject: violations, clauses, evidence, chain check")
+    db_arg(ae)
+    ae.add_argument("--subject", required=True)
+    ae.add_argument("--format", choices=("json", "html"), default="json")
+
+
+def _run(args: argparse.Namespace, out: TextIO) -> int:
+    url = db_url(args.db)
+    with AuditReader(url) as log, database_errors(url, "read"):
+        if args.audit_command == "verify":
+            result = verify_chain(log.engine, log.key)
+            print(result.describe(), file=out)
+            return EXIT_OK if result.ok else EXIT_FINDINGS
+        if args.audit_command == "list":
+            rows = list_violations(log.engine, subject=args.subject, policy=args.policy, since=args.since,
+                                   limit=args.limit)
+            if args.format == "table":
+                out.write(f"{'TIME':24} {'RULE':48} {'SUBJECT':28} {'SEVERITY':8} {'ACTION':14} ID\n")
+            for r in rows:
+                j = row_json(r)
+                if args.format == "json":
+                    out.write(json.dumps(j, ensure_ascii=False) + "\n")
+                else:
+                    out.write(f"{j['time']:24} {j['rule']:48} {j['subject']:28} {j['severity']:8} "
+                              f"{j['action']:14} {j['id']}\n")
+            return EXIT_OK
+        result = verify_chain(log.engine, log.key)
+        if args.format == "html":
+            out.write(export_html(log.engine, args.subject, result) + "\n")
+        else:
+            out.write(json.dumps(export_json(log.engine, args.subject, result), ensure_ascii=False, indent=2) + "\n")
+        return EXIT_OK
+
+
+AUDIT = Command("audit", "read and verify the audit log (read-only)", _arguments, _run)

@@ -1,0 +1,63 @@
+"""What the commands share: defaults, arguments, exit codes, and how violations are printed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TextIO
+
+from tosengine.events import parse_time
+from tosengine.violation import Violation, format_time
+
+__all__ = ["EXIT_FINDINGS", "EXIT_OK", "EXIT_USAGE", "Command", "db_arg", "db_url", "policies_dir",
+           "print_violation", "time_arg"]
+
+EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class Command:
+    """One CLI command: its name, help line, arguments and what it runs (returning the exit status)."""
+
+    name: str
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace, TextIO], int]
+    description: str = ""
+
+
+def policies_dir(given: str | None) -> str:
+    """The policy directory: as given, else $TOSENGINE_POLICIES, else ./policies."""
+    return given or os.environ.get("TOSENGINE_POLICIES", "policies")
+
+
+def db_url(given: str | None) -> str:
+    """The audit database URL: as given, else $TOSENGINE_DB, else sqlite:///tosengine.db."""
+    return given or os.environ.get("TOSENGINE_DB", "sqlite:///tosengine.db")
+
+
+def db_arg(p: argparse.ArgumentParser) -> None:
+    """The --db option."""
+    p.add_argument("--db", default=None, metavar="URL",
+                   help="audit database URL (default: $TOSENGINE_DB or sqlite:///tosengine.db)")
+
+
+def time_arg(text: str) -> datetime:
+    """An RFC 3339 time argument."""
+    try:
+        return parse_time(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+
+
+def print_violation(v: Violation, fmt: str, out: TextIO) -> None:
+    """One violation as a table row or a JSON line."""
+    if fmt == "json":
+        out.write(json.dumps(v.to_json(), ensure_ascii=False) + "\n")
+    else:
+        out.write(f"{format_time(v.time):24} {v.rule:48} {v.subject:28} {v.severity:8} {v.action:14} "
+                  f"{','.join(v.evidence)}\n")
