@@ -96,7 +96,7 @@ def _raw(policies: CheckedPolicySet, lines: list[str]) -> tuple[float, float]:
             for name, batch in by_rs.items():
                 for i in range(0, len(batch), 1000):
                     with contextlib.suppress(dr_engine.MessageNotHandledException):
-                        host.post_batch(name, batch[i:i + 1000])
+                        host.post_batch(name, batch[i : i + 1000])
         out.append(time.perf_counter() - t0)
     return out[0], out[1]
 
@@ -146,8 +146,23 @@ def _pg_schema() -> Iterator[str | None]:
 def _replay(stream: Path, *options: str) -> float:
     """Seconds of `tosengine replay` as a subprocess (start-up, policy check and smoke test included)."""
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "tosengine", "replay", str(stream), "--policies", str(ROOT / "policies"),
-                    "--format", "json", *options], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tosengine",
+            "replay",
+            str(stream),
+            "--policies",
+            str(ROOT / "policies"),
+            "--format",
+            "json",
+            *options,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=True,
+    )
     return time.perf_counter() - t0
 
 
@@ -178,9 +193,24 @@ def bench_pack(n: int, seed: int, rounds: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         stream = Path(tmp) / "events.jsonl"
         with stream.open("w", encoding="utf-8") as fh:
-            subprocess.run([sys.executable, str(ROOT / "examples" / "generate.py"), "--events", str(n),
-                            "--accounts", str(max(100, n // 10)), "--days", "30", "--seed", str(seed),
-                            "--abuse-rate", "0.01"], stdout=fh, check=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    str(ROOT / "examples" / "generate.py"),
+                    "--events",
+                    str(n),
+                    "--accounts",
+                    str(max(100, n // 10)),
+                    "--days",
+                    "30",
+                    "--seed",
+                    str(seed),
+                    "--abuse-rate",
+                    "0.01",
+                ],
+                stdout=fh,
+                check=True,
+            )
         lines = stream.read_text(encoding="utf-8").splitlines()
         policies = _pack()
         events = [parse_event_line(x) for x in lines]
@@ -196,6 +226,7 @@ def bench_pack(n: int, seed: int, rounds: int) -> None:
             def measure() -> float | None:
                 with _pg_schema() as pg:
                     return None if pg is None else run(pg)
+
             return measure
 
         def reference() -> float:
@@ -210,29 +241,40 @@ def bench_pack(n: int, seed: int, rounds: int) -> None:
                 if not raw:  # both baselines come from one run; each round measures them again
                     raw["post"], raw["batch"] = _raw(policies, lines)
                 return raw.pop("batch" if batched else "post")
+
             return measure
 
-        rows = _best_of(rounds, [
-            ("raw durable_rules post()", raw_post(False)),
-            ("raw durable_rules post_batch()", raw_post(True)),
-            ("Engine.process() one by one, no audit", lambda: _engine(policies, lines, None, many=False)),
-            ("Engine.process_many(), no audit", lambda: _engine(policies, lines, None)),
-            ("Engine.process_many() + SQLite audit", lambda: _engine(policies, lines, fresh_sqlite())),
-            ("Engine.process_many() + PostgreSQL audit", on_pg(lambda url: _engine(policies, lines, url))),
-            ("tosengine replay --dry-run", lambda: _replay(stream, "--dry-run")),
-            ("tosengine replay, SQLite audit", lambda: _replay(stream, "--db", fresh_sqlite())),
-            ("tosengine replay, PostgreSQL audit", on_pg(lambda url: _replay(stream, "--db", url))),
-            ("reference evaluator", reference),
-        ])
-    _table(f"default pack, {len(lines)} events (generator seed {seed}, 1% abuse), fastest of {rounds} rounds",
-           len(lines), rows)
+        rows = _best_of(
+            rounds,
+            [
+                ("raw durable_rules post()", raw_post(False)),
+                ("raw durable_rules post_batch()", raw_post(True)),
+                ("Engine.process() one by one, no audit", lambda: _engine(policies, lines, None, many=False)),
+                ("Engine.process_many(), no audit", lambda: _engine(policies, lines, None)),
+                ("Engine.process_many() + SQLite audit", lambda: _engine(policies, lines, fresh_sqlite())),
+                ("Engine.process_many() + PostgreSQL audit", on_pg(lambda url: _engine(policies, lines, url))),
+                ("tosengine replay --dry-run", lambda: _replay(stream, "--dry-run")),
+                ("tosengine replay, SQLite audit", lambda: _replay(stream, "--db", fresh_sqlite())),
+                ("tosengine replay, PostgreSQL audit", on_pg(lambda url: _replay(stream, "--db", url))),
+                ("reference evaluator", reference),
+            ],
+        )
+    _table(
+        f"default pack, {len(lines)} events (generator seed {seed}, 1% abuse), fastest of {rounds} rounds",
+        len(lines),
+        rows,
+    )
 
 
 def bench_latency(n: int) -> None:
     """p50/p99 of one Engine.process() call, given each event's JSON text (parsing and validation
     included), on the default pack's stream, with and without the SQLite audit log."""
-    lines = subprocess.run([sys.executable, str(ROOT / "examples" / "generate.py"), "--events", str(n)],
-                           capture_output=True, text=True, check=True).stdout.splitlines()
+    lines = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "generate.py"), "--events", str(n)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
     with tempfile.TemporaryDirectory() as tmp:
         for audit in (None, f"sqlite:///{Path(tmp) / 'l.db'}"):
             engine = Engine(_pack(), audit=audit)
@@ -243,9 +285,11 @@ def bench_latency(n: int) -> None:
                 times.append(time.perf_counter_ns() - t0)
             engine.close()
             q = statistics.quantiles(times, n=100)
-            print(f"\nEngine.process() latency over {len(times)} events, "
-                  f"{'SQLite audit log' if audit else 'no audit log'}: p50 {q[49] / 1000:.1f} us, "
-                  f"p99 {q[98] / 1000:.1f} us, max {max(times) / 1000:.1f} us")
+            print(
+                f"\nEngine.process() latency over {len(times)} events, "
+                f"{'SQLite audit log' if audit else 'no audit log'}: p50 {q[49] / 1000:.1f} us, "
+                f"p99 {q[98] / 1000:.1f} us, max {max(times) / 1000:.1f} us"
+            )
 
 
 def bench_rules(n: int, rounds: int) -> None:
@@ -261,9 +305,13 @@ def bench_rules(n: int, rounds: int) -> None:
             load = time.perf_counter() - t0
             lines = rules_events(rules, n, rate)
             # Called right away by _best_of, so the loop variables are the current ones.
-            (_, post), (_, eng) = _best_of(rounds, [
-                ("raw", lambda: _raw(checked, lines)[0]),  # noqa: B023
-                ("engine", lambda: _engine(checked, lines, None))])  # noqa: B023
+            (_, post), (_, eng) = _best_of(
+                rounds,
+                [
+                    ("raw", lambda: _raw(checked, lines)[0]),  # noqa: B023
+                    ("engine", lambda: _engine(checked, lines, None)),  # noqa: B023
+                ],
+            )
             print(f"{rules:6} {rate:6.1%} {load:7.2f} {n / post:9.0f} {n / eng:11.0f} {post / eng:6.2f}")
 
 
@@ -279,13 +327,16 @@ def bench_memory(n: int, spacing_ms: int = 50, dedupe_days: float = 7) -> None:
         "    e.process(l)\n"
         "    if (i + 1) % (len(lines) // 4) == 0: marks.append(round(_rss() - base))\n"
         "peak = _rss('VmHWM')\n"
-        "print(f'{base:.0f}|{marks}|{peak:.0f}|' + str(e.state_size()))")
+        "print(f'{base:.0f}|{marks}|{peak:.0f}|' + str(e.state_size()))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
     base, marks, peak, state = out.strip().split("|", 3)
     span = timedelta(milliseconds=spacing_ms * n)
-    print(f"\nmemory, {n} events with {n} distinct subjects over {span} of event time, dedupe window "
-          f"{dedupe_days} d: RSS after load {base} MB (input lines held: ~{n * 200 / 2**20:.0f} MB); growth at "
-          f"each quarter {marks} MB; peak {peak} MB; state at end: {state}")
+    print(
+        f"\nmemory, {n} events with {n} distinct subjects over {span} of event time, dedupe window "
+        f"{dedupe_days} d: RSS after load {base} MB (input lines held: ~{n * 200 / 2**20:.0f} MB); growth at "
+        f"each quarter {marks} MB; peak {peak} MB; state at end: {state}"
+    )
 
 
 def _rss(what: str = "VmRSS") -> float:

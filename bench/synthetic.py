@@ -12,8 +12,9 @@ START = datetime(2026, 3, 1, tzinfo=UTC)
 def rules_pack(n: int) -> str:
     """One policy with `n` simple match rules, each on its own event type and a data field."""
     rules = "\n".join(
-        f"  - id: r{i}\n    match: event.type == \"bench.t{i}\" and event.data.flag == \"bad\" and event.data.n >= 0"
-        for i in range(n))
+        f'  - id: r{i}\n    match: event.type == "bench.t{i}" and event.data.flag == "bad" and event.data.n >= 0'
+        for i in range(n)
+    )
     return f"policy: bench\ntitle: Bench\nclause: Synthetic rules.\nrules:\n{rules}\n"
 
 
@@ -23,10 +24,18 @@ def rules_events(n_rules: int, n_events: int, violation_rate: float, seed: int =
     out = []
     for i in range(n_events):
         bad = rng.random() < violation_rate
-        out.append(json.dumps({
-            "id": f"e{i}", "type": f"bench.t{rng.randrange(n_rules)}", "subject": f"account:{rng.randrange(10_000)}",
-            "time": (START + timedelta(milliseconds=10 * i)).isoformat().replace("+00:00", "Z"),
-            "data": {"flag": "bad" if bad else "ok", "n": i}}, separators=(",", ":")))
+        out.append(
+            json.dumps(
+                {
+                    "id": f"e{i}",
+                    "type": f"bench.t{rng.randrange(n_rules)}",
+                    "subject": f"account:{rng.randrange(10_000)}",
+                    "time": (START + timedelta(milliseconds=10 * i)).isoformat().replace("+00:00", "Z"),
+                    "data": {"flag": "bad" if bad else "ok", "n": i},
+                },
+                separators=(",", ":"),
+            )
+        )
     return out
 
 
@@ -37,8 +46,14 @@ def distinct_subject_events(n_events: int, spacing_ms: int = 50) -> list[str]:
         t = (START + timedelta(milliseconds=spacing_ms * i)).isoformat().replace("+00:00", "Z")
         kind = i % 4
         if kind == 0:
-            ev = {"type": "account.engagement", "data": {"action": "like", "target": f"post:{i}",
-                                                        "client": {"name": "instagram-ios", "attested": True}}}
+            ev = {
+                "type": "account.engagement",
+                "data": {
+                    "action": "like",
+                    "target": f"post:{i}",
+                    "client": {"name": "instagram-ios", "attested": True},
+                },
+            }
         elif kind == 1:
             ev = {"type": "account.login", "data": {"origin": "facebook.com", "device_id": f"device:{i}"}}
         elif kind == 2:

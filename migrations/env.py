@@ -21,8 +21,9 @@ def run_migrations_online() -> None:
         with context.begin_transaction():
             context.run_migrations()
         return
-    url = context.get_x_argument(as_dictionary=True).get("url") or os.environ.get("TOSENGINE_DB",
-                                                                                   "sqlite:///tosengine.db")
+    url = context.get_x_argument(as_dictionary=True).get("url") or os.environ.get(
+        "TOSENGINE_DB", "sqlite:///tosengine.db"
+    )
     engine = create_engine(url)
     with engine.connect() as connection:
         context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)

@@ -56,14 +56,16 @@ def summary(vs: Iterable[Violation]) -> list[tuple[str, str, tuple[str, ...]]]:
 PG_URL = os.environ.get("TOSENGINE_TEST_DATABASE_URL")
 REQUIRE_PG = os.environ.get("TOSENGINE_REQUIRE_POSTGRES") == "1"
 
+
 @contextmanager
 def pg_schema() -> Iterator[str]:
     """A URL for a new, empty schema in the PostgreSQL test database, dropped afterwards."""
     if not PG_URL:
         if REQUIRE_PG:
             pytest.fail("TOSENGINE_REQUIRE_POSTGRES=1 but TOSENGINE_TEST_DATABASE_URL is not set")
-        pytest.skip("PostgreSQL tests need TOSENGINE_TEST_DATABASE_URL "
-                    "(e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)")
+        pytest.skip(
+            "PostgreSQL tests need TOSENGINE_TEST_DATABASE_URL (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)"
+        )
     schema = f"t_{uuid.uuid4().hex[:12]}"
     admin = create_engine(PG_URL)
     with admin.begin() as c:
@@ -87,8 +89,7 @@ def verify(url: str) -> VerifyResult:
 
 
 STATE = "State that outlives the process: checkpoints, resume, and violations that are durable when returned"
-OUTPUT = ("Enforcement output a trust & safety team and a court can use: subject, once_per, (source, id), "
-          "the case file")
+OUTPUT = "Enforcement output a trust & safety team and a court can use: subject, once_per, (source, id), the case file"
 
 # Shared conformance cases (../shared/conformance) pinned by open issues: expected failures, strict, with
 # the issue's title as the reason (tests/test_conformance.py, tests/test_reference_conformance.py).
@@ -109,15 +110,35 @@ PENDING: dict[str, str] = {
 }
 # Cases that pass in one run but fail split in two until state outlives the process.
 PENDING_SPLIT: set[str] = {
-    "envelope/redelivered-event", "expect/correlation-and-order", "expect/deadline-missed-and-met",
-    "expect/dynamic-deadline", "expect/two-deadlines-one-request", "facts/emitted-fact-subject-is-rule-key",
-    "facts/ignored-notice", "facts/threshold-over-violations", "keys/colliding-subjects-stay-apart",
-    "keys/expect-fulfilled-within-key", "keys/over-1024-subjects-deadlines", "keys/over-1024-subjects-sequence",
-    "keys/policy-key-names-the-subject", "keys/rule-key-overrides-policy-key", "keys/sequence-joins-on-key",
-    "match/one-event-several-policies", "sequence/colliding-event-ids", "sequence/correlated-pair",
-    "sequence/each-start-is-own-partial", "sequence/three-steps-first-fit", "sequence/within-is-inclusive",
-    "threshold/colliding-event-ids", "threshold/distinct-values", "threshold/fires-once-per-burst",
-    "threshold/sustained-rate-fires-once", "threshold/window-bounds-inclusive", "time/clock-is-global",
-    "time/fractional-seconds", "time/fulfilment-exactly-at-deadline", "time/late-events",
+    "envelope/redelivered-event",
+    "expect/correlation-and-order",
+    "expect/deadline-missed-and-met",
+    "expect/dynamic-deadline",
+    "expect/two-deadlines-one-request",
+    "facts/emitted-fact-subject-is-rule-key",
+    "facts/ignored-notice",
+    "facts/threshold-over-violations",
+    "keys/colliding-subjects-stay-apart",
+    "keys/expect-fulfilled-within-key",
+    "keys/over-1024-subjects-deadlines",
+    "keys/over-1024-subjects-sequence",
+    "keys/policy-key-names-the-subject",
+    "keys/rule-key-overrides-policy-key",
+    "keys/sequence-joins-on-key",
+    "match/one-event-several-policies",
+    "sequence/colliding-event-ids",
+    "sequence/correlated-pair",
+    "sequence/each-start-is-own-partial",
+    "sequence/three-steps-first-fit",
+    "sequence/within-is-inclusive",
+    "threshold/colliding-event-ids",
+    "threshold/distinct-values",
+    "threshold/fires-once-per-burst",
+    "threshold/sustained-rate-fires-once",
+    "threshold/window-bounds-inclusive",
+    "time/clock-is-global",
+    "time/fractional-seconds",
+    "time/fulfilment-exactly-at-deadline",
+    "time/late-events",
     "time/until-passes-deadlines",
 }

@@ -44,8 +44,18 @@ rules:
 
 def _events(n: int = 6) -> list[dict[str, Any]]:
     from datetime import timedelta
-    return [ev(f"l{i}", "account.login", f"account:{i % 2}", timedelta(minutes=i), origin="evil.example",
-               password=f"hunter{i}") for i in range(n)]
+
+    return [
+        ev(
+            f"l{i}",
+            "account.login",
+            f"account:{i % 2}",
+            timedelta(minutes=i),
+            origin="evil.example",
+            password=f"hunter{i}",
+        )
+        for i in range(n)
+    ]
 
 
 def _replay(url: str, events: list[dict[str, Any]]) -> list[Any]:
@@ -80,9 +90,13 @@ def test_stored_events_read_back_as_sent(db_url: str) -> None:
     _replay(db_url, sent)
     eng = create_engine(db_url)
     with eng.connect() as c:
-        rows = c.execute(select(AcceptedEvent.event_id, AcceptedEvent.subject, AcceptedEvent.time,
-                                AcceptedEvent.body).order_by(AcceptedEvent.seq)).all()
+        rows = c.execute(
+            select(AcceptedEvent.event_id, AcceptedEvent.subject, AcceptedEvent.time, AcceptedEvent.body).order_by(
+                AcceptedEvent.seq
+            )
+        ).all()
     eng.dispose()
+
     def naive_utc(t: datetime) -> datetime:  # SQLite reads back naive UTC, PostgreSQL aware
         return t if t.tzinfo is None else t.astimezone(UTC).replace(tzinfo=None)
 
@@ -145,6 +159,7 @@ def test_a_failing_batch_writes_nothing_and_raises(db_url: str) -> None:
     with eng.begin() as c:
         c.execute(text("DROP TABLE rejected_events"))
     from tosengine.errors import EventError
+
     engine.reject("garbage", EventError("", "not JSON", line=1))
     with pytest.raises(AuditError):
         engine.flush()
@@ -165,15 +180,26 @@ def _tamper(url: str, *sql: str) -> None:
     eng.dispose()
 
 
-@pytest.mark.parametrize("attack,seq,words", [
-    (["UPDATE violations SET subject = 'account:someone-else' WHERE seq = 3"], 3, "changed"),
-    (["DELETE FROM violations WHERE seq = 4"], 5, "deleted, inserted or reordered"),
-    (["DELETE FROM violations WHERE seq = 8"], None, "chain head"),
-    (["UPDATE violations SET seq = 100 WHERE seq = 2", "UPDATE violations SET seq = 2 WHERE seq = 5",
-      "UPDATE violations SET seq = 5 WHERE seq = 100"], 2, ""),
-])
-def test_verify_names_the_first_bad_row_after_tampering_on_sqlite(tmp_path: Path, attack: list[str],
-                                                                   seq: int | None, words: str) -> None:
+@pytest.mark.parametrize(
+    "attack,seq,words",
+    [
+        (["UPDATE violations SET subject = 'account:someone-else' WHERE seq = 3"], 3, "changed"),
+        (["DELETE FROM violations WHERE seq = 4"], 5, "deleted, inserted or reordered"),
+        (["DELETE FROM violations WHERE seq = 8"], None, "chain head"),
+        (
+            [
+                "UPDATE violations SET seq = 100 WHERE seq = 2",
+                "UPDATE violations SET seq = 2 WHERE seq = 5",
+                "UPDATE violations SET seq = 5 WHERE seq = 100",
+            ],
+            2,
+            "",
+        ),
+    ],
+)
+def test_verify_names_the_first_bad_row_after_tampering_on_sqlite(
+    tmp_path: Path, attack: list[str], seq: int | None, words: str
+) -> None:
     url = f"sqlite:///{tmp_path / 'audit.db'}"
     _replay(url, _events())
     assert verify(url).ok
@@ -182,8 +208,9 @@ def test_verify_names_the_first_bad_row_after_tampering_on_sqlite(tmp_path: Path
     assert not result.ok
     assert result.bad_seq == seq
     assert words in result.describe()
-    p = subprocess.run([sys.executable, "-m", "tosengine", "audit", "verify", "--db", url], capture_output=True,
-                       text=True)
+    p = subprocess.run(
+        [sys.executable, "-m", "tosengine", "audit", "verify", "--db", url], capture_output=True, text=True
+    )
     assert p.returncode == 1 and "BROKEN" in p.stdout
 
 
@@ -206,8 +233,11 @@ def test_cli_replay_records_rejections_and_exports_a_case_file(tmp_path: Path) -
     (tmp_path / "ev.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     url = f"sqlite:///{tmp_path / 'a.db'}"
     run = [sys.executable, "-m", "tosengine"]
-    p = subprocess.run([*run, "replay", str(tmp_path / "ev.jsonl"), "--policies", str(pol), "--db", url],
-                       capture_output=True, text=True)
+    p = subprocess.run(
+        [*run, "replay", str(tmp_path / "ev.jsonl"), "--policies", str(pol), "--db", url],
+        capture_output=True,
+        text=True,
+    )
     assert p.returncode == 1, p.stderr
     assert _count(url, RejectedEvent) == 2
     eng = create_engine(url)
@@ -215,19 +245,26 @@ def test_cli_replay_records_rejections_and_exports_a_case_file(tmp_path: Path) -
         reasons = [r[0] for r in c.execute(select(RejectedEvent.field).order_by(RejectedEvent.seq))]
     eng.dispose()
     assert reasons == ["type", ""]
-    p = subprocess.run([*run, "audit", "list", "--db", url, "--subject", "account:0", "--format", "json"],
-                       capture_output=True, text=True)
+    p = subprocess.run(
+        [*run, "audit", "list", "--db", url, "--subject", "account:0", "--format", "json"],
+        capture_output=True,
+        text=True,
+    )
     listed = [json.loads(x) for x in p.stdout.splitlines()]
     assert [v["rule"] for v in listed] == ["logins/offsite", "logins/offsite", "logins/two-offsite"]
-    p = subprocess.run([*run, "audit", "export", "--db", url, "--subject", "account:0", "--format", "html"],
-                       capture_output=True, text=True)
+    p = subprocess.run(
+        [*run, "audit", "export", "--db", url, "--subject", "account:0", "--format", "html"],
+        capture_output=True,
+        text=True,
+    )
     assert p.returncode == 0
     assert "hash chain intact" in p.stdout and "third-party sites" in p.stdout and "l0" in p.stdout
     assert "hunter" not in p.stdout
 
 
-def test_with_a_key_an_attacker_who_rewrites_the_chain_is_still_caught(tmp_path: Path,
-                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_with_a_key_an_attacker_who_rewrites_the_chain_is_still_caught(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """With TOSENGINE_AUDIT_KEY, recomputing every hash after a change (which defeats a plain SHA-256
     chain) still fails verification, because the attacker does not have the key."""
     from tosengine.audit.chain import link_hash
@@ -244,8 +281,10 @@ def test_with_a_key_an_attacker_who_rewrites_the_chain_is_still_caught(tmp_path:
         for row in c.execute(select(ViolationRow).order_by(ViolationRow.seq)).mappings().all():
             data = {**dict(row), "prev_hash": prev}
             prev = link_hash(data)
-            c.execute(text("UPDATE violations SET prev_hash = :p, hash = :h WHERE seq = :s"),
-                      {"p": data["prev_hash"], "h": prev, "s": row["seq"]})
+            c.execute(
+                text("UPDATE violations SET prev_hash = :p, hash = :h WHERE seq = :s"),
+                {"p": data["prev_hash"], "h": prev, "s": row["seq"]},
+            )
         c.execute(text("UPDATE chain_head SET hash = :h"), {"h": prev})
     eng.dispose()
     result = verify(url)
@@ -255,16 +294,22 @@ def test_with_a_key_an_attacker_who_rewrites_the_chain_is_still_caught(tmp_path:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(2199, 12, 30), timezones=st.just(UTC)),
-       st.sampled_from(["Z", "z", "+00:00", "+05:30", "-08:00"]), st.integers(0, 9))
-def test_stored_event_times_do_not_depend_on_how_the_producer_wrote_them(when: datetime, offset: str,
-                                                                          digits: int) -> None:
+@given(
+    st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(2199, 12, 30), timezones=st.just(UTC)),
+    st.sampled_from(["Z", "z", "+00:00", "+05:30", "-08:00"]),
+    st.integers(0, 9),
+)
+def test_stored_event_times_do_not_depend_on_how_the_producer_wrote_them(
+    when: datetime, offset: str, digits: int
+) -> None:
     """The SQLite time text is re-sliced from the producer's text when it can be: it must equal the text
     formatted from the parsed instant, for every way RFC 3339 lets the producer write that instant."""
     from tosengine.audit.log import _sqlite_time
-    local = when.astimezone(timezone(timedelta(hours=int(offset[:3]), minutes=int(offset[4:]))) if offset[0] in "+-"
-                            else UTC)
-    frac = f".{local.microsecond:06d}{'0' * 3}"[:digits + 1] if digits else ""
+
+    local = when.astimezone(
+        timezone(timedelta(hours=int(offset[:3]), minutes=int(offset[4:]))) if offset[0] in "+-" else UTC
+    )
+    frac = f".{local.microsecond:06d}{'0' * 3}"[: digits + 1] if digits else ""
     text = local.strftime("%Y-%m-%dT%H:%M:%S") + frac + offset
     parsed = parse_time(text)
     assert _sqlite_time(parsed, text) == _sqlite_time(parsed)

@@ -43,5 +43,6 @@ def test_case(path: Path) -> None:
             assert parse_time(w["time"]) in times, f"time of {w}"
     # The reference renders messages too: everything printed must agree, the message included.
     ref = evaluate_reference(checked, events, until)
-    assert sorted(json.dumps(v.to_json(), sort_keys=True) for v in got) == \
-        sorted(json.dumps(v.to_json(), sort_keys=True) for v in ref)
+    assert sorted(json.dumps(v.to_json(), sort_keys=True) for v in got) == sorted(
+        json.dumps(v.to_json(), sort_keys=True) for v in ref
+    )

@@ -25,8 +25,9 @@ rules:
 
 
 def tosengine(*args: str, stdin: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "tosengine", *args], input=stdin, capture_output=True,
-                          text=True, cwd=cwd, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "tosengine", *args], input=stdin, capture_output=True, text=True, cwd=cwd, timeout=120
+    )
 
 
 def write_policies(tmp_path: Path, text: str = GOOD) -> Path:
@@ -43,8 +44,11 @@ def test_check_valid_directory_exits_0(tmp_path: Path) -> None:
 
 
 def test_check_reports_every_problem_with_location_and_exits_1(tmp_path: Path) -> None:
-    bad = GOOD.replace('event.data.client == "headless"', 'event.data.client == "headless" and lowr(x)') \
-              .replace("within: 1d", "within: 0d").replace("severity: high", "severity: hihg")
+    bad = (
+        GOOD.replace('event.data.client == "headless"', 'event.data.client == "headless" and lowr(x)')
+        .replace("within: 1d", "within: 0d")
+        .replace("severity: high", "severity: hihg")
+    )
     p = tosengine("check", str(write_policies(tmp_path, bad)))
     assert p.returncode == 1
     lines = [line for line in p.stdout.splitlines() if ": error[" in line]
@@ -65,16 +69,30 @@ def test_check_json_diagnostics(tmp_path: Path) -> None:
 def test_replay_json_output_and_rejected_lines(tmp_path: Path) -> None:
     policies = write_policies(tmp_path)
     events = [
-        {"id": "v1", "type": "account.profile_view", "time": "2026-01-01T00:00:00Z", "subject": "account:1",
-         "data": {"client": "headless", "target": "account:9"}},
+        {
+            "id": "v1",
+            "type": "account.profile_view",
+            "time": "2026-01-01T00:00:00Z",
+            "subject": "account:1",
+            "data": {"client": "headless", "target": "account:9"},
+        },
         "not json",
         {"id": "v2", "type": "account.profile_view", "time": "2026-01-01", "subject": "account:1"},
         {"id": "q1", "type": "enforcement.info_request", "time": "2026-01-01T01:00:00Z", "subject": "developer:4"},
     ]
     f = tmp_path / "events.jsonl"
     f.write_text("".join((e if isinstance(e, str) else json.dumps(e)) + "\n" for e in events), encoding="utf-8")
-    p = tosengine("replay", str(f), "--policies", str(policies), "--dry-run", "--format", "json",
-                  "--until", "2026-01-03T00:00:00Z")
+    p = tosengine(
+        "replay",
+        str(f),
+        "--policies",
+        str(policies),
+        "--dry-run",
+        "--format",
+        "json",
+        "--until",
+        "2026-01-03T00:00:00Z",
+    )
     assert p.returncode == 1, p.stderr  # two lines were rejected
     assert f"{f}:2: rejected:" in p.stderr and f"{f}:3: rejected: field `time`" in p.stderr
     got = [json.loads(line) for line in p.stdout.splitlines()]
@@ -83,8 +101,19 @@ def test_replay_json_output_and_rejected_lines(tmp_path: Path) -> None:
         ("no-scraping/unanswered", "developer:4", ["q1"]),
     ]
     first = got[0]
-    for field in ("id", "policy", "rule", "subject", "severity", "action", "time", "evidence", "message",
-                  "clause", "policy_version"):
+    for field in (
+        "id",
+        "policy",
+        "rule",
+        "subject",
+        "severity",
+        "action",
+        "time",
+        "evidence",
+        "message",
+        "clause",
+        "policy_version",
+    ):
         assert field in first
     assert first["message"] == "account:1 viewed account:9 headless"
     assert got[1]["time"] == "2026-01-02T01:00:00Z"
@@ -92,8 +121,15 @@ def test_replay_json_output_and_rejected_lines(tmp_path: Path) -> None:
 
 def test_replay_from_stdin_with_table(tmp_path: Path) -> None:
     policies = write_policies(tmp_path)
-    line = json.dumps({"id": "v1", "type": "account.profile_view", "time": "2026-01-01T00:00:00Z",
-                       "subject": "account:1", "data": {"client": "headless"}})
+    line = json.dumps(
+        {
+            "id": "v1",
+            "type": "account.profile_view",
+            "time": "2026-01-01T00:00:00Z",
+            "subject": "account:1",
+            "data": {"client": "headless"},
+        }
+    )
     p = tosengine("replay", "-", "--policies", str(policies), "--dry-run", stdin=line + "\n")
     assert p.returncode == 0, p.stderr
     assert "no-scraping/headless" in p.stdout and "account:1" in p.stdout

@@ -21,6 +21,7 @@ CONFORMANCE = Path(__file__).resolve().parents[1].parent / "shared" / "conforman
 if not (CONFORMANCE / "run.py").is_file():
     pytest.skip(f"the shared conformance suite is not at {CONFORMANCE}", allow_module_level=True)
 
+
 def _runner() -> ModuleType:
     spec = importlib.util.spec_from_file_location("conformance_run", CONFORMANCE / "run.py")
     assert spec is not None and spec.loader is not None

@@ -101,8 +101,9 @@ def _ids(url: str) -> list[str]:
     return ids
 
 
-def test_outage_surfaces_and_a_rerun_completes_exactly_once(proxied: tuple[str, str, CuttableProxy],
-                                                            tmp_path: Path) -> None:
+def test_outage_surfaces_and_a_rerun_completes_exactly_once(
+    proxied: tuple[str, str, CuttableProxy], tmp_path: Path
+) -> None:
     via, direct, proxy = proxied
     clean = f"sqlite:///{tmp_path / 'clean.db'}"
     with Engine.from_directory(ROOT / "policies", audit=clean) as engine:
@@ -134,7 +135,11 @@ def test_replay_exits_non_zero_when_the_database_is_unreachable(tmp_path: Path) 
     url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/test?connect_timeout=2"
     f = tmp_path / "e.jsonl"
     f.write_text(json.dumps(json.loads(LINES[0])) + "\n", encoding="utf-8")
-    p = subprocess.run([sys.executable, "-m", "tosengine", "replay", str(f), "--policies", str(ROOT / "policies"),
-                        "--db", url], capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-m", "tosengine", "replay", str(f), "--policies", str(ROOT / "policies"), "--db", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 2
     assert "cannot open the audit log" in p.stderr and "Traceback" not in p.stderr

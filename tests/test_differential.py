@@ -69,8 +69,25 @@ DATA_POOLS: dict[str, tuple[Any, ...]] = {
     "tags": ([], ["a"], ["a", "b"], ["1", 1], "a", [True], [["a"]], ["é", "$T"]),
 }
 
-LITERALS = ('"a"', '"A"', '"1"', "1", "1.0", "2", "true", "false", "null", '"é"', '"É"', '"$T"', '"$A"', '""',
-            '"c1"', '"account:2315246"', '"account:3054780"')
+LITERALS = (
+    '"a"',
+    '"A"',
+    '"1"',
+    "1",
+    "1.0",
+    "2",
+    "true",
+    "false",
+    "null",
+    '"é"',
+    '"É"',
+    '"$T"',
+    '"$A"',
+    '""',
+    '"c1"',
+    '"account:2315246"',
+    '"account:3054780"',
+)
 ORDER_LITERALS = ('"a"', '"1"', "1", "1.5", "2", "0", '"é"', '"B"', '""')
 LOWER_LITERALS = ('"alpha-1"', '"béta"', '"école"', '"beta"', '"a"', '"é"', '"ǆungla"', '""')
 PREFIXES = ('"al"', '"A"', '"b"', '"é"', '""', '"account:"')
@@ -98,8 +115,20 @@ FIELD_VALUES: dict[str, tuple[Any, ...]] = {
 # Per item kind: the paths (after the root) of each sort of value a condition reads.
 SUFFIXES: dict[str, dict[str, tuple[str, ...]]] = {
     "event": {
-        "scalar": ("data.x", "data.y", "data.n", "data.case", "data.owner", "data.missing", "subject", "type",
-                   "source", "region", "data.tags.0", "data.tags.1"),
+        "scalar": (
+            "data.x",
+            "data.y",
+            "data.n",
+            "data.case",
+            "data.owner",
+            "data.missing",
+            "subject",
+            "type",
+            "source",
+            "region",
+            "data.tags.0",
+            "data.tags.1",
+        ),
         "str": ("data.name", "data.x", "subject", "data.tags.0"),
         "list": ("data.tags",),
         "num": ("data.n", "data.x"),
@@ -107,8 +136,7 @@ SUFFIXES: dict[str, dict[str, tuple[str, ...]]] = {
         "owner": ("data.owner", "subject"),
     },
     "fact": {
-        "scalar": ("data.a", "data.b", "data.o", "subject", "severity", "rule", "policy", "data.missing",
-                   "action"),
+        "scalar": ("data.a", "data.b", "data.o", "subject", "severity", "rule", "policy", "data.missing", "action"),
         "str": ("data.a", "rule", "subject", "data.o"),
         "list": ("data.t",),
         "num": ("data.n", "data.a"),
@@ -120,8 +148,14 @@ SUFFIXES: dict[str, dict[str, tuple[str, ...]]] = {
 
 # Fields a later item is correlated on with an earlier one: (own field, earlier item's field).
 CORRELATIONS: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {
-    ("event", "event"): (("data.case", "data.case"), ("data.x", "data.x"), ("data.owner", "data.owner"),
-                         ("subject", "subject"), ("data.y", "data.x"), ("data.n", "data.n")),
+    ("event", "event"): (
+        ("data.case", "data.case"),
+        ("data.x", "data.x"),
+        ("data.owner", "data.owner"),
+        ("subject", "subject"),
+        ("data.y", "data.x"),
+        ("data.n", "data.n"),
+    ),
     ("event", "fact"): (("subject", "subject"), ("data.x", "data.a"), ("data.owner", "data.o")),
     ("fact", "event"): (("subject", "subject"), ("data.a", "data.x"), ("data.o", "data.owner")),
     ("fact", "fact"): (("subject", "subject"), ("data.a", "data.a"), ("rule", "rule")),
@@ -190,8 +224,21 @@ def _list_expr(draw: Draw, scope: Scope) -> str:
 
 def _atom(draw: Draw, scope: Scope) -> str:
     """One boolean condition that `check` accepts (no literal-vs-literal comparisons, typed functions)."""
-    kinds = ["eq", "eq", "cmp", "pathpath", "in", "in", "exists", "len", "lower", "startswith", "matches",
-             "arith", "bool"]
+    kinds = [
+        "eq",
+        "eq",
+        "cmp",
+        "pathpath",
+        "in",
+        "in",
+        "exists",
+        "len",
+        "lower",
+        "startswith",
+        "matches",
+        "arith",
+        "bool",
+    ]
     if scope.macros:
         kinds.append("macro")
     if scope.bound:
@@ -255,8 +302,9 @@ def _bool_expr(draw: Draw, scope: Scope, depth: int = 2) -> str:
     return f"({_bool_expr(draw, scope, depth - 1)}) {shape} ({_bool_expr(draw, scope, depth - 1)})"
 
 
-def _condition(draw: Draw, scope: Scope, upstream: Sequence[FactSource], *, correlate: bool = False,
-               extra: int = 50) -> str:
+def _condition(
+    draw: Draw, scope: Scope, upstream: Sequence[FactSource], *, correlate: bool = False, extra: int = 50
+) -> str:
     """A rule condition over events or facts; over facts it always selects a fact of a lower policy."""
     parts: list[str] = []
     if scope.own == "fact":
@@ -317,8 +365,16 @@ def _kind_for(draw: Draw, upstream: Sequence[FactSource]) -> str:
 
 
 @st.composite
-def _rule(draw: Draw, pi: int, ri: int, upstream: tuple[FactSource, ...], lists: tuple[str, ...],
-          macros: tuple[str, ...], policy_key: str | None, extra: int) -> dict[str, Any]:
+def _rule(
+    draw: Draw,
+    pi: int,
+    ri: int,
+    upstream: tuple[FactSource, ...],
+    lists: tuple[str, ...],
+    macros: tuple[str, ...],
+    policy_key: str | None,
+    extra: int,
+) -> dict[str, Any]:
     """One rule of policy `pi`; `extra` is how often (%) a condition gets a random conjunct."""
     rule: dict[str, Any] = {"id": f"r{ri}"}
     kind = _pick(draw, ("match", "match", "threshold", "threshold", "sequence", "sequence", "expect"))
@@ -335,8 +391,11 @@ def _rule(draw: Draw, pi: int, ri: int, upstream: tuple[FactSource, ...], lists:
         env = [(own, own)]
     elif kind == "threshold":
         own = _kind_for(draw, upstream)
-        th: dict[str, Any] = {"match": _condition(draw, scope(own), upstream, extra=extra),
-                              "count": draw(st.integers(2, 4)), "within": _pick(draw, DURATIONS)}
+        th: dict[str, Any] = {
+            "match": _condition(draw, scope(own), upstream, extra=extra),
+            "count": draw(st.integers(2, 4)),
+            "within": _pick(draw, DURATIONS),
+        }
         if _chance(draw, 40):
             root = own if _chance(draw, 90) else ("fact" if own == "event" else "event")
             th["distinct"] = f"{root}.{_pick(draw, SUFFIXES[root]['scalar'][:6])}"
@@ -361,8 +420,10 @@ def _rule(draw: Draw, pi: int, ri: int, upstream: tuple[FactSource, ...], lists:
         after_kind = _kind_for(draw, upstream)
         fulfil_kind = _kind_for(draw, upstream)
         after_scope = scope(fulfil_kind, (("after", after_kind),))
-        expect = {"after": _condition(draw, scope(after_kind), upstream, extra=extra),
-                  "fulfilled_by": _condition(draw, after_scope, upstream, correlate=True, extra=extra)}
+        expect = {
+            "after": _condition(draw, scope(after_kind), upstream, extra=extra),
+            "fulfilled_by": _condition(draw, after_scope, upstream, correlate=True, extra=extra),
+        }
         if _chance(draw, 50):
             expect["within"] = _pick(draw, DURATIONS)
         else:
@@ -400,7 +461,7 @@ MESSAGES = (
     "{ROOT.subject} did {ROOT.data.x} ({ROOT.time})",
     "{ROOT.data.n} / {ROOT.data.missing} / {ROOT.data.b} / {ROOT.data.o}",
     "{{literal}} {ROOT.data} at {ROOT.time + 90m} after {days(2) + 30s}",
-    "{len(ROOT.subject) + 1} {ROOT.data.a == \"a\"} {[1, \"x\", true]} {lower(ROOT.data.name)}",
+    '{len(ROOT.subject) + 1} {ROOT.data.a == "a"} {[1, "x", true]} {lower(ROOT.data.name)}',
 )
 
 
@@ -410,10 +471,14 @@ def _produced(pi: int, rule: dict[str, Any]) -> list[FactSource]:
     if rule.get("violation", True):
         out.append(FactSource(f'fact.type == "violation" and fact.policy == "p{pi}"'))
         out += [FactSource(f'fact.type == "violation" and fact.rule == "p{pi}/{rule["id"]}"')] * (
-            3 if "match" in rule else 1)
+            3 if "match" in rule else 1
+        )
         if "severity" in rule:
-            out.append(FactSource(f'fact.type == "violation" and fact.severity == "{rule["severity"]}"'
-                                  f' and fact.policy == "p{pi}"'))
+            out.append(
+                FactSource(
+                    f'fact.type == "violation" and fact.severity == "{rule["severity"]}" and fact.policy == "p{pi}"'
+                )
+            )
     if "emit" in rule:
         out += [FactSource(f'fact.type == "{rule["emit"]["fact"]}"')] * (3 if "match" in rule else 1)
     return out
@@ -427,33 +492,47 @@ def policy_files(draw: Draw) -> list[tuple[str, str]]:
     # Sometimes conditions are mostly just event/fact types, so rules fire often and chains go deep.
     extra = _pick(draw, (0, 0, 20, 40))
     for pi in range(draw(st.integers(1, 3))):
-        doc: dict[str, Any] = {"policy": f"p{pi}", "title": f"Policy {pi}", "clause": "You will not do x.",
-                               "severity": _pick(draw, ("medium", "high")), "action": "warn"}
+        doc: dict[str, Any] = {
+            "policy": f"p{pi}",
+            "title": f"Policy {pi}",
+            "clause": "You will not do x.",
+            "severity": _pick(draw, ("medium", "high")),
+            "action": "warn",
+        }
         if _chance(draw, 35):
-            doc["key"] = _pick(draw, ("event.data.owner", "event.subject", '"all"') if pi == 0 or _chance(draw, 60)
-                               else ("fact.subject", "fact.data.o"))
+            doc["key"] = _pick(
+                draw,
+                ("event.data.owner", "event.subject", '"all"')
+                if pi == 0 or _chance(draw, 60)
+                else ("fact.subject", "fact.data.o"),
+            )
         lists: tuple[str, ...] = ()
         macros: tuple[str, ...] = ()
         if _chance(draw, 40):
-            doc["lists"] = {f"l{i}": draw(st.lists(st.sampled_from(LIST_ITEMS), min_size=1, max_size=4))
-                            for i in range(draw(st.integers(1, 2)))}
+            doc["lists"] = {
+                f"l{i}": draw(st.lists(st.sampled_from(LIST_ITEMS), min_size=1, max_size=4))
+                for i in range(draw(st.integers(1, 2)))
+            }
             lists = tuple(doc["lists"])
         if _chance(draw, 35):
             doc["macros"] = {"m0": _bool_expr(draw, Scope("event", (), lists), 1)}
             if _chance(draw, 40):
                 doc["macros"]["m1"] = f"m0 {_pick(draw, ('and', 'or'))} ({_atom(draw, Scope('event', (), lists))})"
             macros = tuple(doc["macros"])
-        rules = [draw(_rule(pi, ri, tuple(upstream), lists, macros, doc.get("key"), extra))
-                 for ri in range(draw(st.integers(1, 3)))]
+        rules = [
+            draw(_rule(pi, ri, tuple(upstream), lists, macros, doc.get("key"), extra))
+            for ri in range(draw(st.integers(1, 3)))
+        ]
         doc["rules"] = rules
         for r in rules:
             upstream += _produced(pi, r)
         files.append((f"p{pi}.yaml", yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=10_000)))
     if _chance(draw, 30):  # an escalation ladder, in a policy file of its own, counting some policies
         ids = [f"p{i}" for i in range(len(files))]
-        ladder: dict[str, Any] = {"within": _pick(draw, DURATIONS),
-                                  "steps": draw(st.lists(st.sampled_from(("warn", "restrict", "disable")),
-                                                         min_size=1, max_size=3))}
+        ladder: dict[str, Any] = {
+            "within": _pick(draw, DURATIONS),
+            "steps": draw(st.lists(st.sampled_from(("warn", "restrict", "disable")), min_size=1, max_size=3)),
+        }
         if _chance(draw, 50):
             ladder["counts"] = draw(st.lists(st.sampled_from(ids), min_size=1, max_size=len(ids), unique=True))
         doc = {"policy": "zz-ladder", "clause": "Repeat violations escalate.", "ladder": ladder}
@@ -530,8 +609,17 @@ def event_streams(draw: Draw) -> tuple[list[dict[str, Any]], str | None]:
         events.append(ev)
     until = None
     if _chance(draw, 50):
-        extra = _pick(draw, (timedelta(0), timedelta(seconds=1), timedelta(hours=1), timedelta(days=1),
-                             timedelta(days=30), timedelta(days=400)))
+        extra = _pick(
+            draw,
+            (
+                timedelta(0),
+                timedelta(seconds=1),
+                timedelta(hours=1),
+                timedelta(days=1),
+                timedelta(days=30),
+                timedelta(days=400),
+            ),
+        )
         until = format_rfc3339(latest + extra, _pick(draw, OFFSETS), 0)
     return events, until
 
@@ -549,12 +637,24 @@ def check_files(files: Iterable[tuple[str, str]]) -> CheckedPolicySet | None:
 
 def signature(v: Violation) -> Signature:
     """What the engine and the reference must agree on for each violation: everything it records."""
-    return (v.id, v.policy, v.rule, v.subject, v.time, v.evidence, v.causes, v.severity, v.action, v.ladder_step,
-            v.message)
+    return (
+        v.id,
+        v.policy,
+        v.rule,
+        v.subject,
+        v.time,
+        v.evidence,
+        v.causes,
+        v.severity,
+        v.action,
+        v.ladder_step,
+        v.message,
+    )
 
 
-def run_engine(policies: CheckedPolicySet, events: Iterable[dict[str, Any]], until: datetime | None,
-               *, batched: bool = False) -> list[Violation]:
+def run_engine(
+    policies: CheckedPolicySet, events: Iterable[dict[str, Any]], until: datetime | None, *, batched: bool = False
+) -> list[Violation]:
     """Every violation the Engine reports, event by event (or through process_many, which matches in
     batches, given each event's JSON text), then for the final clock advance."""
     engine = Engine(policies)
@@ -572,21 +672,34 @@ def run_engine(policies: CheckedPolicySet, events: Iterable[dict[str, Any]], unt
         engine.close()
 
 
-def run_reference(policies: CheckedPolicySet, events: Iterable[dict[str, Any]], until: datetime | None,
-                  ) -> list[Violation]:
+def run_reference(
+    policies: CheckedPolicySet,
+    events: Iterable[dict[str, Any]],
+    until: datetime | None,
+) -> list[Violation]:
     """Every violation the reference evaluator reports for the same input."""
     return evaluate_reference(policies, [validate_event(e) for e in events], until)
 
 
 def _show(vs: Iterable[Signature]) -> str:
     rows = sorted(vs, key=lambda s: (format_time(s[4]), s[1], s[2], s[3], s[5]))
-    return "\n".join(f"  {format_time(t)} {rule} {subject} evidence={list(ev)} causes={list(c)} id={vid} "
-                     f"{severity}/{action} step={step} message={message!r}"
-                     for vid, _, rule, subject, t, ev, c, severity, action, step, message in rows) or "  (none)"
+    return (
+        "\n".join(
+            f"  {format_time(t)} {rule} {subject} evidence={list(ev)} causes={list(c)} id={vid} "
+            f"{severity}/{action} step={step} message={message!r}"
+            for vid, _, rule, subject, t, ev, c, severity, action, step, message in rows
+        )
+        or "  (none)"
+    )
 
 
-def describe(files: Sequence[tuple[str, str]], events: Sequence[dict[str, Any]], until: str | None,
-             engine: Counter[Signature] | str, reference: Counter[Signature]) -> str:
+def describe(
+    files: Sequence[tuple[str, str]],
+    events: Sequence[dict[str, Any]],
+    until: str | None,
+    engine: Counter[Signature] | str,
+    reference: Counter[Signature],
+) -> str:
     """Everything needed to reproduce a disagreement: policies, events as JSON lines, both results."""
     out = ["engine and reference disagree", ""]
     for path, text in files:
@@ -596,9 +709,14 @@ def describe(files: Sequence[tuple[str, str]], events: Sequence[dict[str, Any]],
     if isinstance(engine, str):
         out += ["--- engine raised", engine]
     else:
-        out += ["--- only in the engine", _show((engine - reference).elements()),
-                "--- only in the reference", _show((reference - engine).elements()),
-                "--- engine (all)", _show(engine.elements())]
+        out += [
+            "--- only in the engine",
+            _show((engine - reference).elements()),
+            "--- only in the reference",
+            _show((reference - engine).elements()),
+            "--- engine (all)",
+            _show(engine.elements()),
+        ]
     out += ["--- reference (all)", _show(reference.elements())]
     return "\n".join(out)
 
@@ -627,20 +745,39 @@ def _ev(eid: str, time: str, etype: str = "t.a", **data: Any) -> dict[str, Any]:
 # Disagreements this test found, minimized; they run first on every run (Phase.explicit).
 REGRESSIONS: list[tuple[list[tuple[str, str]], list[dict[str, Any]], str | None]] = [
     # A copy redelivered more than the dedupe window after the original (engine and reference differed).
-    ([("p0.yaml", 'policy: p0\nclause: x\nrules:\n  - id: r0\n    match: event.type == "t.a"\n')],
-     [_ev("e0", "2026-03-01T00:00:00Z"), _ev("e1", "2026-03-08T00:00:01Z"), _ev("e0", "2026-03-01T00:00:00Z")],
-     None),
+    (
+        [("p0.yaml", 'policy: p0\nclause: x\nrules:\n  - id: r0\n    match: event.type == "t.a"\n')],
+        [_ev("e0", "2026-03-01T00:00:00Z"), _ev("e1", "2026-03-08T00:00:01Z"), _ev("e0", "2026-03-01T00:00:00Z")],
+        None,
+    ),
     # A late event inside a threshold window: evidence is in stream order, not time order.
-    ([("p0.yaml", "policy: p0\nclause: x\nrules:\n  - id: r0\n"
-                  '    threshold: {match: event.type == "t.a", count: 3, within: 1h}\n')],
-     [_ev("e1", "2026-03-01T10:00:10Z"), _ev("e2", "2026-03-01T10:00:05Z"), _ev("e3", "2026-03-01T10:00:20Z")],
-     None),
+    (
+        [
+            (
+                "p0.yaml",
+                "policy: p0\nclause: x\nrules:\n  - id: r0\n"
+                '    threshold: {match: event.type == "t.a", count: 3, within: 1h}\n',
+            )
+        ],
+        [_ev("e1", "2026-03-01T10:00:10Z"), _ev("e2", "2026-03-01T10:00:05Z"), _ev("e3", "2026-03-01T10:00:20Z")],
+        None,
+    ),
     # String literals that look like the matcher's projection codes for true ("$T") and absent ("$A").
-    ([("p0.yaml", "policy: p0\nclause: x\nrules:\n  - id: not-a\n    match: event.data.x != \"$A\"\n"
-                  '  - id: is-t\n    match: event.data.x == "$T"\n')],
-     [_ev("e1", "2026-03-01T10:00:00Z"), _ev("e2", "2026-03-01T10:00:01Z", x=True),
-      _ev("e3", "2026-03-01T10:00:02Z", x="$T")],
-     None),
+    (
+        [
+            (
+                "p0.yaml",
+                'policy: p0\nclause: x\nrules:\n  - id: not-a\n    match: event.data.x != "$A"\n'
+                '  - id: is-t\n    match: event.data.x == "$T"\n',
+            )
+        ],
+        [
+            _ev("e1", "2026-03-01T10:00:00Z"),
+            _ev("e2", "2026-03-01T10:00:01Z", x=True),
+            _ev("e3", "2026-03-01T10:00:02Z", x="$T"),
+        ],
+        None,
+    ),
 ]
 
 
@@ -653,8 +790,9 @@ def _with_regressions(test: Callable[..., None]) -> Callable[..., None]:
 @DIFFERENTIAL
 @_with_regressions
 @given(files=policy_files(), stream=event_streams())
-def test_engine_matches_reference(files: list[tuple[str, str]],
-                                  stream: tuple[list[dict[str, Any]], str | None]) -> None:
+def test_engine_matches_reference(
+    files: list[tuple[str, str]], stream: tuple[list[dict[str, Any]], str | None]
+) -> None:
     """For random policies and event streams the engine and the reference give the same violations.
 
     Proves that compiling onto durable_rules (alpha network, projections, key partitioning, the
@@ -674,8 +812,14 @@ def test_generated_policies_are_mostly_valid() -> None:
     accepted: list[bool] = []
     rejected: list[str] = []
 
-    @settings(max_examples=300, deadline=None, derandomize=True, database=None, phases=[Phase.generate],
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.large_base_example])
+    @settings(
+        max_examples=300,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        phases=[Phase.generate],
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.large_base_example],
+    )
     @given(files=policy_files())
     def sample(files: list[tuple[str, str]]) -> None:
         checked, diags = check_sources([Source(p, t) for p, t in files])
@@ -686,7 +830,8 @@ def test_generated_policies_are_mostly_valid() -> None:
     sample()
     assert len(accepted) >= 200 and sum(accepted) >= 0.9 * len(accepted), (
         f"{accepted.count(False)}/{len(accepted)} generated policy sets were rejected; the first:\n"
-        + "\n".join(rejected))
+        + "\n".join(rejected)
+    )
 
 
 # ---------------------------------------------------------------- scale and memory
@@ -720,14 +865,23 @@ def _scale_events(n_subjects: int, seed: int) -> list[dict[str, Any]]:
     for s, subject in enumerate(subjects):
         base = T0 + timedelta(seconds=rng.randrange(0, 3600))
         k = rng.choice(("k1", "k2"))
-        plan = [("key.created", 0, {"k": k}),
-                ("key.pasted", rng.choice((60, 1800, 4000)), {"k": rng.choice((k, k, "k3"))}),
-                ("info.request", 10, {"case": "c"})]
+        plan = [
+            ("key.created", 0, {"k": k}),
+            ("key.pasted", rng.choice((60, 1800, 4000)), {"k": rng.choice((k, k, "k3"))}),
+            ("info.request", 10, {"case": "c"}),
+        ]
         if rng.random() < 0.5:
             plan.append(("info.response", rng.choice((600, 90_000)), {"case": rng.choice(("c", "c", "d"))}))
         for j, (etype, dt, data) in enumerate(plan):
-            events.append({"id": f"s{s}-{j}", "type": etype, "subject": subject, "data": data,
-                           "time": format_rfc3339(base + timedelta(seconds=dt), None, 0)})
+            events.append(
+                {
+                    "id": f"s{s}-{j}",
+                    "type": etype,
+                    "subject": subject,
+                    "data": data,
+                    "time": format_rfc3339(base + timedelta(seconds=dt), None, 0),
+                }
+            )
     events.sort(key=lambda e: e["time"])
     return events
 
@@ -748,7 +902,8 @@ def test_many_subjects_match_reference() -> None:
     for batched in (False, True):  # process_many matches in batches: many batches here
         got = run_engine(policies, events, parse_time(until), batched=batched)
         assert Counter(map(signature, got)) == Counter(map(signature, want)), describe(
-            files, events[:50], until, Counter(map(signature, got)), Counter(map(signature, want)))
+            files, events[:50], until, Counter(map(signature, got)), Counter(map(signature, want))
+        )
 
 
 MEMORY_POLICY = """\
@@ -795,8 +950,13 @@ def test_state_is_bounded_and_released() -> None:
     with Engine(policies) as engine:
         for i in range(20_000):
             t += timedelta(seconds=rng.randrange(0, 90))  # about 10 days in all, 160 events per 2 hours
-            ev = {"id": f"m{i}", "type": rng.choice(EVENT_TYPES), "subject": f"account:{rng.randrange(1000)}",
-                  "time": format_rfc3339(t, None, 0), "data": {"x": rng.choice("abc"), "n": rng.choice((1, 30))}}
+            ev = {
+                "id": f"m{i}",
+                "type": rng.choice(EVENT_TYPES),
+                "subject": f"account:{rng.randrange(1000)}",
+                "time": format_rfc3339(t, None, 0),
+                "data": {"x": rng.choice("abc"), "n": rng.choice((1, 30))},
+            }
             engine.process(ev)
             if i % 1000 == 999:
                 size = engine.state_size()

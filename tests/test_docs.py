@@ -31,9 +31,21 @@ def test_every_policy_in_the_docs_checks(name: str, index: int, text: str) -> No
 
 def test_readme_quickstart_prints_what_the_readme_shows() -> None:
     (shown,) = _blocks(ROOT / "README.md", "text")
-    p = subprocess.run([sys.executable, "-m", "tosengine", "replay", "examples/quickstart/events.jsonl",
-                        "--policies", "examples/quickstart/policies", "--dry-run"], cwd=ROOT, capture_output=True,
-                       text=True)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tosengine",
+            "replay",
+            "examples/quickstart/events.jsonl",
+            "--policies",
+            "examples/quickstart/policies",
+            "--dry-run",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert p.returncode == 0, p.stderr
     assert p.stdout == shown
 
@@ -49,8 +61,15 @@ def test_readme_python_example_runs(tmp_path: Path) -> None:
     code = code.replace("sqlite:///tosengine.db", f"sqlite:///{tmp_path / 'r.db'}")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert p.returncode == 0, p.stderr
-    assert p.stdout.split() == ["no-password-collection/offsite-login", "account:5", "account:5", "entered",
-                                "credentials", "on", "evil.example"]
+    assert p.stdout.split() == [
+        "no-password-collection/offsite-login",
+        "account:5",
+        "account:5",
+        "entered",
+        "credentials",
+        "on",
+        "evil.example",
+    ]
 
 
 def test_cli_help_lists_every_command() -> None:
@@ -61,6 +80,7 @@ def test_cli_help_lists_every_command() -> None:
 
 def test_documented_diagnostic_codes_are_the_real_ones() -> None:
     from tosengine.policy.diagnostics import CODES
+
     doc = (ROOT / "docs" / "policy-language.md").read_text(encoding="utf-8")
     table = doc.split("## Diagnostics")[1]
     documented = set(re.findall(r"`([a-z-]+)`", table.split("|---|---|")[1]))
@@ -84,8 +104,9 @@ def test_check_reports_a_field_no_declared_event_has(tmp_path: Path) -> None:
     d = tmp_path / "policies"
     shutil.copytree(ROOT / "policies", d)
     p = d / "unauthorized-data-collection.yaml"
-    p.write_text(p.read_text(encoding="utf-8").replace("event.data.sdk not in", "event.data.skd not in"),
-                 encoding="utf-8")
+    p.write_text(
+        p.read_text(encoding="utf-8").replace("event.data.sdk not in", "event.data.skd not in"), encoding="utf-8"
+    )
     out = subprocess.run([sys.executable, "-m", "tosengine", "check", str(d)], capture_output=True, text=True)
     assert out.returncode == 1
     assert "error[unknown-field]: no developer.data_access event has `event.data.skd`" in out.stdout
@@ -99,7 +120,8 @@ def test_the_policy_test_example_in_the_docs_passes(tmp_path: Path) -> None:
     d = tmp_path / "policies"
     shutil.copytree(ROOT / "examples" / "quickstart" / "policies", d)
     (d / "no-password-collection_test.yaml").write_text(block, encoding="utf-8")
-    p = subprocess.run([sys.executable, "-m", "tosengine", "test", str(d), "--coverage"], capture_output=True,
-                       text=True)
+    p = subprocess.run(
+        [sys.executable, "-m", "tosengine", "test", str(d), "--coverage"], capture_output=True, text=True
+    )
     assert p.returncode == 0, p.stdout
     assert "2 passed, 0 failed" in p.stdout and "coverage: 2/2" in p.stdout

@@ -111,8 +111,9 @@ def test_process_many_stops_at_a_bad_event_or_reports_it_and_goes_on() -> None:
         assert engine.stats["events"] == 2 and engine.stats["violations"] == 1
     seen: list[tuple[int, str]] = []
     with Engine(policy_set(MIXED)) as engine:  # with on_error: reported by position, the rest processed
-        got = engine.process_many(["{not json", fail[0], bad, fail[1], fail[2]],
-                                  on_error=lambda pos, _raw, exc: seen.append((pos, exc.field)))
+        got = engine.process_many(
+            ["{not json", fail[0], bad, fail[1], fail[2]], on_error=lambda pos, _raw, exc: seen.append((pos, exc.field))
+        )
         assert seen == [(0, ""), (2, "time")]
         assert engine.stats["events"] == 3
         assert summary(got) == [("mixed/burst", "account:1", ("f0", "f1"))]  # fires once, then re-arms below count
@@ -139,7 +140,8 @@ def _wide_policy(rules: int) -> str:
         f"""  - id: r{i}
     match: event.type == "wide" and event.data.f{i} == "x" and exists(event.data.g{i})
       and event.data.h{i} and event.data.k{i} != "no\""""
-        for i in range(rules))
+        for i in range(rules)
+    )
     return f"policy: wide\ntitle: Wide\nclause: c\nrules:\n{body}\n"
 
 
@@ -176,8 +178,19 @@ def test_durable_rules_errors_surface_as_matcher_error() -> None:
 
 def test_threads_get_the_same_violations_as_one_thread() -> None:
     checked = policy_set(MIXED)
-    streams = [[ev(f"{t}-{n}", "login.failed" if n % 3 else "token.minted", f"account:{t}-{n % 7}",
-                   timedelta(seconds=n), token="tk") for n in range(300)] for t in range(8)]
+    streams = [
+        [
+            ev(
+                f"{t}-{n}",
+                "login.failed" if n % 3 else "token.minted",
+                f"account:{t}-{n % 7}",
+                timedelta(seconds=n),
+                token="tk",
+            )
+            for n in range(300)
+        ]
+        for t in range(8)
+    ]
     single = run(checked, [e for s in streams for e in s])
     with Engine(checked) as engine:
         results: list[list[object]] = [[] for _ in streams]
@@ -198,8 +211,16 @@ def test_threads_get_the_same_violations_as_one_thread() -> None:
 def test_evidence_events_are_the_events_as_sent() -> None:
     """Evidence is rebuilt from the fields the engine keeps (not the pydantic objects): it must equal
     each event as the producer sent it, time text and offset included."""
-    sent = {"id": "z1", "type": "login.failed", "time": "2026-01-01T02:00:00.5+02:00", "subject": "account:1",
-            "source": "svc/auth", "specversion": "1.0", "region": "eu", "data": {"n": 1}}
+    sent = {
+        "id": "z1",
+        "type": "login.failed",
+        "time": "2026-01-01T02:00:00.5+02:00",
+        "subject": "account:1",
+        "source": "svc/auth",
+        "specversion": "1.0",
+        "region": "eu",
+        "data": {"n": 1},
+    }
     later = {**sent, "id": "z2", "time": "2026-01-01T00:10:00Z", "source": ""}
     later.pop("source")
     got = run(policy_set(MIXED), [sent, later])

@@ -54,6 +54,7 @@ def test_a_failed_reload_keeps_the_previous_policies(tmp_path: Path) -> None:
         assert [v.rule for v in engine.process(again)] == ["no-password-collection/offsite-login"]
         (d / "no-password-collection.yaml").write_text(
             (d / "no-password-collection.yaml").read_text(encoding="utf-8").replace("offsite-login", "offsite"),
-            encoding="utf-8")
+            encoding="utf-8",
+        )
         engine.reload(d)
         assert [v.rule for v in engine.process({**login, "id": "x3"})] == ["no-password-collection/offsite"]

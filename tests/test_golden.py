@@ -13,8 +13,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def tosengine(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "tosengine", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "tosengine", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
 
 
 def test_five_broken_files_give_every_diagnostic_in_one_run(golden: Callable[[str, str], None]) -> None:
@@ -37,8 +38,7 @@ def test_diagnostics_as_json(golden: Callable[[str, str], None]) -> None:
 
 def _explain(tmp_path: Path, rule: str) -> str:
     db = f"sqlite:///{tmp_path / 'q.db'}"
-    tosengine("replay", "examples/quickstart/events.jsonl", "--policies", "examples/quickstart/policies",
-              "--db", db)
+    tosengine("replay", "examples/quickstart/events.jsonl", "--policies", "examples/quickstart/policies", "--db", db)
     listed = tosengine("audit", "list", "--db", db, "--format", "json").stdout.splitlines()
     vid = next(json.loads(x)["id"] for x in listed if json.loads(x)["rule"].endswith(rule))
     out = tosengine("explain", vid, "--db", db).stdout

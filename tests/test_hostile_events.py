@@ -23,32 +23,63 @@ ROOT = Path(__file__).resolve().parents[1]
 POLICIES = ROOT / "policies"
 EXAMPLES = int(os.environ.get("TOSENGINE_FUZZ_EXAMPLES", "150"))
 
-GOOD = {"id": "g", "type": "account.login", "time": "2026-03-01T00:00:00Z", "subject": "account:1",
-        "data": {"origin": "massroot8.example"}}
+GOOD = {
+    "id": "g",
+    "type": "account.login",
+    "time": "2026-03-01T00:00:00Z",
+    "subject": "account:1",
+    "data": {"origin": "massroot8.example"},
+}
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-    max_leaves=12)
+    max_leaves=12,
+)
 
 
 def _mutations() -> st.SearchStrategy[str]:
     """Lines that a broken or hostile producer could send."""
     field = st.sampled_from(["id", "type", "time", "subject", "source", "specversion", "data", "Data", "x_y"])
     return st.one_of(
-        st.builds(lambda k, v: json.dumps({**GOOD, k: v}), field, json_values),           # wrong types
+        st.builds(lambda k, v: json.dumps({**GOOD, k: v}), field, json_values),  # wrong types
         st.builds(lambda k: json.dumps({x: y for x, y in GOOD.items() if x != k}), field),  # missing fields
         st.builds(lambda n: json.dumps({**GOOD, "data": {"s": "x" * n}}), st.sampled_from([10, 1 << 21])),
-        st.builds(lambda d: '{"id":"d","type":"a.b","time":"2026-03-01T00:00:00Z","subject":"a:1","data":'
-                  + "[" * d + "]" * d + "}", st.integers(30, 3000)),                      # deep nesting
+        st.builds(
+            lambda d: (
+                '{"id":"d","type":"a.b","time":"2026-03-01T00:00:00Z","subject":"a:1","data":' + "[" * d + "]" * d + "}"
+            ),
+            st.integers(30, 3000),
+        ),  # deep nesting
         st.builds(lambda n: json.dumps({**GOOD, "data": {f"f{i}": i for i in range(n)}}), st.integers(250, 400)),
-        st.sampled_from(['{"id":"n","type":"a.b","time":"2026-03-01T00:00:00Z","subject":"a:1","data":{"x":NaN}}',
-                         '{"id":"n","type":"a.b","time":"2026-03-01T00:00:00Z","subject":"a:1","data":{"x":-Infinity}}',
-                         '{"id":"s","type":"a.b","time":"2026-03-01T00:00:00Z","subject":"a:1","data":{"x":"\\ud800"}}',
-                         "", "{", "[]", "null", "42", '"text"', "{}", '{"id": 1}']),
-        st.builds(lambda t: json.dumps({**GOOD, "time": t}),
-                  st.sampled_from(["0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z", "2026-13-01T00:00:00Z",
-                                   "2026-02-30T00:00:00Z", "2026-03-01T24:00:00Z", "2026-03-01 00:00:00Z"])),
+        st.sampled_from(
+            [
+                '{"id":"n","type":"a.b","time":"2026-03-01T00:00:00Z","subject":"a:1","data":{"x":NaN}}',
+                '{"id":"n","type":"a.b","time":"2026-03-01T00:00:00Z","subject":"a:1","data":{"x":-Infinity}}',
+                '{"id":"s","type":"a.b","time":"2026-03-01T00:00:00Z","subject":"a:1","data":{"x":"\\ud800"}}',
+                "",
+                "{",
+                "[]",
+                "null",
+                "42",
+                '"text"',
+                "{}",
+                '{"id": 1}',
+            ]
+        ),
+        st.builds(
+            lambda t: json.dumps({**GOOD, "time": t}),
+            st.sampled_from(
+                [
+                    "0001-01-01T00:00:00Z",
+                    "9999-12-31T23:59:59Z",
+                    "2026-13-01T00:00:00Z",
+                    "2026-02-30T00:00:00Z",
+                    "2026-03-01T24:00:00Z",
+                    "2026-03-01 00:00:00Z",
+                ]
+            ),
+        ),
         st.text(max_size=60),
     )
 
@@ -76,19 +107,29 @@ def test_bad_lines_are_rejected_with_a_reason_and_good_ones_processed(lines: lis
 
 
 def test_cli_replay_records_every_rejection_and_keeps_going(tmp_path: Path) -> None:
-    bad = ["{", "[1,2]", '{"id":"x"}', json.dumps({**GOOD, "time": "9999-12-31T23:59:59Z"}),
-           json.dumps({**GOOD, "data": {"x": "y" * (1 << 21)}}), '{"id":"n","type":"a.b","time":"2026-03-01T00:00:00Z",'
-           '"subject":"a:1","data":{"x":NaN}}']
+    bad = [
+        "{",
+        "[1,2]",
+        '{"id":"x"}',
+        json.dumps({**GOOD, "time": "9999-12-31T23:59:59Z"}),
+        json.dumps({**GOOD, "data": {"x": "y" * (1 << 21)}}),
+        '{"id":"n","type":"a.b","time":"2026-03-01T00:00:00Z","subject":"a:1","data":{"x":NaN}}',
+    ]
     lines = []
     for i, b in enumerate(bad):
         lines += [json.dumps({**GOOD, "id": f"good-{i}"}), b]
-    raw = ("\n".join(lines) + "\n").encode() + b'{"id":"u","type":"a.b","time":"2026-03-01T00:00:00Z",' \
-        b'"subject":"a:1","data":{"x":"\xff"}}\n'
+    raw = (
+        "\n".join(lines) + "\n"
+    ).encode() + b'{"id":"u","type":"a.b","time":"2026-03-01T00:00:00Z","subject":"a:1","data":{"x":"\xff"}}\n'
     f = tmp_path / "hostile.jsonl"
     f.write_bytes(raw)
     url = f"sqlite:///{tmp_path / 'h.db'}"
-    p = subprocess.run([sys.executable, "-m", "tosengine", "replay", str(f), "--policies", str(POLICIES), "--db", url],
-                       capture_output=True, text=True, timeout=300)
+    p = subprocess.run(
+        [sys.executable, "-m", "tosengine", "replay", str(f), "--policies", str(POLICIES), "--db", url],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert p.returncode == 1, p.stderr
     assert "Traceback" not in p.stderr
     eng = create_engine(url)
@@ -102,11 +143,18 @@ def test_cli_replay_records_every_rejection_and_keeps_going(tmp_path: Path) -> N
 
 
 python_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6)
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=6)
     | st.sampled_from(["\ud800", "x" * ((1 << 20) + 1), "é", float("nan"), float("-inf")]),
-    lambda inner: st.lists(inner, max_size=3)
-    | st.dictionaries(st.text(max_size=4) | st.sampled_from(["\udfff", 7]), inner, max_size=3),
-    max_leaves=10)
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.text(max_size=4) | st.sampled_from(["\udfff", 7]), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
 
 
 def _nested(depth: int) -> dict[str, object]:
@@ -118,8 +166,11 @@ def _nested(depth: int) -> dict[str, object]:
 
 @seed(20261128)
 @settings(max_examples=EXAMPLES * 2, deadline=None)
-@given(st.one_of(python_values, st.dictionaries(st.text(max_size=4), python_values, max_size=4),
-                 st.integers(28, 36).map(_nested)))
+@given(
+    st.one_of(
+        python_values, st.dictionaries(st.text(max_size=4), python_values, max_size=4), st.integers(28, 36).map(_nested)
+    )
+)
 def test_events_given_as_objects_are_accepted_exactly_when_every_value_is_acceptable(data: object) -> None:
     """validate_event and the walker that names the place of a bad value must agree on every value an
     embedding service could pass as `data`: lone surrogates, NaN, huge strings, non-string keys, depth."""
@@ -139,13 +190,16 @@ def test_events_given_as_objects_are_accepted_exactly_when_every_value_is_accept
     assert accepted == acceptable
 
 
-@pytest.mark.parametrize(("field", "value", "problem"), [
-    ("id", "x" * ((1 << 20) + 1), "longer than"),
-    ("subject", "account:\ud800", "lone surrogate"),
-    ("source", "svc/\udfff", "lone surrogate"),
-    ("source", "s" * ((1 << 20) + 1), "longer than"),
-    ("dept", "\ud800", "lone surrogate"),  # an extension attribute
-])
+@pytest.mark.parametrize(
+    ("field", "value", "problem"),
+    [
+        ("id", "x" * ((1 << 20) + 1), "longer than"),
+        ("subject", "account:\ud800", "lone surrogate"),
+        ("source", "svc/\udfff", "lone surrogate"),
+        ("source", "s" * ((1 << 20) + 1), "longer than"),
+        ("dept", "\ud800", "lone surrogate"),  # an extension attribute
+    ],
+)
 def test_envelope_strings_are_checked_like_data(field: str, value: str, problem: str) -> None:
     from tosengine.events import validate_event
 

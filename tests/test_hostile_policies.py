@@ -20,23 +20,26 @@ def _codes(text: str) -> list[str]:
     return [d.code for d in diags]
 
 
-@pytest.mark.parametrize("expr,code", [
-    ("event.__class__.__init__.__globals__", "invalid-value"),
-    ("event._private", "invalid-value"),
-    ('__import__("os").system("true")', "expr-syntax"),
-    ('__import__("os")', "unknown-function"),
-    ('eval("1")', "unknown-function"),
-    ('open("/etc/passwd")', "unknown-function"),
-    ("(lambda x: x)(1)", "expr-syntax"),
-    ("[x for x in event.data.items]", "expr-syntax"),
-    ("event.data.x if true else false", "expr-syntax"),
-    ("event.data.items[0]", "expr-syntax"),
-    ('matches(event.data.name, "(a+)+$")', "bad-regex"),
-    ('matches(event.data.name, "(\\\\w*)*x")', "bad-regex"),
-    ('matches(event.data.name, "(a)\\\\1")', "bad-regex"),
-    ('matches(event.data.name, "([unclosed")', "bad-regex"),
-    ('matches(event.data.name, event.data.pattern)', "type-mismatch"),
-])
+@pytest.mark.parametrize(
+    "expr,code",
+    [
+        ("event.__class__.__init__.__globals__", "invalid-value"),
+        ("event._private", "invalid-value"),
+        ('__import__("os").system("true")', "expr-syntax"),
+        ('__import__("os")', "unknown-function"),
+        ('eval("1")', "unknown-function"),
+        ('open("/etc/passwd")', "unknown-function"),
+        ("(lambda x: x)(1)", "expr-syntax"),
+        ("[x for x in event.data.items]", "expr-syntax"),
+        ("event.data.x if true else false", "expr-syntax"),
+        ("event.data.items[0]", "expr-syntax"),
+        ('matches(event.data.name, "(a+)+$")', "bad-regex"),
+        ('matches(event.data.name, "(\\\\w*)*x")', "bad-regex"),
+        ('matches(event.data.name, "(a)\\\\1")', "bad-regex"),
+        ('matches(event.data.name, "([unclosed")', "bad-regex"),
+        ("matches(event.data.name, event.data.pattern)", "type-mismatch"),
+    ],
+)
 def test_hostile_expressions_are_refused(expr: str, code: str) -> None:
     assert code in _codes(HEAD + f"'{expr}'\n")
 
@@ -47,8 +50,9 @@ def test_yaml_tags_are_refused_and_never_run(tmp_path: Path) -> None:
     assert _codes(text) == ["yaml-unsafe"]
     (tmp_path / "p").mkdir()
     (tmp_path / "p" / "x.yaml").write_text(text, encoding="utf-8")
-    p = subprocess.run([sys.executable, "-m", "tosengine", "check", str(tmp_path / "p")], capture_output=True,
-                       text=True)
+    p = subprocess.run(
+        [sys.executable, "-m", "tosengine", "check", str(tmp_path / "p")], capture_output=True, text=True
+    )
     assert p.returncode == 1 and "yaml-unsafe" in p.stdout
     assert not marker.exists()
 

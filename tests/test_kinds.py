@@ -55,8 +55,12 @@ def test_every_kind_declares_its_conditions_and_compile_sees_each_trigger() -> N
     }
     plan = compile_policy_set(checked)
     triggers = {(checked.rules[t.rule].name, t.role, t.step) for t in plan.triggers}
-    assert triggers == {(r, role, step) for r, rs in roles.items() for role, step in rs
-                        if role in ("match", "threshold", "step", "after", "fulfil")}
+    assert triggers == {
+        (r, role, step)
+        for r, rs in roles.items()
+        for role, step in rs
+        if role in ("match", "threshold", "step", "after", "fulfil")
+    }
     # The second step and the fulfilment read what came before them.
     s = next(r for r in checked.rules if r.name == "s")
     assert [name for name, _ in s.conditions()[1].binds] == ["first"]

@@ -14,12 +14,18 @@ from tosengine.policy.model import ACTIONS, Ladder
 from tosengine.runtime.ladder import LadderState
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
-LADDER = Ladder(policy="ladder", within=timedelta(days=3), steps=("restrict", "disable", "permanent_ban"),
-                counts=frozenset({"counted"}), span=Span(1, 1))
+LADDER = Ladder(
+    policy="ladder",
+    within=timedelta(days=3),
+    steps=("restrict", "disable", "permanent_ban"),
+    counts=frozenset({"counted"}),
+    span=Span(1, 1),
+)
 
 
-def naive(seen: dict[str, list[datetime]], policy: str, subject: str, time: datetime, action: str,
-          now: datetime) -> tuple[str, int]:
+def naive(
+    seen: dict[str, list[datetime]], policy: str, subject: str, time: datetime, action: str, now: datetime
+) -> tuple[str, int]:
     """A subject's n-th counted violation within the window is recorded at least at steps[n-1]."""
     horizon = now - LADDER.within
     kept = [t for t in seen.get(subject, []) if t >= horizon]
@@ -32,11 +38,16 @@ def naive(seen: dict[str, list[datetime]], policy: str, subject: str, time: date
     return max(action, LADDER.steps[step - 1], key=ACTIONS.index), step
 
 
-violations = st.lists(st.tuples(
-    st.sampled_from(["counted", "other"]), st.sampled_from(["account:1", "account:2"]),
-    st.integers(0, 240),  # the violation's time, in hours after T0
-    st.integers(0, 120),  # how far the clock is past it (a late violation, maybe behind the window)
-    st.sampled_from(ACTIONS)), max_size=40)
+violations = st.lists(
+    st.tuples(
+        st.sampled_from(["counted", "other"]),
+        st.sampled_from(["account:1", "account:2"]),
+        st.integers(0, 240),  # the violation's time, in hours after T0
+        st.integers(0, 120),  # how far the clock is past it (a late violation, maybe behind the window)
+        st.sampled_from(ACTIONS),
+    ),
+    max_size=40,
+)
 
 
 @seed(20261128)

@@ -61,14 +61,17 @@ def test_one_failing_case_exits_1_and_shows_only_its_diff(tmp_path: Path) -> Non
 
 def test_expect_absent_reports_the_violation_that_should_not_be_there(tmp_path: Path) -> None:
     (tmp_path / "no-scraping.yaml").write_text(POLICY, encoding="utf-8")
-    (tmp_path / "no-scraping_test.yaml").write_text("""tests:
+    (tmp_path / "no-scraping_test.yaml").write_text(
+        """tests:
   - name: apps are fine
     events:
       - {id: v1, type: account.profile_view, time: "2026-05-01T00:00:00Z", subject: "account:1",
          data: {client: headless}}
     expect_absent:
       - {rule: headless}
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     p = tosengine("test", str(tmp_path))
     assert p.returncode == 1
     assert "+ unexpected no-scraping/headless account:1 [v1]" in p.stdout

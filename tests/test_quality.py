@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+SOURCES = ("tosengine", "tests", "bench", "examples", "migrations")
 
 
 def _tool(name: str) -> list[str]:
@@ -23,12 +24,20 @@ def _tool(name: str) -> list[str]:
 
 
 def test_mypy_strict_is_clean() -> None:
-    p = subprocess.run([*_tool("mypy"), "--strict", "--explicit-package-bases", "tosengine", "tests", "bench",
-                        "examples"], cwd=ROOT, capture_output=True, text=True)
+    p = subprocess.run(
+        [*_tool("mypy"), "--strict", "--explicit-package-bases", "tosengine", "tests", "bench", "examples"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert p.returncode == 0, p.stdout + p.stderr
 
 
 def test_ruff_is_clean() -> None:
-    p = subprocess.run([*_tool("ruff"), "check", "tosengine", "tests", "bench", "examples"], cwd=ROOT,
-                       capture_output=True, text=True)
+    p = subprocess.run([*_tool("ruff"), "check", *SOURCES], cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_the_code_is_formatted_by_ruff_format() -> None:
+    p = subprocess.run([*_tool("ruff"), "format", "--check", *SOURCES], cwd=ROOT, capture_output=True, text=True)
     assert p.returncode == 0, p.stdout + p.stderr

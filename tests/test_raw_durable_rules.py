@@ -65,14 +65,20 @@ def found(vs: Iterable[Violation]) -> Counter[Found]:
     return Counter((v.rule, v.subject, v.evidence) for v in vs)
 
 
-def reference(policies: CheckedPolicySet, events: list[dict[str, Any]], until: datetime | None = None,
-              ) -> Counter[Found]:
+def reference(
+    policies: CheckedPolicySet,
+    events: list[dict[str, Any]],
+    until: datetime | None = None,
+) -> Counter[Found]:
     """What docs/semantics.md says, by the reference evaluator."""
     return found(evaluate_reference(policies, [validate_event(e) for e in events], until))
 
 
-def engine(policies: CheckedPolicySet, events: list[dict[str, Any]], until: datetime | None = None,
-           ) -> Counter[Found]:
+def engine(
+    policies: CheckedPolicySet,
+    events: list[dict[str, Any]],
+    until: datetime | None = None,
+) -> Counter[Found]:
     """What tosengine.Engine reports."""
     with Engine(policies) as eng:
         out = eng.process_many(events)
@@ -114,15 +120,25 @@ def test_one_ruleset_with_post_reports_one_of_three_violations() -> None:
     def fired(rule: str) -> Action:
         def action(c: Any) -> None:
             raw[(f"uploads/{rule}", c.m.subject, (c.m.id,))] += 1
+
         return action
 
     host = QuietHost({r: fired(r) for r in ("malware", "disguised", "oversized")})
-    host.set_rulesets({"uploads": {
-        "malware": {"all": [{"m": {"$and": [{"type": "file.uploaded"}, {"sha": "bad"}]}}], "run": "malware"},
-        "disguised": {"all": [{"m": {"$and": [{"type": "file.uploaded"}, {"ext": "exe"}]}}], "run": "disguised"},
-        "oversized": {"all": [{"m": {"$and": [{"type": "file.uploaded"}, {"$gt": {"mb": 100}}]}}],
-                      "run": "oversized"},
-    }})
+    host.set_rulesets(
+        {
+            "uploads": {
+                "malware": {"all": [{"m": {"$and": [{"type": "file.uploaded"}, {"sha": "bad"}]}}], "run": "malware"},
+                "disguised": {
+                    "all": [{"m": {"$and": [{"type": "file.uploaded"}, {"ext": "exe"}]}}],
+                    "run": "disguised",
+                },
+                "oversized": {
+                    "all": [{"m": {"$and": [{"type": "file.uploaded"}, {"$gt": {"mb": 100}}]}}],
+                    "run": "oversized",
+                },
+            }
+        }
+    )
     for e in events:
         host.post("uploads", {"id": e["id"], "subject": e["subject"], "type": e["type"], **e["data"]})
 
@@ -166,16 +182,37 @@ def test_expect_as_negation_reports_an_answered_request() -> None:
         raw[("audit-requests/unanswered", c.x.subject, (c.x.id,))] += 1
 
     host = QuietHost({"unanswered": unanswered})
-    host.set_rulesets({"expect": {"unanswered": {"all": [
-        {"x": {"type": "audit.document_requested"}},
-        {"m_1$not": {"$and": [{"type": "audit.document_provided"}, {"doc": {"x": "doc"}},
-                              {"subject": {"x": "subject"}}]}},
-        {"clock": {"$and": [{"type": "clock"}, {"$gte": {"now": {"x": "deadline"}}}]}},
-    ], "run": "unanswered"}}})
+    host.set_rulesets(
+        {
+            "expect": {
+                "unanswered": {
+                    "all": [
+                        {"x": {"type": "audit.document_requested"}},
+                        {
+                            "m_1$not": {
+                                "$and": [
+                                    {"type": "audit.document_provided"},
+                                    {"doc": {"x": "doc"}},
+                                    {"subject": {"x": "subject"}},
+                                ]
+                            }
+                        },
+                        {"clock": {"$and": [{"type": "clock"}, {"$gte": {"now": {"x": "deadline"}}}]}},
+                    ],
+                    "run": "unanswered",
+                }
+            }
+        }
+    )
     for e in events:
         t = parse_time(e["time"])
-        fact = {"id": e["id"], "subject": e["subject"], "type": e["type"], **e["data"],
-                "deadline": int((t + timedelta(days=3)).timestamp())}
+        fact = {
+            "id": e["id"],
+            "subject": e["subject"],
+            "type": e["type"],
+            **e["data"],
+            "deadline": int((t + timedelta(days=3)).timestamp()),
+        }
         with contextlib.suppress(dr_engine.MessageNotHandledException):  # an event no rule element wants
             host.assert_fact("expect", fact)  # facts, so the $not can see them
         # The logical clock: event time as data, since durable_rules' timers run on wall time.
@@ -235,10 +272,18 @@ def test_session_per_subject_fails_at_subject_1025() -> None:
     event is lost. The reference reports all 1,100 violations; so does the Engine.
     """
     policies = checked(ONE_RULE)
-    events = [event(f"l{i}", "account.login", f"account:{i}", "2026-03-01T00:00:00Z", client="banned")
-              for i in range(N_SUBJECTS)]
-    proc = subprocess.run([sys.executable, "-c", SESSION_PER_SUBJECT], input=json.dumps(events),
-                          capture_output=True, text=True, timeout=300, check=False)
+    events = [
+        event(f"l{i}", "account.login", f"account:{i}", "2026-03-01T00:00:00Z", client="banned")
+        for i in range(N_SUBJECTS)
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-c", SESSION_PER_SUBJECT],
+        input=json.dumps(events),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode <= 0, proc.stderr[-2000:]  # > 0: the script itself is broken
     if proc.returncode < 0:  # killed by a signal (a segfault): a louder way of losing every violation
         raw: Counter[Found] = Counter()

@@ -28,8 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def tosengine(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "tosengine", *args], capture_output=True, text=True,
-                          timeout=300, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "tosengine", *args], capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
 
 
 def _digest(path: Path) -> str:
@@ -40,17 +41,26 @@ def _digest(path: Path) -> str:
 def quickstart_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The quickstart replayed into a SQLite audit log, closed (its WAL checkpointed into the file)."""
     path = tmp_path_factory.mktemp("ro") / "audit.db"
-    p = tosengine("replay", "examples/quickstart/events.jsonl", "--policies", "examples/quickstart/policies",
-                  "--db", f"sqlite:///{path}")
+    p = tosengine(
+        "replay",
+        "examples/quickstart/events.jsonl",
+        "--policies",
+        "examples/quickstart/policies",
+        "--db",
+        f"sqlite:///{path}",
+    )
     assert p.returncode == 0, p.stderr
     return path
 
 
 def _read_commands(url: str, vid: str) -> list[list[str]]:
-    return [["audit", "list", "--db", url], ["audit", "verify", "--db", url],
-            ["audit", "export", "--subject", "account:18", "--db", url],
-            ["audit", "export", "--subject", "account:18", "--format", "html", "--db", url],
-            ["explain", vid, "--db", url]]
+    return [
+        ["audit", "list", "--db", url],
+        ["audit", "verify", "--db", url],
+        ["audit", "export", "--subject", "account:18", "--db", url],
+        ["audit", "export", "--subject", "account:18", "--format", "html", "--db", url],
+        ["explain", vid, "--db", url],
+    ]
 
 
 def _first_id(path: Path) -> str:
@@ -84,8 +94,13 @@ def test_read_commands_work_on_a_read_only_copy(quickstart_db: Path) -> None:
     try:
         url = f"sqlite:///{copy}"
         for args in _read_commands(url, vid):
-            p = subprocess.run([*as_user, sys.executable, "-m", "tosengine", *args], capture_output=True,
-                               text=True, timeout=300, cwd=ROOT)
+            p = subprocess.run(
+                [*as_user, sys.executable, "-m", "tosengine", *args],
+                capture_output=True,
+                text=True,
+                timeout=300,
+                cwd=ROOT,
+            )
             assert p.returncode == 0, (args, p.stderr)
             assert "Traceback" not in p.stderr
         assert sorted(x.name for x in folder.iterdir()) == ["audit.db"]
@@ -157,8 +172,9 @@ rules:
 
 def test_postgresql_readers_are_read_only() -> None:
     with pg_schema() as url:
-        with Engine(policy_set("policy: p\nclause: c\nrules:\n  - id: r\n    match: event.type == \"a\"\n"),
-                    audit=url) as engine:
+        with Engine(
+            policy_set('policy: p\nclause: c\nrules:\n  - id: r\n    match: event.type == "a"\n'), audit=url
+        ) as engine:
             engine.process(ev("a1", "a", "account:1"))
         eng = connect_readonly(url)
         try:
@@ -170,14 +186,20 @@ def test_postgresql_readers_are_read_only() -> None:
             eng.dispose()
 
 
-@pytest.mark.parametrize(("url", "says"), [
-    ("sqlite:////no/such/folder/audit.db", "cannot open the audit log at sqlite:////no/such/folder/audit.db"),
-    ("postgresql+psycopg://tosengine:s3cret@127.0.0.1:1/none", "postgresql+psycopg://tosengine:***@127.0.0.1:1/none"),
-    ("mysql://root@localhost/x", "unsupported database 'mysql'"),
-    ("not a url", "not a database URL"),
-])
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("sqlite:////no/such/folder/audit.db", "cannot open the audit log at sqlite:////no/such/folder/audit.db"),
+        (
+            "postgresql+psycopg://tosengine:s3cret@127.0.0.1:1/none",
+            "postgresql+psycopg://tosengine:***@127.0.0.1:1/none",
+        ),
+        ("mysql://root@localhost/x", "unsupported database 'mysql'"),
+        ("not a url", "not a database URL"),
+    ],
+)
 def test_a_bad_database_url_is_an_audit_error_naming_it(url: str, says: str) -> None:
-    policies = policy_set("policy: p\nclause: c\nrules:\n  - id: r\n    match: event.type == \"a\"\n")
+    policies = policy_set('policy: p\nclause: c\nrules:\n  - id: r\n    match: event.type == "a"\n')
     with pytest.raises(AuditError) as info:
         Engine(policies, audit=url)
     assert says in str(info.value) and "s3cret" not in str(info.value)

@@ -20,8 +20,9 @@ from tosengine.violation import Violation
 
 CASES = Path(__file__).resolve().parents[1].parent / "shared" / "conformance" / "cases"
 if not CASES.is_dir():
-    pytest.skip(f"conformance cases not found at {CASES} (the shared folder sits beside the repo)",
-                allow_module_level=True)
+    pytest.skip(
+        f"conformance cases not found at {CASES} (the shared folder sits beside the repo)", allow_module_level=True
+    )
 
 Ident = tuple[str, str, str, tuple[str, ...]]
 
@@ -81,8 +82,11 @@ def test_conformance_case(path: Path) -> None:
     problems = [f"missing    {k}" for k in (need - have).elements()]
     problems += [f"unexpected {k}" for k in (have - need).elements()]
     for w in want:
-        if "time" in w and want_ident(w) in have and not any(
-                got_ident(g) == want_ident(w) and g.time == parse_time(w["time"]) for g in got):
+        if (
+            "time" in w
+            and want_ident(w) in have
+            and not any(got_ident(g) == want_ident(w) and g.time == parse_time(w["time"]) for g in got)
+        ):
             problems.append(f"time is not {w['time']}: {want_ident(w)}")
     for r in case.rejected:
         rid = r if isinstance(r, str) else (raw[r] if isinstance(raw[r], dict) else {}).get("id")

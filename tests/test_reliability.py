@@ -26,9 +26,23 @@ KILL_POINTS = int(os.environ.get("TOSENGINE_KILL_POINTS", "20"))
 
 
 def _replay(url: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "tosengine", "replay", str(SEED), "--policies",
-                             str(ROOT / "policies"), "--db", url, "--format", "json"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tosengine",
+            "replay",
+            str(SEED),
+            "--policies",
+            str(ROOT / "policies"),
+            "--db",
+            url,
+            "--format",
+            "json",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def _rows(url: str) -> tuple[list[tuple[str, str, str]], int]:
@@ -67,8 +81,10 @@ def test_killed_replays_resume_to_exactly_one_clean_run(tmp_path: Path) -> None:
 
 def test_eight_threads_write_the_same_rows_as_one(db_url: str) -> None:
     # Every event falls inside one threshold window, so the interleaving of subjects cannot matter.
-    events = [ev(f"t{i}", "account.login", f"account:{i % 16}", timedelta(seconds=i // 2), origin="evil.example")
-              for i in range(480)]
+    events = [
+        ev(f"t{i}", "account.login", f"account:{i % 16}", timedelta(seconds=i // 2), origin="evil.example")
+        for i in range(480)
+    ]
     streams = [[e for e in events if int(e["subject"].split(":")[1]) % 8 == t] for t in range(8)]
     with Engine(policy_set(POLICY_BY_ACCOUNT), audit=db_url) as engine:
         threads = [threading.Thread(target=engine.process_many, args=(s,)) for s in streams]

@@ -18,15 +18,23 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # What the generator (examples/generate.py) stages, and which policy must catch it.
 EXPECTED = {
-    "operator:mgp25": {"fake-engagement/operator-bot-network", "cease-and-desist/notice-ignored",
-                       "investigation-cooperation/info-request-unanswered"},
-    **{f"account:mgp25-bot-{i}": {"fake-engagement/spoofed-official-client", "fake-engagement/engagement-burst"}
-       for i in range(6)},
+    "operator:mgp25": {
+        "fake-engagement/operator-bot-network",
+        "cease-and-desist/notice-ignored",
+        "investigation-cooperation/info-request-unanswered",
+    },
+    **{
+        f"account:mgp25-bot-{i}": {"fake-engagement/spoofed-official-client", "fake-engagement/engagement-burst"}
+        for i in range(6)
+    },
     **{f"account:mgp25-new-{i}": {"fake-engagement/spoofed-official-client"} for i in range(3)},
     **{f"device:mgp25-{i}": {"ban-evasion/new-account-on-disabled-device"} for i in range(3)},
     "massroot8.example": {"credential-harvesting/third-party-login-ring"},
-    "developer:massroot8": {"unauthorized-data-collection/no-consent", "cease-and-desist/notice-ignored",
-                            "investigation-cooperation/info-request-unanswered"},
+    "developer:massroot8": {
+        "unauthorized-data-collection/no-consent",
+        "cease-and-desist/notice-ignored",
+        "investigation-cooperation/info-request-unanswered",
+    },
     "developer:oneaudience": {"unauthorized-data-collection/no-consent", "unauthorized-data-collection/unapproved-sdk"},
 }
 
@@ -55,15 +63,28 @@ def test_no_benign_subject_has_a_violation(by_subject: dict[str, set[str]]) -> N
 
 
 def test_the_seed_file_is_what_the_generator_makes() -> None:
-    p = subprocess.run([sys.executable, str(ROOT / "examples" / "generate.py")], capture_output=True, text=True,
-                       check=True)
+    p = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "generate.py")], capture_output=True, text=True, check=True
+    )
     assert p.stdout == (ROOT / "examples" / "seed-cases.jsonl").read_text(encoding="utf-8")
 
 
 def test_main_job_summary(tmp_path: Path) -> None:
-    p = subprocess.run([sys.executable, "-m", "tosengine", "replay", str(ROOT / "examples" / "seed-cases.jsonl"),
-                        "--policies", str(ROOT / "policies"), "--summary"], capture_output=True, text=True,
-                       cwd=tmp_path)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tosengine",
+            "replay",
+            str(ROOT / "examples" / "seed-cases.jsonl"),
+            "--policies",
+            str(ROOT / "policies"),
+            "--summary",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert p.returncode == 0, p.stderr
     assert "legal_referral  developer:massroot8, operator:mgp25" in p.stdout
     assert "tosengine audit export --subject operator:mgp25 --format html" in p.stdout

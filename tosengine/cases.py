@@ -24,8 +24,16 @@ from tosengine.errors import TosEngineError
 from tosengine.events import parse_time
 from tosengine.policy.yaml import YamlError, load_yaml
 
-__all__ = ["DEFAULT_START", "Case", "CaseError", "expand_generate", "fill", "load_behaviour_case",
-           "load_policy_tests", "when"]
+__all__ = [
+    "DEFAULT_START",
+    "Case",
+    "CaseError",
+    "expand_generate",
+    "fill",
+    "load_behaviour_case",
+    "load_policy_tests",
+    "when",
+]
 
 DEFAULT_START = "2026-01-01T00:00:00Z"
 
@@ -100,10 +108,18 @@ def load_behaviour_case(path: str | Path) -> Case:
     events = list(doc.get("events") or [])
     want = list(doc.get("want") or [])
     generated, generated_want = expand_generate(doc.get("generate") or [])
-    return Case(str(path), 1, str(doc.get("note", Path(path).stem)), events + generated,
-                until=when(doc["until"]) if doc.get("until") else None, policies=dict(doc["policies"]),
-                expect=want + generated_want, expect_repeats=list(doc.get("want_repeats") or []),
-                rejected=list(doc.get("want_rejected") or []), split_at=doc.get("split_at"))
+    return Case(
+        str(path),
+        1,
+        str(doc.get("note", Path(path).stem)),
+        events + generated,
+        until=when(doc["until"]) if doc.get("until") else None,
+        policies=dict(doc["policies"]),
+        expect=want + generated_want,
+        expect_repeats=list(doc.get("want_repeats") or []),
+        rejected=list(doc.get("want_rejected") or []),
+        split_at=doc.get("split_at"),
+    )
 
 
 # ---------------------------------------------------------------- policy test files
@@ -176,9 +192,17 @@ def load_policy_tests(path: str | Path, policy_id: str) -> list[Case]:
         except (KeyError, TypeError, ValueError) as exc:
             out.append(Case(str(path), line, name, [], error=f"{type(exc).__name__}: {exc}"))
             continue
-        out.append(Case(str(path), line, name, events, until,
-                        expect=[{"policy": policy_id, **x} for x in raw.get("expect") or []],
-                        expect_absent=[{"policy": policy_id, **x} for x in raw.get("expect_absent") or []]))
+        out.append(
+            Case(
+                str(path),
+                line,
+                name,
+                events,
+                until,
+                expect=[{"policy": policy_id, **x} for x in raw.get("expect") or []],
+                expect_absent=[{"policy": policy_id, **x} for x in raw.get("expect_absent") or []],
+            )
+        )
     return out
 
 

@@ -21,13 +21,20 @@ from pydantic_core import from_json
 from tosengine.errors import EventError
 from tosengine.violation import format_time
 
-__all__ = ["ENVELOPE", "Event", "EventRecord", "parse_event_line", "parse_record", "parse_time",
-           "record_of_event", "validate_event", "validate_record"]
+__all__ = [
+    "ENVELOPE",
+    "Event",
+    "EventRecord",
+    "parse_event_line",
+    "parse_record",
+    "parse_time",
+    "record_of_event",
+    "validate_event",
+    "validate_record",
+]
 
 # RFC 3339 date-time with a mandatory offset; any number of fraction digits (we keep microseconds).
-_RFC3339 = re.compile(
-    r"(\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(?:\.(\d+))?([Zz]|[+-]\d\d:\d\d)"
-)
+_RFC3339 = re.compile(r"(\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(?:\.(\d+))?([Zz]|[+-]\d\d:\d\d)")
 _SUBJECT = re.compile(r"[a-z][a-z0-9_.-]*:.+", re.DOTALL)
 _TYPE = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 _EXTENSION = re.compile(r"[a-z0-9]{1,20}")
@@ -54,8 +61,9 @@ class Attribute:
 # The envelope's string attributes, in the order they are checked (the first problem is reported).
 ENVELOPE: tuple[Attribute, ...] = (
     Attribute("id", True, bool, "must be a non-empty string"),
-    Attribute("type", True, lambda v: _TYPE.fullmatch(v) is not None,
-              "must be a dotted name such as account.engagement"),
+    Attribute(
+        "type", True, lambda v: _TYPE.fullmatch(v) is not None, "must be a dotted name such as account.engagement"
+    ),
     Attribute("time", True, lambda v: True, ""),  # parsed by parse_time, which words its own problem
     Attribute("subject", True, lambda v: _SUBJECT.fullmatch(v) is not None, "must be kind:id, e.g. account:123"),
     Attribute("source", False, lambda v: True, ""),
@@ -112,8 +120,12 @@ def _value_problem(v: Any, depth: int) -> tuple[list[str], str] | None:
             if not k.isascii() and not _encodable(k):
                 return [], "a field name is not valid Unicode (a lone surrogate)"
             tx = type(x)
-            if (tx is str and len(x) <= MAX_STRING and (x.isascii() or _encodable(x))) or \
-                    tx not in (str, float, dict, list):
+            if (tx is str and len(x) <= MAX_STRING and (x.isascii() or _encodable(x))) or tx not in (
+                str,
+                float,
+                dict,
+                list,
+            ):
                 continue
             found = _value_problem(x, depth + 1)
             if found is not None:
@@ -270,8 +282,12 @@ def _validate(obj: dict[str, Any], text: str | None) -> EventRecord:
                 raise EventError(str(name), "extension attribute names must be 1-20 lowercase letters or digits")
             extensions[name] = value
     # The four strings, inline (the usual case: short and ASCII), then data and extensions.
-    if not (len(ident) + len(etype) + len(subject) + len(source) <= MAX_STRING
-            and ident.isascii() and subject.isascii() and source.isascii()):  # type is ASCII by its pattern
+    if not (
+        len(ident) + len(etype) + len(subject) + len(source) <= MAX_STRING
+        and ident.isascii()
+        and subject.isascii()
+        and source.isascii()
+    ):  # type is ASCII by its pattern
         for name, v in (("id", ident), ("type", etype), ("subject", subject), ("source", source)):
             _check_value(name, v)
     _check_value("data", data)
@@ -293,16 +309,22 @@ _RECORD = {"id", "type", "time", "subject", "source", "specversion", "data"}
 def event_of_record(record: EventRecord) -> Event:
     """The Event model of a validated record (not validated again)."""
     f = record.fields
-    return Event.model_construct(id=record.id, type=record.type, time=record.time, subject=record.subject,
-                                 source=record.source, specversion=f.get("specversion"), data=f.get("data"),
-                                 extensions={k: v for k, v in f.items() if k not in _RECORD},
-                                 time_text=record.time_text)
+    return Event.model_construct(
+        id=record.id,
+        type=record.type,
+        time=record.time,
+        subject=record.subject,
+        source=record.source,
+        specversion=f.get("specversion"),
+        data=f.get("data"),
+        extensions={k: v for k, v in f.items() if k not in _RECORD},
+        time_text=record.time_text,
+    )
 
 
 def record_of_event(ev: Event) -> EventRecord:
     """The record of an Event: what rules read as `event.*`, and the time as written."""
-    fields: dict[str, Any] = {"id": ev.id, "type": ev.type, "time": ev.time, "subject": ev.subject,
-                              "source": ev.source}
+    fields: dict[str, Any] = {"id": ev.id, "type": ev.type, "time": ev.time, "subject": ev.subject, "source": ev.source}
     if ev.specversion is not None:
         fields["specversion"] = ev.specversion
     if ev.data is not None:

@@ -49,7 +49,7 @@ class Explanation:
             f"severity  {v['severity']}   action {v['action']}"
             + (f"   (escalation ladder step {v['detail']['ladder_step']})" if v["detail"].get("ladder_step") else ""),
             f"message   {v['message']}",
-            f"clause    \"{v['clause']}\"",
+            f'clause    "{v["clause"]}"',
             "",
             "why:",
         ]
@@ -98,16 +98,16 @@ def explain_violation(engine: Engine, violation_id: str) -> Explanation:
             raise ExplainError(f"no violation {violation_id} in the audit log")
         v = row_json(row)
         evidence_events: list[dict[str, Any]] = json.loads(row.evidence_events)
-        pv = s.scalars(select(PolicyVersion).where(PolicyVersion.policy == row.policy,
-                                                    PolicyVersion.version == row.policy_version)).first()
+        pv = s.scalars(
+            select(PolicyVersion).where(PolicyVersion.policy == row.policy, PolicyVersion.version == row.policy_version)
+        ).first()
     if pv is None:
         raise ExplainError(f"policy version {v['policy_version']} of {v['policy']} is not in the audit log")
     checked, _ = check_sources([Source(pv.path, pv.text)])
     name = v["rule"].split("/", 1)[1]
     rule = next((r for r in checked.rules if r.name == name), None) if checked else None
     raw_policy = load_yaml(pv.text).value or {}  # the rule and macros as the author wrote them
-    raw_rule = next((r for r in raw_policy.get("rules", [])
-                     if isinstance(r, dict) and r.get("id") == name), {})
+    raw_rule = next((r for r in raw_policy.get("rules", []) if isinstance(r, dict) and r.get("id") == name), {})
     kind = rule.kind if rule is not None else "?"
     conditions: list[tuple[str, str]] = []
     body = raw_rule.get(kind, {}) if isinstance(raw_rule, dict) else {}
@@ -124,8 +124,9 @@ def explain_violation(engine: Engine, violation_id: str) -> Explanation:
     # Name the macros the conditions use, so the reader sees what `strike` means.
     macros = raw_policy.get("macros") or {}
     used = " ".join(text for _, text in conditions)
-    conditions += [(f"macro {m}", " ".join(str(t).split())) for m, t in macros.items()
-                   if re.search(rf"\b{re.escape(m)}\b", used)]
+    conditions += [
+        (f"macro {m}", " ".join(str(t).split())) for m, t in macros.items() if re.search(rf"\b{re.escape(m)}\b", used)
+    ]
     reads = _reads(rule) if rule is not None else {}
     # Which root names each evidence event: sequences bind steps in order, expect binds `after`.
     roots_of: list[set[str]] = [{"event"} for _ in evidence_events]
@@ -142,8 +143,9 @@ def explain_violation(engine: Engine, violation_id: str) -> Explanation:
         after = evidence_events[0] if evidence_events else {}
         bound = sorted(p for p in reads.get("after", set()))
         values = ", ".join(f"after.{'.'.join(p)} = {json.dumps(_value(after, p), ensure_ascii=False)}" for p in bound)
-        fulfilment = (f"deadline {v['detail'].get('deadline')} passed with no fulfilling item: one with key "
-                      f"{v['subject']}, later than {after.get('id')}, at or before the deadline, where\n"
-                      f"  {' '.join(str(body.get('fulfilled_by')).split())}"
-                      + (f"\n  with {values}" if values else ""))
+        fulfilment = (
+            f"deadline {v['detail'].get('deadline')} passed with no fulfilling item: one with key "
+            f"{v['subject']}, later than {after.get('id')}, at or before the deadline, where\n"
+            f"  {' '.join(str(body.get('fulfilled_by')).split())}" + (f"\n  with {values}" if values else "")
+        )
     return Explanation(v, kind, conditions, evidence, list(v["detail"].get("facts", [])), fulfilment)

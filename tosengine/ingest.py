@@ -29,8 +29,15 @@ class Ingest:
     a batch of 1 processes each line as it comes (a live stream is never held back).
     """
 
-    def __init__(self, engine: Engine, *, acknowledge: Callable[[list[Violation]], None],
-                 rejected: Rejected | None = None, batch_size: int = BATCH, ack_every: int = 1000) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        acknowledge: Callable[[list[Violation]], None],
+        rejected: Rejected | None = None,
+        batch_size: int = BATCH,
+        ack_every: int = 1000,
+    ) -> None:
         self.engine = engine
         self._acknowledge = acknowledge
         self._rejected = rejected
@@ -47,8 +54,9 @@ class Ingest:
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
-            self.reject(origin, number, raw.decode("utf-8", "backslashreplace"),
-                        EventError("", "the line is not valid UTF-8"))
+            self.reject(
+                origin, number, raw.decode("utf-8", "backslashreplace"), EventError("", "the line is not valid UTF-8")
+            )
             return
         if not text.strip():
             return
@@ -72,8 +80,11 @@ class Ingest:
         if not batch:
             return
         before = self.rejected
-        self._pending.extend(self.engine.process_many(
-            [text for _, _, text in batch], on_error=lambda pos, _event, exc: self.reject(*batch[pos], exc)))
+        self._pending.extend(
+            self.engine.process_many(
+                [text for _, _, text in batch], on_error=lambda pos, _event, exc: self.reject(*batch[pos], exc)
+            )
+        )
         self.accepted += len(batch) - (self.rejected - before)
 
     def acknowledge(self) -> None:

@@ -139,8 +139,9 @@ def run_policy_tests(policies: CheckedPolicySet, directory: str | Path) -> TestR
     by_path = {Path(p.path).resolve(): p.id for p in policies.policies}
     for f in files:
         stem = f.name.rsplit("_test.", 1)[0]
-        policy_id = next((pid for pth, pid in by_path.items() if pth.parent == f.resolve().parent
-                          and pth.stem == stem), stem)
+        policy_id = next(
+            (pid for pth, pid in by_path.items() if pth.parent == f.resolve().parent and pth.stem == stem), stem
+        )
         try:
             cases = load_policy_tests(f, policy_id)
         except CaseError as exc:

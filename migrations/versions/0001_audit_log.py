@@ -108,14 +108,20 @@ def upgrade() -> None:
     if bind.dialect.name == "postgresql":
         # Every role, the owner included, is refused UPDATE, DELETE and TRUNCATE on the violations.
         op.execute(REFUSE_PG)
-        op.execute("CREATE TRIGGER violations_append_only BEFORE UPDATE OR DELETE ON violations "
-                   "FOR EACH ROW EXECUTE FUNCTION tosengine_append_only()")
-        op.execute("CREATE TRIGGER violations_no_truncate BEFORE TRUNCATE ON violations "
-                   "FOR EACH STATEMENT EXECUTE FUNCTION tosengine_append_only()")
+        op.execute(
+            "CREATE TRIGGER violations_append_only BEFORE UPDATE OR DELETE ON violations "
+            "FOR EACH ROW EXECUTE FUNCTION tosengine_append_only()"
+        )
+        op.execute(
+            "CREATE TRIGGER violations_no_truncate BEFORE TRUNCATE ON violations "
+            "FOR EACH STATEMENT EXECUTE FUNCTION tosengine_append_only()"
+        )
     elif bind.dialect.name == "sqlite":
         for what in ("UPDATE", "DELETE"):
-            op.execute(f"CREATE TRIGGER violations_no_{what.lower()} BEFORE {what} ON violations "
-                       f"BEGIN SELECT RAISE(ABORT, 'the audit log is append-only: {what} refused'); END")
+            op.execute(
+                f"CREATE TRIGGER violations_no_{what.lower()} BEFORE {what} ON violations "
+                f"BEGIN SELECT RAISE(ABORT, 'the audit log is append-only: {what} refused'); END"
+            )
 
 
 def downgrade() -> None:

@@ -12,9 +12,27 @@ __all__ = ["GENESIS", "canonical", "link_hash", "utc_text"]
 
 GENESIS = "0" * 64
 # The columns a row's hash covers, in a fixed order. `hash` itself is the only column left out.
-HASHED = ("seq", "id", "policy", "rule", "policy_version", "clause", "subject", "key", "severity", "action",
-          "message", "time", "recorded_at", "evidence", "evidence_events", "causes", "detail", "engine_version",
-          "prev_hash")
+HASHED = (
+    "seq",
+    "id",
+    "policy",
+    "rule",
+    "policy_version",
+    "clause",
+    "subject",
+    "key",
+    "severity",
+    "action",
+    "message",
+    "time",
+    "recorded_at",
+    "evidence",
+    "evidence_events",
+    "causes",
+    "detail",
+    "engine_version",
+    "prev_hash",
+)
 
 
 def utc_text(t: datetime) -> str:

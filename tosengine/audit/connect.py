@@ -24,8 +24,10 @@ from tosengine.errors import AuditError
 
 __all__ = ["connect", "connect_readonly", "database_errors", "masked", "parse_url"]
 
-_HINT = ("check the URL (sqlite:///path/to/file.db or postgresql+psycopg://user@host:5432/dbname), that the "
-         "server is running and reachable, and the credentials")
+_HINT = (
+    "check the URL (sqlite:///path/to/file.db or postgresql+psycopg://user@host:5432/dbname), that the "
+    "server is running and reachable, and the credentials"
+)
 
 
 def masked(url: str | URL) -> str:
@@ -43,8 +45,10 @@ def parse_url(url: str) -> URL:
     except (ArgumentError, ValueError) as exc:
         raise AuditError(f"not a database URL: {masked(url)} ({exc}); {_HINT}") from None
     if parsed.get_backend_name() not in ("sqlite", "postgresql"):
-        raise AuditError(f"unsupported database {parsed.get_backend_name()!r} in {masked(url)}: "
-                         "the audit log is on SQLite or PostgreSQL")
+        raise AuditError(
+            f"unsupported database {parsed.get_backend_name()!r} in {masked(url)}: "
+            "the audit log is on SQLite or PostgreSQL"
+        )
     return parsed
 
 
@@ -144,10 +148,13 @@ def _require_schema(eng: Engine, url: str) -> None:
     with eng.connect() as conn:
         tables = set(inspect(conn).get_table_names())
         if "violations" not in tables or "alembic_version" not in tables:
-            raise AuditError(f"{masked(url)} holds no tosengine audit log (replay or `tosengine db upgrade` "
-                             "creates one)")
+            raise AuditError(
+                f"{masked(url)} holds no tosengine audit log (replay or `tosengine db upgrade` creates one)"
+            )
         found = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
     want = head_revision()
     if found != want:
-        raise AuditError(f"the audit log at {masked(url)} is at schema revision {found}, this tosengine reads "
-                         f"{want}: run `tosengine db upgrade --db URL` first")
+        raise AuditError(
+            f"the audit log at {masked(url)} is at schema revision {found}, this tosengine reads "
+            f"{want}: run `tosengine db upgrade --db URL` first"
+        )

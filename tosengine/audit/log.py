@@ -91,9 +91,11 @@ class AuditLog:
         self._rejected: list[dict[str, Any]] = []
         self._sqlite = self.engine.dialect.name == "sqlite"
         mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
-        self._insert_events = (f"INSERT INTO {AcceptedEvent.__tablename__} ({', '.join(_EVENT_COLUMNS)}) "
-                               f"VALUES ({', '.join([mark] * len(_EVENT_COLUMNS))}) "
-                               "ON CONFLICT (source, event_id) DO NOTHING")
+        self._insert_events = (
+            f"INSERT INTO {AcceptedEvent.__tablename__} ({', '.join(_EVENT_COLUMNS)}) "
+            f"VALUES ({', '.join([mark] * len(_EVENT_COLUMNS))}) "
+            "ON CONFLICT (source, event_id) DO NOTHING"
+        )
 
     # ------------------------------------------------------------------ what the engine hands over
 
@@ -102,8 +104,9 @@ class AuditLog:
         self._sensitive = policies.sensitive
         now = datetime.now(UTC)
         for p in policies.policies:
-            self._policies.append({"policy": p.id, "version": p.version, "path": p.path, "text": p.text,
-                                   "first_seen": now})
+            self._policies.append(
+                {"policy": p.id, "version": p.version, "path": p.path, "text": p.text, "first_seen": now}
+            )
 
     def mask(self, body: dict[str, Any]) -> dict[str, Any]:
         """A copy of an event with every sensitive path replaced by a salted hash of its value."""
@@ -128,27 +131,58 @@ class AuditLog:
                 # Not hashed, so not canonical: pydantic-core's encoder is ~4x json.dumps.
                 text = to_json(self.mask(event.evidence())).decode()
             time = event.time
-            self._events.append((event.source, event.id, event.type, event.subject,
-                                 _sqlite_time(time, event.time_text) if self._sqlite else _utc(time), text))
+            self._events.append(
+                (
+                    event.source,
+                    event.id,
+                    event.type,
+                    event.subject,
+                    _sqlite_time(time, event.time_text) if self._sqlite else _utc(time),
+                    text,
+                )
+            )
         for v in violations:
-            self._violations.append({
-                "id": v.id, "policy": v.policy, "rule": v.rule, "policy_version": v.policy_version,
-                "clause": v.clause, "subject": v.subject, "key": v.subject, "severity": v.severity,
-                "action": v.action, "message": v.message, "time": _utc(v.time),
-                "evidence": _json(list(v.evidence)),
-                "evidence_events": _json([self.mask(e) for e in v.evidence_events]),
-                "causes": _json(list(v.causes)),
-                "detail": _json({"kind": v.kind, "deadline": format_time(v.deadline) if v.deadline else None,
-                                 "facts": list(v.facts), "ladder_step": v.ladder_step}),
-                "engine_version": ENGINE_VERSION,
-            })
+            self._violations.append(
+                {
+                    "id": v.id,
+                    "policy": v.policy,
+                    "rule": v.rule,
+                    "policy_version": v.policy_version,
+                    "clause": v.clause,
+                    "subject": v.subject,
+                    "key": v.subject,
+                    "severity": v.severity,
+                    "action": v.action,
+                    "message": v.message,
+                    "time": _utc(v.time),
+                    "evidence": _json(list(v.evidence)),
+                    "evidence_events": _json([self.mask(e) for e in v.evidence_events]),
+                    "causes": _json(list(v.causes)),
+                    "detail": _json(
+                        {
+                            "kind": v.kind,
+                            "deadline": format_time(v.deadline) if v.deadline else None,
+                            "facts": list(v.facts),
+                            "ladder_step": v.ladder_step,
+                        }
+                    ),
+                    "engine_version": ENGINE_VERSION,
+                }
+            )
         if len(self._events) + len(self._violations) >= self.batch_size:
             self.flush()
 
     def reject(self, raw: str, error: EventError, origin: str = "api") -> None:
         """Queue a rejected input line (the dead letter) with its reason."""
-        self._rejected.append({"origin": origin, "line": error.line, "field": error.field,
-                               "reason": error.problem, "raw": raw[:1_000_000]})
+        self._rejected.append(
+            {
+                "origin": origin,
+                "line": error.line,
+                "field": error.field,
+                "reason": error.problem,
+                "raw": raw[:1_000_000],
+            }
+        )
         if len(self._rejected) >= self.batch_size:
             self.flush()
 
@@ -194,12 +228,13 @@ class AuditLog:
             batch.setdefault(v["id"], v)
         ids = list(batch)
         for i in range(0, len(ids), 500):
-            for (existing,) in conn.execute(select(ViolationRow.id).where(ViolationRow.id.in_(ids[i:i + 500]))):
+            for (existing,) in conn.execute(select(ViolationRow.id).where(ViolationRow.id.in_(ids[i : i + 500]))):
                 batch.pop(existing, None)
         if not batch:
             return
-        head = conn.execute(select(ChainHead.hash, ChainHead.last_seq, ChainHead.count)
-                            .where(ChainHead.name == "violations")).first()
+        head = conn.execute(
+            select(ChainHead.hash, ChainHead.last_seq, ChainHead.count).where(ChainHead.name == "violations")
+        ).first()
         prev, last_seq, count = (str(head[0]), int(head[1]), int(head[2])) if head else (GENESIS, 0, 0)
         rows = []
         for v in batch.values():
@@ -219,8 +254,12 @@ class AuditLog:
         last = 0
         while True:
             with self.engine.connect() as conn:
-                rows = conn.execute(select(AcceptedEvent.seq, AcceptedEvent.body).where(AcceptedEvent.seq > last)
-                                    .order_by(AcceptedEvent.seq).limit(chunk)).all()
+                rows = conn.execute(
+                    select(AcceptedEvent.seq, AcceptedEvent.body)
+                    .where(AcceptedEvent.seq > last)
+                    .order_by(AcceptedEvent.seq)
+                    .limit(chunk)
+                ).all()
             if not rows:
                 return
             for _, body in rows:

@@ -25,16 +25,34 @@ def _aware(t: datetime) -> datetime:
 def row_json(row: ViolationRow) -> dict[str, Any]:
     """A stored violation in the JSON shape of DESIGN.md section 4, plus its place in the chain."""
     return {
-        "id": row.id, "policy": row.policy, "rule": row.rule, "subject": row.subject, "key": row.key,
-        "severity": row.severity, "action": row.action, "time": format_time(_aware(row.time)),
-        "evidence": json.loads(row.evidence), "message": row.message, "clause": row.clause,
-        "policy_version": row.policy_version, "causes": json.loads(row.causes), "detail": json.loads(row.detail),
-        "recorded_at": format_time(_aware(row.recorded_at)), "seq": row.seq, "hash": row.hash,
+        "id": row.id,
+        "policy": row.policy,
+        "rule": row.rule,
+        "subject": row.subject,
+        "key": row.key,
+        "severity": row.severity,
+        "action": row.action,
+        "time": format_time(_aware(row.time)),
+        "evidence": json.loads(row.evidence),
+        "message": row.message,
+        "clause": row.clause,
+        "policy_version": row.policy_version,
+        "causes": json.loads(row.causes),
+        "detail": json.loads(row.detail),
+        "recorded_at": format_time(_aware(row.recorded_at)),
+        "seq": row.seq,
+        "hash": row.hash,
     }
 
 
-def list_violations(engine: Engine, *, subject: str | None = None, policy: str | None = None,
-                    since: datetime | None = None, limit: int | None = None) -> list[ViolationRow]:
+def list_violations(
+    engine: Engine,
+    *,
+    subject: str | None = None,
+    policy: str | None = None,
+    since: datetime | None = None,
+    limit: int | None = None,
+) -> list[ViolationRow]:
     """Violations in chain order, filtered; all of them unless `limit` is given."""
     q = select(ViolationRow).order_by(ViolationRow.seq)
     if subject is not None:
@@ -65,8 +83,12 @@ def _case(engine: Engine, subject: str) -> tuple[list[dict[str, Any]], dict[str,
 def export_json(engine: Engine, subject: str, verification: VerifyResult) -> dict[str, Any]:
     """The case file for one subject: violations, clauses, evidence events, policy texts, chain check."""
     violations, texts = _case(engine, subject)
-    return {"subject": subject, "violations": violations, "policy_texts": texts,
-            "chain": {"ok": verification.ok, "rows_checked": verification.rows, "result": verification.describe()}}
+    return {
+        "subject": subject,
+        "violations": violations,
+        "policy_texts": texts,
+        "chain": {"ok": verification.ok, "rows_checked": verification.rows, "result": verification.describe()},
+    }
 
 
 def export_html(engine: Engine, subject: str, verification: VerifyResult) -> str:
@@ -86,16 +108,31 @@ def export_html(engine: Engine, subject: str, verification: VerifyResult) -> str
         f"<p>{len(violations)} violation(s) recorded against this subject.</p>",
         "<h2>Overview</h2><table><tr><th>#</th><th>time (UTC)</th><th>rule</th><th>action</th>"
         "<th>what happened</th></tr>",
-        *(f"<tr><td><a href='#v{n}'>{n}</a></td><td>{e(v['time'])}</td><td>{e(v['rule'])}</td>"
-          f"<td>{e(v['action'])}</td><td>{e(v['message'])}</td></tr>" for n, v in enumerate(violations, 1)),
+        *(
+            f"<tr><td><a href='#v{n}'>{n}</a></td><td>{e(v['time'])}</td><td>{e(v['rule'])}</td>"
+            f"<td>{e(v['action'])}</td><td>{e(v['message'])}</td></tr>"
+            for n, v in enumerate(violations, 1)
+        ),
         "</table>",
     ]
     for n, v in enumerate(violations, 1):
         parts += [
             f"<h2 id='v{n}'>{n}. {e(v['rule'])} &mdash; {e(v['time'])}</h2>",
             "<table>",
-            *(f"<tr><th>{e(k)}</th><td>{e(str(v[k]))}</td></tr>" for k in
-              ("id", "policy", "policy_version", "severity", "action", "message", "recorded_at", "seq", "hash")),
+            *(
+                f"<tr><th>{e(k)}</th><td>{e(str(v[k]))}</td></tr>"
+                for k in (
+                    "id",
+                    "policy",
+                    "policy_version",
+                    "severity",
+                    "action",
+                    "message",
+                    "recorded_at",
+                    "seq",
+                    "hash",
+                )
+            ),
             f"<tr><th>escalation ladder step</th><td>{e(str(v['detail'].get('ladder_step') or '-'))}</td></tr>",
             f"<tr><th>evidence (event ids)</th><td>{e(', '.join(v['evidence']))}</td></tr>",
             "</table>",

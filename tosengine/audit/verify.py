@@ -38,12 +38,22 @@ def verify_chain(engine: Engine, key: bytes | None = None) -> VerifyResult:
         for row in s.scalars(select(ViolationRow).order_by(ViolationRow.seq)).yield_per(1000):
             data = {c.name: getattr(row, c.name) for c in ViolationRow.__table__.columns}
             if row.prev_hash != prev:
-                return VerifyResult(False, count, row.seq, row.id,
-                                    "prev_hash does not match the row before it: a row was deleted, inserted "
-                                    "or reordered before this one")
+                return VerifyResult(
+                    False,
+                    count,
+                    row.seq,
+                    row.id,
+                    "prev_hash does not match the row before it: a row was deleted, inserted "
+                    "or reordered before this one",
+                )
             if link_hash(data, key) != row.hash:
-                return VerifyResult(False, count, row.seq, row.id, "the row's content does not match its hash: "
-                                    "it was changed after it was written")
+                return VerifyResult(
+                    False,
+                    count,
+                    row.seq,
+                    row.id,
+                    "the row's content does not match its hash: it was changed after it was written",
+                )
             prev, count, last_seq = row.hash, count + 1, row.seq
         head = s.get(ChainHead, "violations")
     if head is None:
@@ -51,7 +61,12 @@ def verify_chain(engine: Engine, key: bytes | None = None) -> VerifyResult:
             return VerifyResult(False, count, None, None, "the chain head is missing")
         return VerifyResult(True, 0)
     if head.count != count or head.hash != prev or head.last_seq != last_seq:
-        return VerifyResult(False, count, None, None,
-                            f"the chain head records {head.count} row(s) ending at #{head.last_seq}, the table has "
-                            f"{count} ending at #{last_seq}: rows at the end were deleted or added")
+        return VerifyResult(
+            False,
+            count,
+            None,
+            None,
+            f"the chain head records {head.count} row(s) ending at #{head.last_seq}, the table has "
+            f"{count} ending at #{last_seq}: rows at the end were deleted or added",
+        )
     return VerifyResult(True, count)

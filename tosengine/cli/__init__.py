@@ -30,7 +30,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="tosengine",
         description="Terms-of-service enforcement: check policies, replay events, find violations.",
         epilog="Policy language: docs/policy-language.md. Exit codes: 0 ok, 1 findings "
-               "(diagnostics or rejected events), 2 usage or unusable policies.")
+        "(diagnostics or rejected events), 2 usage or unusable policies.",
+    )
     p.add_argument("--version", action="version", version=f"tosengine {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for c in COMMANDS.values():

@@ -40,8 +40,9 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
             print(result.describe(), file=out)
             return EXIT_OK if result.ok else EXIT_FINDINGS
         if args.audit_command == "list":
-            rows = list_violations(log.engine, subject=args.subject, policy=args.policy, since=args.since,
-                                   limit=args.limit)
+            rows = list_violations(
+                log.engine, subject=args.subject, policy=args.policy, since=args.since, limit=args.limit
+            )
             if args.format == "table":
                 out.write(f"{'TIME':24} {'RULE':48} {'SUBJECT':28} {'SEVERITY':8} {'ACTION':14} ID\n")
             for r in rows:
@@ -49,8 +50,10 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
                 if args.format == "json":
                     out.write(json.dumps(j, ensure_ascii=False) + "\n")
                 else:
-                    out.write(f"{j['time']:24} {j['rule']:48} {j['subject']:28} {j['severity']:8} "
-                              f"{j['action']:14} {j['id']}\n")
+                    out.write(
+                        f"{j['time']:24} {j['rule']:48} {j['subject']:28} {j['severity']:8} "
+                        f"{j['action']:14} {j['id']}\n"
+                    )
             return EXIT_OK
         result = verify_chain(log.engine, log.key)
         if args.format == "html":

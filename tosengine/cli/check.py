@@ -16,8 +16,13 @@ __all__ = ["CHECK"]
 
 
 def _arguments(c: argparse.ArgumentParser) -> None:
-    c.add_argument("policy_dir", nargs="?", default=None, metavar="POLICY_DIR",
-                   help="directory of policy files (default: $TOSENGINE_POLICIES or ./policies)")
+    c.add_argument(
+        "policy_dir",
+        nargs="?",
+        default=None,
+        metavar="POLICY_DIR",
+        help="directory of policy files (default: $TOSENGINE_POLICIES or ./policies)",
+    )
     c.add_argument("--format", choices=("text", "json"), default="text", help="diagnostics as text or JSON lines")
     c.add_argument("--codes", action="store_true", help="list every diagnostic code and exit")
 
@@ -45,6 +50,10 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-CHECK = Command("check", "check policy files; exit 0 if valid, 1 with diagnostics", _arguments, _run,
-                "Check every policy file in POLICY_DIR and print all problems at once as "
-                "path:line:col: error[code]: message.")
+CHECK = Command(
+    "check",
+    "check policy files; exit 0 if valid, 1 with diagnostics",
+    _arguments,
+    _run,
+    "Check every policy file in POLICY_DIR and print all problems at once as path:line:col: error[code]: message.",
+)

@@ -13,8 +13,17 @@ from typing import TextIO
 from tosengine.events import parse_time
 from tosengine.violation import Violation, format_time
 
-__all__ = ["EXIT_FINDINGS", "EXIT_OK", "EXIT_USAGE", "Command", "db_arg", "db_url", "policies_dir",
-           "print_violation", "time_arg"]
+__all__ = [
+    "EXIT_FINDINGS",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "Command",
+    "db_arg",
+    "db_url",
+    "policies_dir",
+    "print_violation",
+    "time_arg",
+]
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 
@@ -42,8 +51,12 @@ def db_url(given: str | None) -> str:
 
 def db_arg(p: argparse.ArgumentParser) -> None:
     """The --db option."""
-    p.add_argument("--db", default=None, metavar="URL",
-                   help="audit database URL (default: $TOSENGINE_DB or sqlite:///tosengine.db)")
+    p.add_argument(
+        "--db",
+        default=None,
+        metavar="URL",
+        help="audit database URL (default: $TOSENGINE_DB or sqlite:///tosengine.db)",
+    )
 
 
 def time_arg(text: str) -> datetime:
@@ -59,5 +72,6 @@ def print_violation(v: Violation, fmt: str, out: TextIO) -> None:
     if fmt == "json":
         out.write(json.dumps(v.to_json(), ensure_ascii=False) + "\n")
     else:
-        out.write(f"{format_time(v.time):24} {v.rule:48} {v.subject:28} {v.severity:8} {v.action:14} "
-                  f"{','.join(v.evidence)}\n")
+        out.write(
+            f"{format_time(v.time):24} {v.rule:48} {v.subject:28} {v.severity:8} {v.action:14} {','.join(v.evidence)}\n"
+        )

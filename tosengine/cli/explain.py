@@ -25,7 +25,12 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-EXPLAIN = Command("explain", "explain one recorded violation: rule, clause, evidence, chain", _arguments, _run,
-                  "Explain VIOLATION_ID from the audit log: the rule and its clause, the evidence events with the "
-                  "fields the rule read, the derived facts in the chain and, for expect rules, the deadline and "
-                  "what would have fulfilled it.")
+EXPLAIN = Command(
+    "explain",
+    "explain one recorded violation: rule, clause, evidence, chain",
+    _arguments,
+    _run,
+    "Explain VIOLATION_ID from the audit log: the rule and its clause, the evidence events with the "
+    "fields the rule read, the derived facts in the chain and, for expect rules, the deadline and "
+    "what would have fulfilled it.",
+)

@@ -36,13 +36,22 @@ def _arguments(r: argparse.ArgumentParser) -> None:
     r.add_argument("--policies", default=None, help="policy directory (default: $TOSENGINE_POLICIES or ./policies)")
     db_arg(r)
     r.add_argument("--dry-run", action="store_true", help="print violations without writing the audit log")
-    r.add_argument("--until", type=time_arg, default=None, metavar="TIME",
-                   help="after the last event, advance the clock to TIME (RFC 3339) so deadlines before it fire")
-    r.add_argument("--format", choices=("table", "json"), default="table",
-                   help="table, or json: one violation per line")
-    r.add_argument("--summary", action="store_true",
-                   help="instead of every violation, print counts per rule, the subjects at each action step "
-                        "and where to look next")
+    r.add_argument(
+        "--until",
+        type=time_arg,
+        default=None,
+        metavar="TIME",
+        help="after the last event, advance the clock to TIME (RFC 3339) so deadlines before it fire",
+    )
+    r.add_argument(
+        "--format", choices=("table", "json"), default="table", help="table, or json: one violation per line"
+    )
+    r.add_argument(
+        "--summary",
+        action="store_true",
+        help="instead of every violation, print counts per rule, the subjects at each action step "
+        "and where to look next",
+    )
 
 
 def _lines(files: Sequence[str]) -> Iterator[tuple[str, int, bytes]]:
@@ -88,8 +97,13 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
 
     # Lines go in batches (durable_rules matches a batch in one call), except from stdin, where a live
     # stream's violations must not wait for the next events.
-    ingest = Ingest(engine, acknowledge=acknowledge, rejected=_rejected,
-                    batch_size=1 if "-" in args.files else BATCH, ack_every=0 if args.dry_run else 1000)
+    ingest = Ingest(
+        engine,
+        acknowledge=acknowledge,
+        rejected=_rejected,
+        batch_size=1 if "-" in args.files else BATCH,
+        ack_every=0 if args.dry_run else 1000,
+    )
     with engine:
         if args.format == "table" and not args.summary:
             out.write(f"{'TIME':24} {'RULE':48} {'SUBJECT':28} {'SEVERITY':8} {'ACTION':14} EVIDENCE\n")
@@ -103,8 +117,10 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     if args.summary:
         summary.write(url, db_url(None), out)
     where = f", written to {url}" if url is not None else ""
-    print(f"{ingest.accepted} event(s) accepted, {ingest.rejected} rejected, {ingest.violations} violation(s)"
-          f"{where}", file=sys.stderr)
+    print(
+        f"{ingest.accepted} event(s) accepted, {ingest.rejected} rejected, {ingest.violations} violation(s){where}",
+        file=sys.stderr,
+    )
     return EXIT_FINDINGS if ingest.rejected else EXIT_OK
 
 
@@ -135,15 +151,22 @@ class _Summary:
         if db is not None and self.strongest:
             top = max(self.strongest, key=lambda s: (self.strongest[s][0], s))
             flag = "" if db == default_db else f" --db {db}"
-            out.write(f"\nnext:\n  tosengine audit list --subject {top}{flag}\n"
-                      f"  tosengine audit export --subject {top} --format html{flag} > case.html\n"
-                      f"  tosengine explain {self.strongest[top][1]}{flag}\n"
-                      f"  tosengine audit verify{flag}\n")
+            out.write(
+                f"\nnext:\n  tosengine audit list --subject {top}{flag}\n"
+                f"  tosengine audit export --subject {top} --format html{flag} > case.html\n"
+                f"  tosengine explain {self.strongest[top][1]}{flag}\n"
+                f"  tosengine audit verify{flag}\n"
+            )
 
 
-REPLAY = Command("replay", "run events (JSON Lines) through the policies and print violations", _arguments, _run,
-                 "Replay JSON Lines events through the policies and write the violations, the accepted events "
-                 "and the rejected lines to the audit log (unless --dry-run). Bad lines are reported on stderr "
-                 "with their line number and skipped; the exit status is 1 if any line was rejected, 2 if the "
-                 "policies or the audit database cannot be used. Running the same replay again adds nothing: "
-                 "violation ids are deterministic.")
+REPLAY = Command(
+    "replay",
+    "run events (JSON Lines) through the policies and print violations",
+    _arguments,
+    _run,
+    "Replay JSON Lines events through the policies and write the violations, the accepted events "
+    "and the rejected lines to the audit log (unless --dry-run). Bad lines are reported on stderr "
+    "with their line number and skipped; the exit status is 1 if any line was rejected, 2 if the "
+    "policies or the audit database cannot be used. Running the same replay again adds nothing: "
+    "violation ids are deterministic.",
+)

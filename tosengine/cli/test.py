@@ -15,8 +15,13 @@ __all__ = ["TEST"]
 
 
 def _arguments(t: argparse.ArgumentParser) -> None:
-    t.add_argument("policy_dir", nargs="?", default=None, metavar="POLICY_DIR",
-                   help="directory of policies and their tests (default: $TOSENGINE_POLICIES or ./policies)")
+    t.add_argument(
+        "policy_dir",
+        nargs="?",
+        default=None,
+        metavar="POLICY_DIR",
+        help="directory of policies and their tests (default: $TOSENGINE_POLICIES or ./policies)",
+    )
     t.add_argument("--coverage", action="store_true", help="also list the rules no case makes fire")
 
 
@@ -43,6 +48,11 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK if run.passed else EXIT_FINDINGS
 
 
-TEST = Command("test", "run the *_test.yaml policy tests; exit 0 all pass, 1 any failure", _arguments, _run,
-               "Run every *_test.yaml case beside the policies in POLICY_DIR and print each failure as a diff "
-               "of expected and actual violations.")
+TEST = Command(
+    "test",
+    "run the *_test.yaml policy tests; exit 0 all pass, 1 any failure",
+    _arguments,
+    _run,
+    "Run every *_test.yaml case beside the policies in POLICY_DIR and print each failure as a diff "
+    "of expected and actual violations.",
+)

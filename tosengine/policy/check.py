@@ -44,8 +44,21 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _FACT = re.compile(r"[a-z0-9_]+(?:\.[a-z0-9_]+)*")
 _SENSITIVE = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*")
 RESERVED = RESERVED_NAMES | set(FUNCTIONS)
-POLICY_FIELDS = ("policy", "title", "clause", "clause_ref", "severity", "action", "key", "params", "lists", "macros",
-                 "rules", "sensitive", "ladder")
+POLICY_FIELDS = (
+    "policy",
+    "title",
+    "clause",
+    "clause_ref",
+    "severity",
+    "action",
+    "key",
+    "params",
+    "lists",
+    "macros",
+    "rules",
+    "sensitive",
+    "ladder",
+)
 # The options every rule kind shares; a kind adds its own fields (KINDS[...].fields).
 OPTION_FIELDS = ("severity", "action", "key", "message", "emit", "violation", "title")
 RULE_FIELDS = ("id", *(f for k in KINDS.values() for f in k.fields), *OPTION_FIELDS)
@@ -71,9 +84,20 @@ class PolicyDraft:
     sensitive: tuple[tuple[str, ...], ...] = ()
 
     def finish(self, source: Source) -> Policy:
-        return Policy(id=self.id, title=self.title or self.id, clause=self.clause, clause_ref=self.clause_ref,
-                      severity=self.severity, action=self.action, path=source.path, version=source.version,
-                      rules=tuple(self.rules), sensitive=self.sensitive, text=source.text, ladder=self.ladder)
+        return Policy(
+            id=self.id,
+            title=self.title or self.id,
+            clause=self.clause,
+            clause_ref=self.clause_ref,
+            severity=self.severity,
+            action=self.action,
+            path=source.path,
+            version=source.version,
+            rules=tuple(self.rules),
+            sensitive=self.sensitive,
+            text=source.text,
+            ladder=self.ladder,
+        )
 
 
 @dataclass
@@ -96,8 +120,18 @@ class RuleDraft:
     def finish(self) -> Rule | None:
         if self.body is None:
             return None
-        return Rule(policy=self.policy, name=self.name, body=self.body, severity=self.severity, action=self.action,
-                    key=self.key, message=self.message, emit=self.emit, violation=self.violation, span=self.span)
+        return Rule(
+            policy=self.policy,
+            name=self.name,
+            body=self.body,
+            severity=self.severity,
+            action=self.action,
+            key=self.key,
+            message=self.message,
+            emit=self.emit,
+            violation=self.violation,
+            span=self.span,
+        )
 
 
 # ---------------------------------------------------------------- file passes
@@ -112,8 +146,11 @@ def _check_header(ctx: FileContext, draft: PolicyDraft) -> None:
             ctx.error(Span(1, 1), "missing-field", f"missing required field `{name}`")
     pid = doc.get("policy")
     if pid is not None and (not isinstance(pid, str) or not _ID.fullmatch(pid)):
-        ctx.error(ctx.at(("policy",)), "invalid-value",
-                  "a policy id is lowercase words joined by - or . (e.g. fake-engagement)")
+        ctx.error(
+            ctx.at(("policy",)),
+            "invalid-value",
+            "a policy id is lowercase words joined by - or . (e.g. fake-engagement)",
+        )
     for name in ("title", "clause", "clause_ref"):
         if name in doc and not isinstance(doc[name], str):
             ctx.error(ctx.at((name,)), "invalid-value", f"`{name}` must be text")
@@ -174,15 +211,17 @@ def _check_macros(ctx: FileContext, draft: PolicyDraft) -> None:
             parsed[name] = parse_expression(text, ctx.at(("macros", name)))
         except ExprSyntaxError as exc:
             ctx.error(ctx.at(("macros", name)).shifted(exc.offset), "expr-syntax", exc.message)
-    deps = {n: {p.root for p in walk(e) if isinstance(p, Path) and not p.parts and p.root in parsed}
-            for n, e in parsed.items()}
+    deps = {
+        n: {p.root for p in walk(e) if isinstance(p, Path) and not p.parts and p.root in parsed}
+        for n, e in parsed.items()
+    }
     done: set[str] = set()
 
     def visit(name: str, stack: list[str]) -> None:
         if name in done:
             return
         if name in stack:
-            cycle = " -> ".join([*stack[stack.index(name):], name])
+            cycle = " -> ".join([*stack[stack.index(name) :], name])
             ctx.error(ctx.key_at(("macros", name)), "macro-cycle", f"macros refer to each other: {cycle}")
             done.add(name)
             return
@@ -228,8 +267,11 @@ def _check_rules(ctx: FileContext, draft: PolicyDraft) -> None:
         if rule is None:
             continue
         if rule.name in seen:
-            ctx.error(ctx.at(("rules", i, "id")), "duplicate-rule",
-                      f"rule id `{rule.name}` is already used by rule #{seen[rule.name] + 1} of this policy")
+            ctx.error(
+                ctx.at(("rules", i, "id")),
+                "duplicate-rule",
+                f"rule id `{rule.name}` is already used by rule #{seen[rule.name] + 1} of this policy",
+            )
             continue
         seen[rule.name] = i
         draft.rules.append(rule)
@@ -270,8 +312,11 @@ def _check_sensitive(ctx: FileContext, draft: PolicyDraft) -> None:
     """`sensitive`: event paths the audit log stores only as salted hashes."""
     raw = ctx.doc.value.get("sensitive", [])
     if not isinstance(raw, list) or not all(isinstance(x, str) and _SENSITIVE.fullmatch(x) for x in raw):
-        ctx.error(ctx.at(("sensitive",)), "invalid-value",
-                  "`sensitive` lists event paths such as data.password (no `event.` prefix)")
+        ctx.error(
+            ctx.at(("sensitive",)),
+            "invalid-value",
+            "`sensitive` lists event paths such as data.password (no `event.` prefix)",
+        )
         return
     draft.sensitive = tuple(tuple(x.split(".")) for x in raw)
 
@@ -299,15 +344,19 @@ def _rule_kind(ctx: FileContext, base: Key, raw: dict[str, Any]) -> RuleKind | N
     if len(kinds) != 1:
         names = ", ".join(f"`{k}`" for k in KINDS)
         found = f" (found {', '.join(k.name for k in kinds)})" if kinds else ""
-        ctx.error(ctx.at(base), "missing-field" if not kinds else "invalid-value",
-                  f"a rule has exactly one of {names}{found}")
+        ctx.error(
+            ctx.at(base), "missing-field" if not kinds else "invalid-value", f"a rule has exactly one of {names}{found}"
+        )
         return None
     kind = kinds[0]
     for f in raw:
         owner = next((k for k in KINDS.values() if f in k.fields[1:]), None)
         if owner is not None and owner is not kind:
-            ctx.error(ctx.key_at((*base, f)), "unknown-field",
-                      f"`{f}` at rule level belongs to a {owner.name}; put it inside the rule's {kind.name}")
+            ctx.error(
+                ctx.key_at((*base, f)),
+                "unknown-field",
+                f"`{f}` at rule level belongs to a {owner.name}; put it inside the rule's {kind.name}",
+            )
     return kind
 
 
@@ -315,14 +364,16 @@ def _check_rule(ctx: FileContext, base: Key, policy: PolicyDraft) -> Rule | None
     raw = ctx.raw(base)
     span = ctx.at(base)
     if not isinstance(raw, dict):
-        ctx.error(span, "not-a-mapping", "a rule must be a mapping with `id` and one of "
-                  + "/".join(KINDS))
+        ctx.error(span, "not-a-mapping", "a rule must be a mapping with `id` and one of " + "/".join(KINDS))
         return None
     ctx.known_fields(base, RULE_FIELDS, "a rule")
     name = raw.get("id")
     if not isinstance(name, str) or not _ID.fullmatch(name):
-        ctx.error(ctx.at((*base, "id")) if "id" in raw else span, "missing-field" if "id" not in raw
-                  else "invalid-value", "a rule needs an `id`: lowercase words joined by - or .")
+        ctx.error(
+            ctx.at((*base, "id")) if "id" in raw else span,
+            "missing-field" if "id" not in raw else "invalid-value",
+            "a rule needs an `id`: lowercase words joined by - or .",
+        )
         name = f"#{base[-1]}"
     kind = _rule_kind(ctx, base, raw)
     if kind is None:
@@ -351,9 +402,13 @@ def _option_key(ctx: FileContext, base: Key, raw: dict[str, Any], rule: RuleDraf
     roots = {p.root for p in walk(rule.key) if isinstance(p, Path)} & {"event", "fact"}
     wrong = sorted(k for k in kinds if k not in roots) if roots else []
     if wrong:
-        ctx.error(span, "mixed-item", f"the key reads {', '.join(sorted(roots))}.* but this rule matches "
-                  f"{'facts' if 'fact' in wrong else 'events'}, whose key would always be absent",
-                  "give the rule its own `key`, or leave it out to use the subject of what the rule matched")
+        ctx.error(
+            span,
+            "mixed-item",
+            f"the key reads {', '.join(sorted(roots))}.* but this rule matches "
+            f"{'facts' if 'fact' in wrong else 'events'}, whose key would always be absent",
+            "give the rule its own `key`, or leave it out to use the subject of what the rule matched",
+        )
         return False
     return True
 
@@ -397,8 +452,11 @@ def _option_emit(ctx: FileContext, base: Key, raw: dict[str, Any], rule: RuleDra
     ctx.known_fields(path, ("fact", "data"), "an emit")
     fact = emit["fact"]
     if not isinstance(fact, str) or not _FACT.fullmatch(fact) or fact == "violation":
-        ctx.error(ctx.at((*path, "fact")), "invalid-value",
-                  "a fact name is lowercase dotted words (and `violation` is reserved)")
+        ctx.error(
+            ctx.at((*path, "fact")),
+            "invalid-value",
+            "a fact name is lowercase dotted words (and `violation` is reserved)",
+        )
         return False
     data = emit.get("data") or {}
     if not isinstance(data, dict):
@@ -420,8 +478,9 @@ def _option_violation(ctx: FileContext, base: Key, raw: dict[str, Any], rule: Ru
         ctx.error(ctx.at((*base, "violation")), "invalid-value", "`violation` is true or false")
         return False
     if violation is False and "emit" not in raw:
-        ctx.error(ctx.at((*base, "violation")), "invalid-value",
-                  "`violation: false` without `emit` makes the rule do nothing")
+        ctx.error(
+            ctx.at((*base, "violation")), "invalid-value", "`violation: false` without `emit` makes the rule do nothing"
+        )
         return False
     rule.violation = violation
     return True
@@ -460,8 +519,11 @@ def _check_duplicate_policies(sc: SetContext) -> None:
     kept: list[Policy] = []
     for p in sc.policies:
         if p.id in seen:
-            sc.diags.append(Diagnostic(p.path, Span(1, 1), "duplicate-policy",
-                                       f"policy id `{p.id}` is already declared in {seen[p.id]}"))
+            sc.diags.append(
+                Diagnostic(
+                    p.path, Span(1, 1), "duplicate-policy", f"policy id `{p.id}` is already declared in {seen[p.id]}"
+                )
+            )
             continue
         seen[p.id] = p.path
         kept.append(p)
@@ -478,13 +540,25 @@ def _check_ladders(sc: SetContext) -> None:
     ids = {p.id for p in sc.policies}
     ladders = [(p, p.ladder) for p in sc.policies if p.ladder is not None]
     for p, ladder in ladders[1:]:
-        sc.diags.append(Diagnostic(p.path, ladder.span, "duplicate-policy",
-                                   f"only one policy may declare a ladder; {ladders[0][0].path} already does"))
+        sc.diags.append(
+            Diagnostic(
+                p.path,
+                ladder.span,
+                "duplicate-policy",
+                f"only one policy may declare a ladder; {ladders[0][0].path} already does",
+            )
+        )
     for p, ladder in ladders[:1]:
         for missing in sorted((ladder.counts or frozenset()) - ids):
-            sc.diags.append(Diagnostic(p.path, ladder.span, "unknown-name",
-                                       f"the ladder counts `{missing}`, which is not a policy here",
-                                       suggest(missing, ids)))
+            sc.diags.append(
+                Diagnostic(
+                    p.path,
+                    ladder.span,
+                    "unknown-name",
+                    f"the ladder counts `{missing}`, which is not a policy here",
+                    suggest(missing, ids),
+                )
+            )
 
 
 def _check_schemas(sc: SetContext) -> None:
@@ -527,8 +601,9 @@ def _check_file(source: Source, diags: list[Diagnostic]) -> Policy | None:
     return draft.finish(source) if len(diags) == before else None
 
 
-def check_sources(sources: list[Source], schemas: list[Source] | None = None
-                  ) -> tuple[CheckedPolicySet | None, list[Diagnostic]]:
+def check_sources(
+    sources: list[Source], schemas: list[Source] | None = None
+) -> tuple[CheckedPolicySet | None, list[Diagnostic]]:
     """Check every file; return the policy set (None if any error) and all diagnostics, sorted.
 
     `schemas` are event schema files (`*.schema.yaml`); with them, fields no event has are errors.

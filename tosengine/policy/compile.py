@@ -204,13 +204,19 @@ def compile_policy_set(policies: CheckedPolicySet) -> Plan:
     final: dict[int, TriggerPlan] = {t.id: t for t in triggers}
     for (kind, ty), ids in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
         for start in range(0, len(ids), TRIGGERS_PER_RULESET):
-            chunk = ids[start:start + TRIGGERS_PER_RULESET]
+            chunk = ids[start : start + TRIGGERS_PER_RULESET]
             rulesets.append(_ruleset(f"rs{len(rulesets)}", kind, ty, chunk, atoms_of, final))
     return Plan(tuple(final[t.id] for t in triggers), tuple(rulesets))
 
 
-def _ruleset(name: str, kind: ItemKind, ty: str | None, ids: list[int], atoms_of: dict[int, list[Atom]],
-             final: dict[int, TriggerPlan]) -> RulesetPlan:
+def _ruleset(
+    name: str,
+    kind: ItemKind,
+    ty: str | None,
+    ids: list[int],
+    atoms_of: dict[int, list[Atom]],
+    final: dict[int, TriggerPlan],
+) -> RulesetPlan:
     props: dict[tuple[str, ...], str] = {}
     codes: dict[tuple[str, ...], dict[str, str]] = {}
 
@@ -242,8 +248,7 @@ def _ruleset(name: str, kind: ItemKind, ty: str | None, ids: list[int], atoms_of
         cond = conds[0] if len(conds) == 1 else {"$and": conds}
         definition[f"t{tid}"] = {"all": [{"m": cond}]}
         t = final[tid]
-        final[tid] = TriggerPlan(t.id, t.rule, t.role, t.step, t.kind, t.types,
-                                 tuple(conds[1:]), t.local, t.joined)
+        final[tid] = TriggerPlan(t.id, t.rule, t.role, t.step, t.kind, t.types, tuple(conds[1:]), t.local, t.joined)
     for parts in props:
         codes.setdefault(parts, {})
     projections = tuple(Projection(props[p], p, tuple(codes[p].items())) for p in props)

@@ -75,8 +75,12 @@ class FileContext:
         allowed = tuple(allowed)
         for k in self.raw(path):
             if k not in allowed:
-                self.error(self.key_at((*path, k)), "unknown-field", f"unknown field `{k}` in {what}",
-                           suggest(k, allowed) or f"{what} fields: {', '.join(allowed)}")
+                self.error(
+                    self.key_at((*path, k)),
+                    "unknown-field",
+                    f"unknown field `{k}` in {what}",
+                    suggest(k, allowed) or f"{what} fields: {', '.join(allowed)}",
+                )
 
     def choice(self, path: Key, choices: tuple[str, ...], default: str) -> str:
         """The value at `path` if it is one of `choices`; `default` if absent (or wrong, reported)."""
@@ -85,8 +89,12 @@ class FileContext:
             return default
         v = obj[path[-1]]
         if v not in choices:
-            self.error(self.at(path), "invalid-value", f"`{path[-1]}` must be one of {', '.join(choices)}",
-                       suggest(str(v), choices))
+            self.error(
+                self.at(path),
+                "invalid-value",
+                f"`{path[-1]}` must be one of {', '.join(choices)}",
+                suggest(str(v), choices),
+            )
             return default
         return str(v)
 
@@ -95,8 +103,11 @@ class FileContext:
         raw = self.value(path)
         d = parse_duration(raw) if isinstance(raw, str) else None
         if d is None:
-            self.error(self.at(path), "invalid-value",
-                       "a duration is a whole number with s, m, h or d, at most 36500d: 30s 10m 2h 14d")
+            self.error(
+                self.at(path),
+                "invalid-value",
+                "a duration is a whole number with s, m, h or d, at most 36500d: 30s 10m 2h 14d",
+            )
             return None
         if d <= timedelta(0):
             self.error(self.at(path), "invalid-value", "a duration must be longer than zero")
@@ -133,8 +144,12 @@ class FileContext:
         ok = True
         for p in walk(e):
             if isinstance(p, Path) and p.root not in roots:
-                self.error(p.span, "unknown-name", f"`{p.root}` is not available here",
-                           suggest(p.root, roots) or f"names available here: {', '.join(sorted(roots))}")
+                self.error(
+                    p.span,
+                    "unknown-name",
+                    f"`{p.root}` is not available here",
+                    suggest(p.root, roots) or f"names available here: {', '.join(sorted(roots))}",
+                )
                 ok = False
         return ok
 
@@ -142,6 +157,5 @@ class FileContext:
         """`fact` if the condition reads fact.*, else `event`; both is a `mixed-item` error."""
         roots = {n.root for n in walk(e) if isinstance(n, Path)}
         if "event" in roots and "fact" in roots:
-            self.error(span, "mixed-item",
-                       "a condition matches either an event (event.*) or a fact (fact.*), not both")
+            self.error(span, "mixed-item", "a condition matches either an event (event.*) or a fact (fact.*), not both")
         return "fact" if "fact" in roots else "event"

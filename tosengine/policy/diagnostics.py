@@ -75,5 +75,12 @@ class Diagnostic:
 
     def to_json(self) -> dict[str, Any]:
         """The diagnostic as a JSON object for editors and CI."""
-        return {"path": self.path, "line": self.span.line, "col": self.span.col, "severity": self.severity,
-                "code": self.code, "message": self.message, "hint": self.hint}
+        return {
+            "path": self.path,
+            "line": self.span.line,
+            "col": self.span.col,
+            "severity": self.severity,
+            "code": self.code,
+            "message": self.message,
+            "hint": self.hint,
+        }

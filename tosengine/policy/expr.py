@@ -38,6 +38,7 @@ FUNCTIONS: dict[str, int] = {
     "minutes": 1,
 }
 
+
 @dataclass(frozen=True)
 class Lit:
     """A string, number, boolean or null literal."""

@@ -80,17 +80,23 @@ def check_fact_cycles(policies: list[Policy], diags: list[Diagnostic], lines: di
         color[n] = 1
         for m in sorted(edges[n]):
             if color.get(m) == 1:
-                cyc = [*stack[stack.index(m):], m] if m in stack else [n, m]
+                cyc = [*stack[stack.index(m) :], m] if m in stack else [n, m]
                 first = by_id[m]
                 if m not in reported:
                     reported.add(m)
                     path = path_of[first.policy]
                     ls = lines.get(path, [])
                     line = ls[first.span.line - 1] if 0 < first.span.line <= len(ls) else ""
-                    diags.append(Diagnostic(path, first.span, "fact-cycle",
-                                            "derived facts form a cycle: " + " -> ".join(cyc),
-                                            "break the cycle with a narrower fact.type/fact.policy condition",
-                                            source_line=line))
+                    diags.append(
+                        Diagnostic(
+                            path,
+                            first.span,
+                            "fact-cycle",
+                            "derived facts form a cycle: " + " -> ".join(cyc),
+                            "break the cycle with a narrower fact.type/fact.policy condition",
+                            source_line=line,
+                        )
+                    )
             elif color.get(m) is None:
                 dfs(m, [*stack, m])
         color[n] = 2
@@ -98,5 +104,3 @@ def check_fact_cycles(policies: list[Policy], diags: list[Diagnostic], lines: di
     for r in rules:
         if r.id not in color:
             dfs(r.id, [r.id])
-
-

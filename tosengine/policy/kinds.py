@@ -75,8 +75,11 @@ def _check_threshold(ctx: FileContext, base: Key, raw: dict[str, Any]) -> Thresh
     count = ctx.value((*tb, "count"))
     count_ok = isinstance(count, int) and not isinstance(count, bool) and 2 <= count <= MAX_COUNT
     if not count_ok:
-        ctx.error(ctx.at((*tb, "count")), "invalid-value",
-                  f"`count` is a whole number from 2 to {MAX_COUNT} (for 1, use a match rule)")
+        ctx.error(
+            ctx.at((*tb, "count")),
+            "invalid-value",
+            f"`count` is a whole number from 2 to {MAX_COUNT} (for 1, use a match rule)",
+        )
     within = ctx.duration((*tb, "within"))
     distinct = ctx.condition((*tb, "distinct"), set(ITEM_ROOTS)) if "distinct" in t else None
     if e is None or within is None or not count_ok or ("distinct" in t and distinct is None):
@@ -93,10 +96,12 @@ def _step(ctx: FileContext, sb: Key, j: int, st: Any, names: list[str]) -> Step 
         ctx.error(ctx.at((*sb, j)), "invalid-value", "a step is one `name: condition` pair")
         return None
     (name,) = st.keys()
-    if not _NAME.fullmatch(name) or name in RESERVED_NAMES or name in names or name in ctx.lists \
-            or name in ctx.macros:
-        ctx.error(ctx.key_at((*sb, j, name)), "invalid-value",
-                  f"`{name}` cannot name a step (reserved, repeated, or a list/macro name)")
+    if not _NAME.fullmatch(name) or name in RESERVED_NAMES or name in names or name in ctx.lists or name in ctx.macros:
+        ctx.error(
+            ctx.key_at((*sb, j, name)),
+            "invalid-value",
+            f"`{name}` cannot name a step (reserved, repeated, or a list/macro name)",
+        )
         return None
     e = ctx.condition((*sb, j, name), {*ITEM_ROOTS, *names})
     names.append(name)
@@ -134,8 +139,11 @@ def _within(ctx: FileContext, path: Key) -> Expr | None:
         return DurationLit(d, ctx.at(path)) if d is not None else None
     e = ctx.condition(path, {"after"})
     if e is not None and Resolver(ctx, set()).type_of(e) != "duration":
-        ctx.error(ctx.at(path), "type-mismatch",
-                  "`within` must be a duration: a literal like 14d, or days()/hours()/minutes() of a number")
+        ctx.error(
+            ctx.at(path),
+            "type-mismatch",
+            "`within` must be a duration: a literal like 14d, or days()/hours()/minutes() of a number",
+        )
         return None
     return e
 
@@ -157,8 +165,13 @@ def _check_expect(ctx: FileContext, base: Key, raw: dict[str, Any]) -> Expect | 
     within = _within(ctx, (*xb, "within"))
     if after is None or fulfilled_by is None or within is None:
         return None
-    return Expect(after, ctx.item_kind(after, ctx.at((*xb, "after"))), fulfilled_by,
-                  ctx.item_kind(fulfilled_by, ctx.at((*xb, "fulfilled_by"))), within)
+    return Expect(
+        after,
+        ctx.item_kind(after, ctx.at((*xb, "after"))),
+        fulfilled_by,
+        ctx.item_kind(fulfilled_by, ctx.at((*xb, "fulfilled_by"))),
+        within,
+    )
 
 
 def _expect_roots(_raw: dict[str, Any]) -> frozenset[str]:
@@ -168,12 +181,15 @@ def _expect_roots(_raw: dict[str, Any]) -> frozenset[str]:
 # ---------------------------------------------------------------- the table
 
 
-KINDS: Mapping[str, RuleKind] = {k.name: k for k in (
-    RuleKind("match", ("match",), _check_match, _item_roots),
-    RuleKind("threshold", ("threshold",), _check_threshold, _item_roots),
-    RuleKind("sequence", ("sequence", "within"), _check_sequence, _sequence_roots),
-    RuleKind("expect", ("expect",), _check_expect, _expect_roots),
-)}
+KINDS: Mapping[str, RuleKind] = {
+    k.name: k
+    for k in (
+        RuleKind("match", ("match",), _check_match, _item_roots),
+        RuleKind("threshold", ("threshold",), _check_threshold, _item_roots),
+        RuleKind("sequence", ("sequence", "within"), _check_sequence, _sequence_roots),
+        RuleKind("expect", ("expect",), _check_expect, _expect_roots),
+    )
+}
 
 
 def kind_of(body: RuleBody) -> RuleKind:

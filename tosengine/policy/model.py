@@ -150,9 +150,11 @@ class Expect:
     def conditions(self) -> tuple[Condition, ...]:
         """The `after` and `fulfilled_by` triggers, and the deadline's `within` (reads `after`)."""
         bound = (("after", self.after),)
-        return (Condition("after", self.after, self.after_item),
-                Condition("fulfil", self.fulfilled_by, self.fulfil_item, binds=bound),
-                Condition("within", self.within, self.after_item, binds=bound))
+        return (
+            Condition("after", self.after, self.after_item),
+            Condition("fulfil", self.fulfilled_by, self.fulfil_item, binds=bound),
+            Condition("within", self.within, self.after_item, binds=bound),
+        )
 
 
 # What a rule does, one type per kind; `KIND` names the kind in tosengine.policy.kinds.KINDS.

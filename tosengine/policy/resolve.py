@@ -48,8 +48,10 @@ def regex_problem(pattern: str) -> str:
     except re.error as exc:
         return f"regular expression does not compile: {exc}"
     if _NESTED_QUANTIFIER.search(pattern) or re.search(r"\\[1-9]|\(\?P=", pattern):
-        return ("regular expression with a repeated group that repeats inside, or a back-reference: it can "
-                "take exponential time on a hostile event; rewrite it without nested repetition")
+        return (
+            "regular expression with a repeated group that repeats inside, or a back-reference: it can "
+            "take exponential time on a hostile event; rewrite it without nested repetition"
+        )
     return ""
 
 
@@ -60,7 +62,7 @@ def parse_template(text: str, base: Span) -> tuple[list[str | Expr], list[tuple[
     buf, i = [], 0
     while i < len(text):
         c = text[i]
-        if c in "{}" and text[i:i + 2] in ("{{", "}}"):
+        if c in "{}" and text[i : i + 2] in ("{{", "}}"):
             buf.append(c)
             i += 2
         elif c == "{":
@@ -72,7 +74,7 @@ def parse_template(text: str, base: Span) -> tuple[list[str | Expr], list[tuple[
                 parts.append("".join(buf))
                 buf = []
             try:
-                parts.append(parse_expression(text[i + 1:end], base.shifted(i + 1)))
+                parts.append(parse_expression(text[i + 1 : end], base.shifted(i + 1)))
             except ExprSyntaxError as exc:
                 errors.append((exc.message, base.shifted(i + 1 + exc.offset)))
             i = end + 1
@@ -98,8 +100,9 @@ class Resolver:
             nonlocal ok
             if isinstance(x, Path):
                 if any(p.startswith("_") for p in (x.root, *x.parts)):
-                    self.ctx.error(x.span, "invalid-value",
-                                   f"`{x.dotted}`: names starting with _ are not allowed in expressions")
+                    self.ctx.error(
+                        x.span, "invalid-value", f"`{x.dotted}`: names starting with _ are not allowed in expressions"
+                    )
                     ok = False
                     return x
                 if x.root in self.roots:
@@ -113,8 +116,12 @@ class Resolver:
                     d = parse_duration(v) if isinstance(v, str) else None
                     return DurationLit(d, x.span) if d is not None else Lit(v, x.span)
                 known = sorted(self.roots | set(self.ctx.lists) | set(self.ctx.macros) | set(self.ctx.params))
-                self.ctx.error(x.span, "unknown-name", f"unknown name `{x.root}`",
-                               suggest(x.root, known) or f"names available here: {', '.join(known)}")
+                self.ctx.error(
+                    x.span,
+                    "unknown-name",
+                    f"unknown name `{x.root}`",
+                    suggest(x.root, known) or f"names available here: {', '.join(known)}",
+                )
                 ok = False
                 return x
             if isinstance(x, ListLit):
@@ -125,12 +132,17 @@ class Resolver:
                 return Binary(x.op, go(x.left), go(x.right), x.span)
             if isinstance(x, Call):
                 if x.func not in FUNCTIONS:
-                    self.ctx.error(x.span, "unknown-function", f"unknown function `{x.func}`",
-                                   suggest(x.func, FUNCTIONS) or f"functions: {', '.join(sorted(FUNCTIONS))}")
+                    self.ctx.error(
+                        x.span,
+                        "unknown-function",
+                        f"unknown function `{x.func}`",
+                        suggest(x.func, FUNCTIONS) or f"functions: {', '.join(sorted(FUNCTIONS))}",
+                    )
                     ok = False
                 elif len(x.args) != FUNCTIONS[x.func]:
-                    self.ctx.error(x.span, "invalid-value",
-                                   f"`{x.func}` takes {FUNCTIONS[x.func]} argument(s), got {len(x.args)}")
+                    self.ctx.error(
+                        x.span, "invalid-value", f"`{x.func}` takes {FUNCTIONS[x.func]} argument(s), got {len(x.args)}"
+                    )
                     ok = False
                 return Call(x.func, tuple(go(a) for a in x.args), x.span)
             return x
@@ -152,8 +164,9 @@ class Resolver:
         def ty(x: Expr) -> str:
             if isinstance(x, Lit):
                 v = x.value
-                return ("null" if v is None else "bool" if isinstance(v, bool)
-                        else "str" if isinstance(v, str) else "num")
+                return (
+                    "null" if v is None else "bool" if isinstance(v, bool) else "str" if isinstance(v, str) else "num"
+                )
             if isinstance(x, DurationLit):
                 return "duration"
             if isinstance(x, ListLit):

@@ -60,21 +60,34 @@ def load_schemas(sources: Iterable[Source]) -> tuple[EventSchemas | None, list[D
             continue
         events = doc.value.get("events") if isinstance(doc.value, dict) else None
         if not isinstance(events, dict):
-            diags.append(Diagnostic(src.path, Span(1, 1), "invalid-value",
-                                    "an event schema file has `events:`, mapping event types to {data: schema}"))
+            diags.append(
+                Diagnostic(
+                    src.path,
+                    Span(1, 1),
+                    "invalid-value",
+                    "an event schema file has `events:`, mapping event types to {data: schema}",
+                )
+            )
             continue
         for etype, decl in events.items():
             schema = decl.get("data", {}) if isinstance(decl, dict) else None
             if not isinstance(schema, dict):
-                diags.append(Diagnostic(src.path, doc.span(("events", etype)), "invalid-value",
-                                        f"`{etype}` needs `data:`, a JSON Schema object"))
+                diags.append(
+                    Diagnostic(
+                        src.path,
+                        doc.span(("events", etype)),
+                        "invalid-value",
+                        f"`{etype}` needs `data:`, a JSON Schema object",
+                    )
+                )
                 continue
             data[str(etype)] = schema
     return (EventSchemas(data) if seen else None), diags
 
 
-def check_event_fields(policies: CheckedPolicySet, schemas: EventSchemas,
-                       lines: dict[str, list[str]]) -> list[Diagnostic]:
+def check_event_fields(
+    policies: CheckedPolicySet, schemas: EventSchemas, lines: dict[str, list[str]]
+) -> list[Diagnostic]:
     """A diagnostic for each `event.data.*` (or step/after) path that no event of its types can have."""
     diags: list[Diagnostic] = []
     for pol in policies.policies:
@@ -94,11 +107,21 @@ def check_event_fields(policies: CheckedPolicySet, schemas: EventSchemas,
                         continue
                     name, siblings = next(x for x in problems if x is not None)
                     close = difflib.get_close_matches(name, siblings, n=1, cutoff=0.6)
-                    hint = f"did you mean `{close[0]}`?" if close else (
-                        f"fields here: {', '.join(siblings)}" if siblings else "")
+                    hint = (
+                        f"did you mean `{close[0]}`?"
+                        if close
+                        else (f"fields here: {', '.join(siblings)}" if siblings else "")
+                    )
                     ls = lines.get(pol.path, [])
                     line = ls[p.span.line - 1] if 0 < p.span.line <= len(ls) else ""
-                    diags.append(Diagnostic(pol.path, p.span, "unknown-field",
-                                            f"no {' or '.join(sorted(types))} event has `{p.dotted}`", hint,
-                                            source_line=line))
+                    diags.append(
+                        Diagnostic(
+                            pol.path,
+                            p.span,
+                            "unknown-field",
+                            f"no {' or '.join(sorted(types))} event has `{p.dotted}`",
+                            hint,
+                            source_line=line,
+                        )
+                    )
     return diags

@@ -30,8 +30,12 @@ def read_sources(directory: str | Path) -> list[Source]:
     root = Path(directory)
     if not root.is_dir():
         raise FileNotFoundError(f"policy directory not found: {root}")
-    files = sorted(p for ext in ("*.yaml", "*.yml") for p in root.rglob(ext)
-                   if not p.stem.endswith("_test") and not p.name.endswith(SCHEMA_SUFFIXES) and p.is_file())
+    files = sorted(
+        p
+        for ext in ("*.yaml", "*.yml")
+        for p in root.rglob(ext)
+        if not p.stem.endswith("_test") and not p.name.endswith(SCHEMA_SUFFIXES) and p.is_file()
+    )
     return [Source(str(p), p.read_text(encoding="utf-8", errors="surrogateescape")) for p in files]
 
 

@@ -18,8 +18,13 @@ __all__ = ["Located", "YamlError", "load_yaml"]
 
 MAX_BYTES = 1 << 20
 _DEFAULT_TAGS = {
-    "tag:yaml.org,2002:str", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:bool",
-    "tag:yaml.org,2002:null", "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq",
+    "tag:yaml.org,2002:str",
+    "tag:yaml.org,2002:int",
+    "tag:yaml.org,2002:float",
+    "tag:yaml.org,2002:bool",
+    "tag:yaml.org,2002:null",
+    "tag:yaml.org,2002:map",
+    "tag:yaml.org,2002:seq",
 }
 
 Key = tuple[str | int, ...]
@@ -96,12 +101,18 @@ class _NoAliasComposer(yaml.SafeLoader):
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
             ev = self.peek_event()  # type: ignore[no-untyped-call]
-            raise YamlError("yaml-unsafe", "YAML aliases (*name) are not allowed in policy files",
-                            Span(ev.start_mark.line + 1, ev.start_mark.column + 1))
+            raise YamlError(
+                "yaml-unsafe",
+                "YAML aliases (*name) are not allowed in policy files",
+                Span(ev.start_mark.line + 1, ev.start_mark.column + 1),
+            )
         ev = self.peek_event()  # type: ignore[no-untyped-call]
         if getattr(ev, "anchor", None):
-            raise YamlError("yaml-unsafe", "YAML anchors (&name) are not allowed in policy files",
-                            Span(ev.start_mark.line + 1, ev.start_mark.column + 1))
+            raise YamlError(
+                "yaml-unsafe",
+                "YAML anchors (&name) are not allowed in policy files",
+                Span(ev.start_mark.line + 1, ev.start_mark.column + 1),
+            )
         return super().compose_node(parent, index)
 
 

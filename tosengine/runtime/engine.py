@@ -58,9 +58,15 @@ class Engine:
     >>> violations = engine.process({"id": "e1", ...})      # doctest: +SKIP
     """
 
-    def __init__(self, policies: CheckedPolicySet, *, audit: AuditLog | str | None = None,
-                 dedupe_window: timedelta = timedelta(days=7), max_partials_per_key: int = 10_000,
-                 smoke_test: float | None = None) -> None:
+    def __init__(
+        self,
+        policies: CheckedPolicySet,
+        *,
+        audit: AuditLog | str | None = None,
+        dedupe_window: timedelta = timedelta(days=7),
+        max_partials_per_key: int = 10_000,
+        smoke_test: float | None = None,
+    ) -> None:
         self._smoke_timeout = smoke_test
         self._program = Program(policies, smoke_test=smoke_test)
         self._pipeline = Pipeline(self._program)
@@ -72,16 +78,26 @@ class Engine:
             self._audit.register_policies(policies)
 
     @classmethod
-    def from_directory(cls, directory: str | Path, *, audit: AuditLog | str | None = None,
-                       smoke_test: float | None = SMOKE_TEST_TIMEOUT, **options: Any) -> Engine:
+    def from_directory(
+        cls,
+        directory: str | Path,
+        *,
+        audit: AuditLog | str | None = None,
+        smoke_test: float | None = SMOKE_TEST_TIMEOUT,
+        **options: Any,
+    ) -> Engine:
         """Load, check and compile every policy under `directory`; raises PolicyError with diagnostics.
 
         `audit` is a database URL (e.g. ``sqlite:///tosengine.db``) or an AuditLog; None: no audit log.
         `smoke_test` is the timeout (seconds) of the load-time check that durable_rules neither crashes
         nor hangs on the compiled rulesets (run in a subprocess); None skips it.
         """
-        return cls(check_policy_set(read_sources(directory), read_schemas(directory)), audit=audit,
-                   smoke_test=smoke_test, **options)
+        return cls(
+            check_policy_set(read_sources(directory), read_schemas(directory)),
+            audit=audit,
+            smoke_test=smoke_test,
+            **options,
+        )
 
     def reload(self, policies: CheckedPolicySet | str | Path) -> None:
         """Switch to new policies. If they fail to check, compile or pass the smoke test, raise and keep
@@ -150,8 +166,9 @@ class Engine:
             self._check_open()
             return self._accept(record, None)
 
-    def process_many(self, events: Iterable[EventInput], *,
-                     on_error: Callable[[int, EventInput, EventError], None] | None = None) -> list[Violation]:
+    def process_many(
+        self, events: Iterable[EventInput], *, on_error: Callable[[int, EventInput, EventError], None] | None = None
+    ) -> list[Violation]:
         """Process events in order; the same results as calling process() on each, faster: events are
         matched by durable_rules in batches of up to matcher.BATCH.
 

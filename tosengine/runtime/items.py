@@ -26,9 +26,17 @@ class Item:
 
     __slots__ = ("causes", "chain", "events", "evidence", "fields", "id", "kind", "seq", "time")
 
-    def __init__(self, kind: ItemKind, fields: dict[str, Any], time: datetime, seq: int, ident: str,
-                 evidence: tuple[str, ...], events: tuple[EventRecord, ...],
-                 chain: tuple[dict[str, Any], ...] = ()) -> None:
+    def __init__(
+        self,
+        kind: ItemKind,
+        fields: dict[str, Any],
+        time: datetime,
+        seq: int,
+        ident: str,
+        evidence: tuple[str, ...],
+        events: tuple[EventRecord, ...],
+        chain: tuple[dict[str, Any], ...] = (),
+    ) -> None:
         self.kind = kind
         self.fields = fields
         self.time = time

@@ -23,8 +23,9 @@ class LadderState:
         # One entry per remembered subject: when its newest counted violation leaves the window.
         self.expiry: DueHeap[str] = DueHeap()
 
-    def climb(self, ladder: Ladder | None, policy: str, subject: str, time: datetime, action: str,
-              now: datetime) -> tuple[str, int]:
+    def climb(
+        self, ladder: Ladder | None, policy: str, subject: str, time: datetime, action: str, now: datetime
+    ) -> tuple[str, int]:
         """(recorded action, ladder step) for a violation at `time`.
 
         A subject's n-th counted violation within the window is recorded at least at steps[n-1]; a
@@ -35,7 +36,7 @@ class LadderState:
         horizon = now - ladder.within
         seen = self.seen.get(subject, ())
         if seen and seen[0] < horizon:
-            seen = seen[bisect.bisect_left(seen, horizon):]
+            seen = seen[bisect.bisect_left(seen, horizon) :]
         lo = max(time - ladder.within, horizon)
         n = bisect.bisect_right(seen, time) - bisect.bisect_left(seen, lo)
         if ladder.counts is not None and policy not in ladder.counts:

@@ -142,7 +142,7 @@ class Matcher:
         with self._lock:
             for rs, members in by_ruleset.values():
                 for start in range(0, len(members), rs.batch):
-                    chunk = members[start:start + rs.batch]
+                    chunk = members[start : start + rs.batch]
                     messages = [rs.project(items[i], _BATCH_HEADS[j]) for j, i in enumerate(chunk)]
                     for j, tid in self._assert(rs, messages):
                         fired[chunk[j]].add(tid)

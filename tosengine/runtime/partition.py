@@ -110,8 +110,15 @@ class PartitionState:
         """The counters, as the engine reports them."""
         sequences = self.stores["sequence"]
         dropped = sequences.dropped if isinstance(sequences, SequenceStore) else 0
-        return {"events": 0, "duplicates": 0, "facts": 0, "violations": 0, "skipped_no_key": 0,
-                **self.counts, "partials_dropped": dropped}
+        return {
+            "events": 0,
+            "duplicates": 0,
+            "facts": 0,
+            "violations": 0,
+            "skipped_no_key": 0,
+            **self.counts,
+            "partials_dropped": dropped,
+        }
 
     def size(self) -> dict[str, int]:
         """How much state is held, for memory tests and monitoring."""

@@ -53,8 +53,9 @@ class Pipeline:
 
     # ------------------------------------------------------------------ entry points
 
-    def accept(self, state: PartitionState, record: EventRecord, fired: list[int] | None = None
-               ) -> list[Violation] | None:
+    def accept(
+        self, state: PartitionState, record: EventRecord, fired: list[int] | None = None
+    ) -> list[Violation] | None:
         """Run one valid event through the pipeline; its violations (deadlines it passed included), or
         None for a redelivery. `fired`: the event's matched triggers, if already known."""
         key = identity(record.source, record.id)
@@ -103,8 +104,9 @@ class Pipeline:
         while call.queue:
             depth += 1
             if depth > MAX_DERIVED:
-                raise TosEngineError(f"one item derived more than {MAX_DERIVED} facts: a fact cycle that check "
-                                     "did not catch")
+                raise TosEngineError(
+                    f"one item derived more than {MAX_DERIVED} facts: a fact cycle that check did not catch"
+                )
             self._offer(state, call.queue.popleft(), None, call)
 
     def _offer(self, state: PartitionState, item: Item, fired: list[int] | None, call: _Call) -> None:
@@ -154,18 +156,51 @@ class Pipeline:
             assert now is not None
             action, step = state.ladder.climb(self.program.ladder, pol.id, key, time, rule.action, now)
             message = cr.message(f.env) if cr.message is not None else f"{pol.title}: {rule.id} ({key})"
-            call.violations.append(Violation(
-                id=vid, policy=pol.id, rule=rule.id, subject=key, severity=rule.severity, action=action,
-                time=time, evidence=evidence, message=message, clause=pol.clause, policy_version=pol.version,
-                causes=causes, kind=rule.kind, deadline=f.deadline, facts=chain, ladder_step=step,
-                evidence_events=tuple(e.evidence() for e in events)))
+            call.violations.append(
+                Violation(
+                    id=vid,
+                    policy=pol.id,
+                    rule=rule.id,
+                    subject=key,
+                    severity=rule.severity,
+                    action=action,
+                    time=time,
+                    evidence=evidence,
+                    message=message,
+                    clause=pol.clause,
+                    policy_version=pol.version,
+                    causes=causes,
+                    kind=rule.kind,
+                    deadline=f.deadline,
+                    facts=chain,
+                    ladder_step=step,
+                    evidence_events=tuple(e.evidence() for e in events),
+                )
+            )
             state.counts["violations"] += 1
             state.seq += 1
             me = {"id": vid, "type": "violation", "rule": rule.id, "subject": key, "time": format_time(time)}
-            call.queue.append(Item("fact", {
-                "type": "violation", "policy": pol.id, "rule": rule.id, "subject": key,
-                "severity": rule.severity, "action": action, "time": time, "id": vid,
-            }, time, state.seq, vid, evidence, events, (*chain, me)))
+            call.queue.append(
+                Item(
+                    "fact",
+                    {
+                        "type": "violation",
+                        "policy": pol.id,
+                        "rule": rule.id,
+                        "subject": key,
+                        "severity": rule.severity,
+                        "action": action,
+                        "time": time,
+                        "id": vid,
+                    },
+                    time,
+                    state.seq,
+                    vid,
+                    evidence,
+                    events,
+                    (*chain, me),
+                )
+            )
             state.counts["facts"] += 1
         if cr.emit is not None:
             assert rule.emit is not None
@@ -176,8 +211,24 @@ class Pipeline:
                     data[name] = v
             fid = violation_id("emit", rule.id, key, evidence, causes)
             state.seq += 1
-            me = {"id": fid, "type": rule.emit.fact, "rule": rule.id, "subject": key, "time": format_time(time),
-                  "data": json.loads(json.dumps(data, default=str))}
-            call.queue.append(Item("fact", {"type": rule.emit.fact, "subject": key, "time": time, "id": fid,
-                                            "data": data}, time, state.seq, fid, evidence, events, (*chain, me)))
+            me = {
+                "id": fid,
+                "type": rule.emit.fact,
+                "rule": rule.id,
+                "subject": key,
+                "time": format_time(time),
+                "data": json.loads(json.dumps(data, default=str)),
+            }
+            call.queue.append(
+                Item(
+                    "fact",
+                    {"type": rule.emit.fact, "subject": key, "time": time, "id": fid, "data": data},
+                    time,
+                    state.seq,
+                    fid,
+                    evidence,
+                    events,
+                    (*chain, me),
+                )
+            )
             state.counts["facts"] += 1

@@ -53,11 +53,13 @@ class Program:
         joined: list[dict[tuple[str, int], Fn | None]] = [{} for _ in policies.rules]
         for t in self.plan.triggers:
             joined[t.rule][(t.role, t.step)] = compile_expr(t.joined) if t.joined is not None else None
-        self.rules: list[CompiledRule] = [_compile_rule(i, rule, policies.policy(rule.policy), joined[i])
-                                          for i, rule in enumerate(policies.rules)]
+        self.rules: list[CompiledRule] = [
+            _compile_rule(i, rule, policies.policy(rule.policy), joined[i]) for i, rule in enumerate(policies.rules)
+        ]
         # Per trigger: the rest of its condition on the item itself, checked after durable_rules selects it.
-        self.local: list[Fn | None] = [compile_expr(t.local) if t.local is not None else None
-                                       for t in self.plan.triggers]
+        self.local: list[Fn | None] = [
+            compile_expr(t.local) if t.local is not None else None for t in self.plan.triggers
+        ]
         self.ladder: Ladder | None = policies.ladder
         self.matcher = Matcher(self.plan)
 
@@ -69,8 +71,13 @@ class Program:
 def _compile_rule(index: int, rule: Rule, policy: Policy, joined: dict[tuple[str, int], Fn | None]) -> CompiledRule:
     kind = runtime_kind(rule.kind)
     return CompiledRule(
-        index=index, rule=rule, policy=policy, kind=kind,
+        index=index,
+        rule=rule,
+        policy=policy,
+        kind=kind,
         key=compile_expr(rule.key) if rule.key is not None else None,
         message=compile_template(rule.message) if rule.message is not None else None,
         emit=tuple((k, compile_expr(e)) for k, e in rule.emit.data) if rule.emit is not None else None,
-        joined=joined, spec=kind.compile(rule))
+        joined=joined,
+        spec=kind.compile(rule),
+    )

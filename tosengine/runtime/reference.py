@@ -282,9 +282,14 @@ class _Reference:
                 return
             first = min(overdue, key=lambda o: (o.deadline, o.order))
             self.obligations.remove(first)
-            self.fire(first.rule, first.key, first.deadline, [first.after],
-                      {"after": first.after.value, first.after.kind: first.after.value},
-                      deadline=first.deadline)
+            self.fire(
+                first.rule,
+                first.key,
+                first.deadline,
+                [first.after],
+                {"after": first.after.value, first.after.kind: first.after.value},
+                deadline=first.deadline,
+            )
             self.drain()
 
     def drain(self) -> None:
@@ -377,9 +382,13 @@ class _Reference:
             return
         # Fulfilment first, so an item never fulfils the obligation it opens itself.
         for ob in list(self.obligations):
-            if (ob.rule is rule and ob.key == k and item.pos > ob.after.pos
-                    and ob.after.time <= item.time <= ob.deadline
-                    and self.matches(x.fulfilled_by, x.fulfil_item, item, {"after": ob.after.value})):
+            if (
+                ob.rule is rule
+                and ob.key == k
+                and item.pos > ob.after.pos
+                and ob.after.time <= item.time <= ob.deadline
+                and self.matches(x.fulfilled_by, x.fulfil_item, item, {"after": ob.after.value})
+            ):
                 self.obligations.remove(ob)
         if self.matches(x.after, x.after_item, item):
             within = evaluate_expr(x.within, {"after": item.value})
@@ -408,8 +417,9 @@ class _Reference:
         step = min(n + 1, len(ladder.steps))
         return max(action, ladder.steps[step - 1], key=ACTIONS.index), step
 
-    def fire(self, rule: Rule, key: str, time: datetime, items: list[_Item], env: Env,
-             deadline: datetime | None = None) -> None:
+    def fire(
+        self, rule: Rule, key: str, time: datetime, items: list[_Item], env: Env, deadline: datetime | None = None
+    ) -> None:
         """Record the violation (unless `violation: false`), then queue its fact and the emitted fact."""
         evidence = _merge_evidence(items)
         causes = tuple(i.id for i in items if i.kind == "fact")
@@ -418,12 +428,35 @@ class _Reference:
             vid = violation_id("violation", rule.id, key, evidence, causes)
             action, step = self.climb(rule.policy, key, time, rule.action)
             message = _render(rule.message, env) if rule.message is not None else f"{policy.title}: {rule.id} ({key})"
-            self.violations.append(Violation(
-                id=vid, policy=rule.policy, rule=rule.id, subject=key, severity=rule.severity,
-                action=action, time=time, evidence=evidence, message=message, clause=policy.clause,
-                policy_version=policy.version, causes=causes, kind=rule.kind, deadline=deadline, ladder_step=step))
-            fact = {"type": "violation", "policy": rule.policy, "rule": rule.id, "subject": key,
-                    "severity": rule.severity, "action": action, "time": time, "id": vid}
+            self.violations.append(
+                Violation(
+                    id=vid,
+                    policy=rule.policy,
+                    rule=rule.id,
+                    subject=key,
+                    severity=rule.severity,
+                    action=action,
+                    time=time,
+                    evidence=evidence,
+                    message=message,
+                    clause=policy.clause,
+                    policy_version=policy.version,
+                    causes=causes,
+                    kind=rule.kind,
+                    deadline=deadline,
+                    ladder_step=step,
+                )
+            )
+            fact = {
+                "type": "violation",
+                "policy": rule.policy,
+                "rule": rule.id,
+                "subject": key,
+                "severity": rule.severity,
+                "action": action,
+                "time": time,
+                "id": vid,
+            }
             self.queue.append(_Item("fact", fact, self.next_pos(), evidence))
         if rule.emit is not None:
             data = {name: v for name, e in rule.emit.data if (v := evaluate_expr(e, env)) is not ABSENT}
@@ -476,8 +509,12 @@ def _render(template: Template, env: Env) -> str:
     return "".join(p if isinstance(p, str) else _text(evaluate_expr(p, env)) for p in template.parts)
 
 
-def evaluate_reference(policies: CheckedPolicySet, events: Iterable[Event], until: datetime | None = None,
-                       dedupe_window: timedelta = timedelta(days=7)) -> list[Violation]:
+def evaluate_reference(
+    policies: CheckedPolicySet,
+    events: Iterable[Event],
+    until: datetime | None = None,
+    dedupe_window: timedelta = timedelta(days=7),
+) -> list[Violation]:
     """Every violation `policies` find in `events`, then advancing the clock to `until`; in order produced."""
     ref = _Reference(policies, dedupe_window)
     for e in events:

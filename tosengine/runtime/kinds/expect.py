@@ -52,8 +52,11 @@ class ExpectStore:
                 joined = rule.joined[("fulfil", 0)]
                 for ob in list(obs):
                     a = ob.after
-                    if a.seq < item.seq and a.time <= item.time <= ob.deadline and \
-                            (joined is None or joined({"after": a.fields, item.kind: item.fields}) is True):
+                    if (
+                        a.seq < item.seq
+                        and a.time <= item.time <= ob.deadline
+                        and (joined is None or joined({"after": a.fields, item.kind: item.fields}) is True)
+                    ):
                         ob.open = False
                         obs.remove(ob)
                 if not obs:
@@ -95,8 +98,9 @@ class ExpectStore:
                 if not obs:
                     del self.obligations[(ri, key)]
             after = ob.after
-            return Firing(rules[ri], key, deadline, [after], {"after": after.fields, after.kind: after.fields},
-                          deadline=deadline)
+            return Firing(
+                rules[ri], key, deadline, [after], {"after": after.fields, after.kind: after.fields}, deadline=deadline
+            )
         return None
 
     def size(self) -> dict[str, int]:

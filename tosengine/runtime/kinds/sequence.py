@@ -94,8 +94,11 @@ class SequenceStore(NoDeadlines):
 
     def size(self) -> dict[str, int]:
         """Keys with partial matches, and how many."""
-        return {"sequence_keys": len(self.partials), "partials": sum(len(v) for v in self.partials.values()),
-                "sequence_expiry": len(self.expiry)}
+        return {
+            "sequence_keys": len(self.partials),
+            "partials": sum(len(v) for v in self.partials.values()),
+            "sequence_expiry": len(self.expiry),
+        }
 
 
 def _compile(rule: Rule) -> SequenceSpec:

@@ -124,8 +124,15 @@ class ThresholdStore(NoDeadlines):
             st.armed = False
             members = window if window is not None else [*st.items, (item, value)]
             # Kept items are in time order (for trimming); evidence is in stream order.
-            out.append(Firing(rule, key, item.time, sorted((it for it, _ in members), key=lambda it: it.seq),
-                              {item.kind: item.fields}))
+            out.append(
+                Firing(
+                    rule,
+                    key,
+                    item.time,
+                    sorted((it for it, _ in members), key=lambda it: it.seq),
+                    {item.kind: item.fields},
+                )
+            )
         elif not st.armed and n < spec.count:
             st.armed = True
         st.keep(item, value)
@@ -148,9 +155,11 @@ class ThresholdStore(NoDeadlines):
 
     def size(self) -> dict[str, int]:
         """Open windows and the items they keep."""
-        return {"threshold_keys": len(self.windows),
-                "threshold_items": sum(len(s.items) for s in self.windows.values()),
-                "threshold_expiry": len(self.expiry)}
+        return {
+            "threshold_keys": len(self.windows),
+            "threshold_items": sum(len(s.items) for s in self.windows.values()),
+            "threshold_expiry": len(self.expiry),
+        }
 
 
 def _compile(rule: Rule) -> ThresholdSpec:
