@@ -88,7 +88,6 @@ def verify(url: str) -> VerifyResult:
         log.close()
 
 
-STATE = "State that outlives the process: checkpoints, resume, and violations that are durable when returned"
 OUTPUT = "Enforcement output a trust & safety team and a court can use: subject, once_per, (source, id), the case file"
 
 # Shared conformance cases (../shared/conformance) pinned by open issues: expected failures, strict, with
@@ -107,38 +106,4 @@ PENDING: dict[str, str] = {
     "subject/emitted-fact-takes-rule-subject": OUTPUT,
     "subject/subject-names-who-violated": OUTPUT,
     "subject/violation-fact-carries-subject": OUTPUT,
-}
-# Cases that pass in one run but fail split in two until state outlives the process.
-PENDING_SPLIT: set[str] = {
-    "envelope/redelivered-event",
-    "expect/correlation-and-order",
-    "expect/deadline-missed-and-met",
-    "expect/dynamic-deadline",
-    "expect/two-deadlines-one-request",
-    "facts/emitted-fact-subject-is-rule-key",
-    "facts/ignored-notice",
-    "facts/threshold-over-violations",
-    "keys/colliding-subjects-stay-apart",
-    "keys/expect-fulfilled-within-key",
-    "keys/over-1024-subjects-deadlines",
-    "keys/over-1024-subjects-sequence",
-    "keys/policy-key-names-the-subject",
-    "keys/rule-key-overrides-policy-key",
-    "keys/sequence-joins-on-key",
-    "match/one-event-several-policies",
-    "sequence/colliding-event-ids",
-    "sequence/correlated-pair",
-    "sequence/each-start-is-own-partial",
-    "sequence/three-steps-first-fit",
-    "sequence/within-is-inclusive",
-    "threshold/colliding-event-ids",
-    "threshold/distinct-values",
-    "threshold/fires-once-per-burst",
-    "threshold/sustained-rate-fires-once",
-    "threshold/window-bounds-inclusive",
-    "time/clock-is-global",
-    "time/fractional-seconds",
-    "time/fulfilment-exactly-at-deadline",
-    "time/late-events",
-    "time/until-passes-deadlines",
 }

@@ -153,19 +153,27 @@ def test_sensitive_fields_are_masked_and_the_chain_still_verifies(db_url: str) -
 def test_a_failing_batch_writes_nothing_and_raises(db_url: str) -> None:
     log = AuditLog(db_url, batch_size=10_000)
     engine = Engine(policy_set(POLICY), audit=log)
-    engine.process_many(_events(4))
-    # The database loses a table behind the writer's back: the whole batch must fail together.
+    engine.process_many(_events(4))  # durable when it returns
     eng = create_engine(db_url)
+    with eng.connect() as c:
+        written = c.execute(select(func.count()).select_from(ViolationRow)).scalar_one()
+        events = c.execute(select(func.count()).select_from(AcceptedEvent)).scalar_one()
+    assert written > 0 and events == 4
+    # The database loses a table behind the writer's back: the whole next batch must fail together.
     with eng.begin() as c:
         c.execute(text("DROP TABLE rejected_events"))
     from tosengine.errors import EventError
 
     engine.reject("garbage", EventError("", "not JSON", line=1))
+    more = [
+        ev(f"m{i}", "account.login", f"account:{i % 2}", timedelta(hours=1, minutes=i), origin="evil.example")
+        for i in range(4)
+    ]
     with pytest.raises(AuditError):
-        engine.flush()
+        engine.process_many(more)
     with eng.connect() as c:
-        assert c.execute(select(func.count()).select_from(ViolationRow)).scalar_one() == 0
-        assert c.execute(select(func.count()).select_from(AcceptedEvent)).scalar_one() == 0
+        assert c.execute(select(func.count()).select_from(ViolationRow)).scalar_one() == written
+        assert c.execute(select(func.count()).select_from(AcceptedEvent)).scalar_one() == events
     eng.dispose()
 
 

@@ -15,7 +15,7 @@ from types import ModuleType
 
 import pytest
 
-from tests.support import PENDING, PENDING_SPLIT, STATE
+from tests.support import PENDING
 
 CONFORMANCE = Path(__file__).resolve().parents[1].parent / "shared" / "conformance"
 if not (CONFORMANCE / "run.py").is_file():
@@ -40,11 +40,11 @@ def _name(path: Path) -> str:
     return f"{path.parent.name}/{path.stem}"
 
 
-def _params(split: bool) -> list[object]:
+def _params() -> list[object]:
     out: list[object] = []
     for path in CASES:
         name = _name(path)
-        reason = PENDING.get(name) or (STATE if split and name in PENDING_SPLIT else None)
+        reason = PENDING.get(name)
         marks = [pytest.mark.xfail(reason=reason, strict=True)] if reason else []
         out.append(pytest.param(path, id=name, marks=marks))
     return out
@@ -52,16 +52,16 @@ def _params(split: bool) -> list[object]:
 
 def test_every_pending_case_exists() -> None:
     names = {_name(p) for p in CASES}
-    assert set(PENDING) <= names and names >= PENDING_SPLIT
+    assert set(PENDING) <= names
 
 
-@pytest.mark.parametrize("path", _params(split=False))
+@pytest.mark.parametrize("path", _params())
 def test_case(path: Path) -> None:
     problems = RUN.run_case(path)
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.parametrize("path", _params(split=True))
+@pytest.mark.parametrize("path", _params())
 def test_case_split_in_two_runs(path: Path) -> None:
     problems = RUN.run_case(path, split=True)
     assert not problems, "\n".join(problems)

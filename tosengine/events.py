@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -48,26 +46,25 @@ EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 
 
-@dataclass(frozen=True)
-class Attribute:
-    """One string attribute of the envelope: whether it is required, and what a value must look like."""
-
-    name: str
-    required: bool
-    check: Callable[[str], bool]
-    problem: str
-
-
-# The envelope's string attributes, in the order they are checked (the first problem is reported).
-ENVELOPE: tuple[Attribute, ...] = (
-    Attribute("id", True, bool, "must be a non-empty string"),
-    Attribute(
-        "type", True, lambda v: _TYPE.fullmatch(v) is not None, "must be a dotted name such as account.engagement"
-    ),
-    Attribute("time", True, lambda v: True, ""),  # parsed by parse_time, which words its own problem
-    Attribute("subject", True, lambda v: _SUBJECT.fullmatch(v) is not None, "must be kind:id, e.g. account:123"),
-    Attribute("source", False, lambda v: True, ""),
+# The envelope's string attributes (DESIGN.md section 2): (name, required).
+ENVELOPE: tuple[tuple[str, bool], ...] = (
+    ("id", True),
+    ("type", True),
+    ("time", True),
+    ("subject", True),
+    ("source", False),
 )
+
+
+def _envelope_problem(ident: str, etype: str, subject: str) -> tuple[str, str] | None:
+    """The one place the envelope's string rules are written: (field, problem), or None if they hold."""
+    if not ident:
+        return "id", "must be a non-empty string"
+    if _TYPE.fullmatch(etype) is None:
+        return "type", "must be a dotted name such as account.engagement"
+    if _SUBJECT.fullmatch(subject) is None:
+        return "subject", "must be kind:id, e.g. account:123"
+    return None
 
 
 def parse_time(text: str) -> datetime:
@@ -120,12 +117,10 @@ def _value_problem(v: Any, depth: int) -> tuple[list[str], str] | None:
             if not k.isascii() and not _encodable(k):
                 return [], "a field name is not valid Unicode (a lone surrogate)"
             tx = type(x)
-            if (tx is str and len(x) <= MAX_STRING and (x.isascii() or _encodable(x))) or tx not in (
-                str,
-                float,
-                dict,
-                list,
-            ):
+            if tx is str:  # the usual value: checked here, without a call
+                if len(x) <= MAX_STRING and (x.isascii() or _encodable(x)):
+                    continue
+            elif tx is not dict and tx is not list and tx is not float:
                 continue
             found = _value_problem(x, depth + 1)
             if found is not None:
@@ -201,9 +196,9 @@ class Event(BaseModel):
 
     @model_validator(mode="after")
     def _envelope(self) -> Event:
-        for attr in ENVELOPE:
-            if attr.name != "time" and not attr.check(getattr(self, attr.name)) and attr.required:
-                raise ValueError(f"{attr.name}: {attr.problem}")
+        problem = _envelope_problem(self.id, self.type, self.subject)
+        if problem is not None:
+            raise ValueError(f"{problem[0]}: {problem[1]}")
         if self.time.tzinfo is None:
             raise ValueError("time: must have a UTC offset")
         for name, value in (("data", self.data), *self.extensions.items()):
@@ -222,14 +217,14 @@ class Event(BaseModel):
         return record_of_event(self).evidence()
 
 
-def _require_str(obj: dict[str, Any], attr: Attribute) -> str | None:
-    if attr.name not in obj:
-        if attr.required:
-            raise EventError(attr.name, "is required")
-        return None
-    v = obj[attr.name]
+def _require_str(obj: dict[str, Any], name: str, required: bool) -> str:
+    if name not in obj:
+        if required:
+            raise EventError(name, "is required")
+        return ""
+    v = obj[name]
     if not isinstance(v, str):
-        raise EventError(attr.name, f"must be a string, got {type(v).__name__}")
+        raise EventError(name, f"must be a string, got {type(v).__name__}")
     return v
 
 
@@ -255,18 +250,25 @@ def validate_record(obj: Any, *, line: int | None = None, text: str | None = Non
 
 
 def _validate(obj: dict[str, Any], text: str | None) -> EventRecord:
-    given: list[Any] = [obj.get(a.name, "" if not a.required else None) for a in ENVELOPE]
-    values: list[str] = given if all(type(v) is str for v in given) else [_require_str(obj, a) or "" for a in ENVELOPE]
-    ident, etype, time_text, subject, source = values
+    ident, etype, time_text, subject = obj.get("id"), obj.get("type"), obj.get("time"), obj.get("subject")
+    source = obj.get("source", "")
+    if not (
+        type(ident) is str
+        and type(etype) is str
+        and type(time_text) is str
+        and type(subject) is str
+        and type(source) is str
+    ):
+        ident, etype, time_text, subject, source = (_require_str(obj, n, r) for n, r in ENVELOPE)
     try:
         when = parse_time(time_text)
     except ValueError as exc:
         raise EventError("time", str(exc)) from None
     if not EARLIEST <= when <= LATEST:
         raise EventError("time", f"must be between {EARLIEST.year} and {LATEST.year}")
-    for attr, v in zip(ENVELOPE, values, strict=True):
-        if not attr.check(v):
-            raise EventError(attr.name, attr.problem)
+    problem = _envelope_problem(ident, etype, subject)
+    if problem is not None:
+        raise EventError(*problem)
     specversion = obj.get("specversion")
     if "specversion" in obj and specversion != "1.0":
         raise EventError("specversion", 'must be "1.0" when given')

@@ -14,11 +14,12 @@ import json
 import os
 import secrets
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic_core import to_json
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -26,13 +27,22 @@ from tosengine._version import __version__
 from tosengine.audit.chain import GENESIS, link_hash
 from tosengine.audit.connect import connect, database_errors, masked
 from tosengine.audit.migrate import upgrade_database
-from tosengine.audit.models import AcceptedEvent, ChainHead, Meta, PolicyVersion, RejectedEvent, ViolationRow
+from tosengine.audit.models import (
+    AcceptedEvent,
+    ChainHead,
+    Meta,
+    PolicyVersion,
+    RejectedEvent,
+    StateChange,
+    ViolationRow,
+)
+from tosengine.audit.models import Checkpoint as CheckpointRow
 from tosengine.errors import AuditError, EventError
 from tosengine.events import EventRecord
 from tosengine.policy.model import CheckedPolicySet
 from tosengine.violation import Violation, format_time
 
-__all__ = ["AuditError", "AuditLog", "audit_key"]
+__all__ = ["AuditError", "AuditLog", "Batch", "Checkpoint", "StoredCheckpoint", "audit_key"]
 
 ENGINE_VERSION = f"tosengine {__version__}"
 
@@ -50,7 +60,53 @@ def _utc(t: datetime) -> datetime:
 # The events table takes one row per accepted event, so its rows skip SQLAlchemy's per-value bind
 # processing (half the cost of an insert): plain tuples in this column order go to the driver's
 # executemany. Times are UTC; SQLite gets them as the text SQLAlchemy's DateTime would have written.
-_EVENT_COLUMNS = ("source", "event_id", "type", "subject", "time", "body", "recorded_at")
+_EVENT_COLUMNS = ("source", "event_id", "type", "subject", "time", "body", "partition", "recorded_at")
+
+
+@dataclass
+class Batch:
+    """What one transaction writes: everything queued since the last one, and maybe a checkpoint."""
+
+    policies: list[dict[str, Any]] = field(default_factory=list)
+    events: list[tuple[Any, ...]] = field(default_factory=list)  # _EVENT_COLUMNS but the last
+    violations: list[dict[str, Any]] = field(default_factory=list)
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+    state_changes: list[dict[str, Any]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.policies or self.events or self.violations or self.rejected or self.state_changes)
+
+    def extend(self, later: Batch) -> None:
+        """Put `later` after this batch (a failed batch goes back in front of what was queued since)."""
+        self.policies += later.policies
+        self.events += later.events
+        self.violations += later.violations
+        self.rejected += later.rejected
+        self.state_changes += later.state_changes
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A partition's state to save with a batch (tosengine/runtime/snapshot.py made `state`)."""
+
+    partition: str
+    format: str
+    version: int
+    state: bytes
+    size: int
+    rules: dict[str, str]  # rule id -> fingerprint
+    policies: list[tuple[str, str]]  # (policy, version) the state was built with
+
+
+@dataclass(frozen=True)
+class StoredCheckpoint:
+    """The latest checkpoint of a partition, as read back."""
+
+    seq: int
+    position: int
+    state: bytes
+    rules: dict[str, str]
+    policies: list[tuple[str, str]]
 
 
 def _sqlite_time(t: datetime, text: str = "") -> str:
@@ -72,10 +128,17 @@ def _json(v: Any) -> str:
 
 
 class AuditLog:
-    """Writes to the audit database at `url`; migrates it to the latest schema when opened."""
+    """Writes to the audit database at `url`; migrates it to the latest schema when opened.
 
-    # A batch is one transaction (one fsync): 5,000 rows spread its cost to about 2 us per event.
-    def __init__(self, url: str, *, batch_size: int = 5000, upgrade: bool = True, key: bytes | None = None) -> None:
+    Rows are queued by `record`, `reject` and `note_state_change` and written by `write` (or `flush`)
+    in one transaction per batch; the Engine decides when (docs/reliability.md, "Durable returns").
+    `partition` names whose state the recorded events are in.
+    """
+
+    # A batch of 5,000 rows spreads a transaction's cost (one fsync) to about 2 us per event.
+    def __init__(
+        self, url: str, *, batch_size: int = 5000, upgrade: bool = True, key: bytes | None = None, partition: str = ""
+    ) -> None:
         self.url = url
         self.engine = connect(url)
         with database_errors(url, "open"):
@@ -84,11 +147,9 @@ class AuditLog:
             self._salt = self._load_salt()
         self.batch_size = batch_size
         self.key = key if key is not None else audit_key()
+        self.partition = partition
         self._sensitive: tuple[tuple[str, ...], ...] = ()
-        self._policies: list[dict[str, Any]] = []
-        self._events: list[tuple[Any, ...]] = []  # _EVENT_COLUMNS but the last
-        self._violations: list[dict[str, Any]] = []
-        self._rejected: list[dict[str, Any]] = []
+        self._queued = Batch()
         self._sqlite = self.engine.dialect.name == "sqlite"
         mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
         self._insert_events = (
@@ -104,7 +165,7 @@ class AuditLog:
         self._sensitive = policies.sensitive
         now = datetime.now(UTC)
         for p in policies.policies:
-            self._policies.append(
+            self._queued.policies.append(
                 {"policy": p.id, "version": p.version, "path": p.path, "text": p.text, "first_seen": now}
             )
 
@@ -122,16 +183,26 @@ class AuditLog:
                 cur[path[-1]] = f"masked:hmac-sha256:{digest}"
         return out
 
+    @property
+    def masks(self) -> bool:
+        """Whether any path is sensitive (then stored events are masked)."""
+        return bool(self._sensitive)
+
+    def queued(self) -> int:
+        """How many rows are waiting to be written."""
+        q = self._queued
+        return len(q.events) + len(q.violations) + len(q.rejected)
+
     def record(self, event: EventRecord | None, violations: Iterable[Violation]) -> None:
         """Queue an accepted event (stored as the JSON text it came as, if any) and the violations it
-        caused; flush when the batch is full."""
+        caused."""
         if event is not None:
             text = event.text
             if text is None or self._sensitive:
                 # Not hashed, so not canonical: pydantic-core's encoder is ~4x json.dumps.
                 text = to_json(self.mask(event.evidence())).decode()
             time = event.time
-            self._events.append(
+            self._queued.events.append(
                 (
                     event.source,
                     event.id,
@@ -139,10 +210,11 @@ class AuditLog:
                     event.subject,
                     _sqlite_time(time, event.time_text) if self._sqlite else _utc(time),
                     text,
+                    self.partition,
                 )
             )
         for v in violations:
-            self._violations.append(
+            self._queued.violations.append(
                 {
                     "id": v.id,
                     "policy": v.policy,
@@ -169,12 +241,10 @@ class AuditLog:
                     "engine_version": ENGINE_VERSION,
                 }
             )
-        if len(self._events) + len(self._violations) >= self.batch_size:
-            self.flush()
 
     def reject(self, raw: str, error: EventError, origin: str = "api") -> None:
         """Queue a rejected input line (the dead letter) with its reason."""
-        self._rejected.append(
+        self._queued.rejected.append(
             {
                 "origin": origin,
                 "line": error.line,
@@ -183,31 +253,78 @@ class AuditLog:
                 "raw": raw[:1_000_000],
             }
         )
-        if len(self._rejected) >= self.batch_size:
-            self.flush()
+
+    def note_state_change(self, what: str, detail: dict[str, Any]) -> None:
+        """Queue a record of something that happened to the partition's state (e.g. rules dropped)."""
+        self._queued.state_changes.append({"partition": self.partition, "what": what, "detail": _json(detail)})
 
     # ------------------------------------------------------------------ writing
 
+    def take(self) -> Batch:
+        """Everything queued, as a batch to `write`; the queue starts again empty."""
+        batch, self._queued = self._queued, Batch()
+        return batch
+
+    def put_back(self, batch: Batch) -> None:
+        """A batch that failed to write goes back in front of what was queued since."""
+        batch.extend(self._queued)
+        self._queued = batch
+
     def flush(self) -> None:
         """Write everything queued in one transaction; raise AuditError (keeping the batch) on failure."""
-        if not (self._events or self._violations or self._rejected or self._policies):
+        batch = self.take()
+        try:
+            self.write(batch)
+        except AuditError:
+            self.put_back(batch)
+            raise
+
+    def write(self, batch: Batch, checkpoint: Checkpoint | None = None) -> None:
+        """Write a batch, and the checkpoint that covers it, in one transaction; AuditError on failure
+        (nothing of it is written then)."""
+        if not batch and checkpoint is None:
             return
         now = datetime.now(UTC)
         try:
             with self.engine.begin() as conn:
                 self._lock(conn)
-                if self._policies:
-                    conn.execute(self._insert_ignore(PolicyVersion, ["policy", "version"]), self._policies)
-                if self._events:
+                if batch.policies:
+                    conn.execute(self._insert_ignore(PolicyVersion, ["policy", "version"]), batch.policies)
+                if batch.events:
                     at = _sqlite_time(now) if self._sqlite else now
-                    conn.exec_driver_sql(self._insert_events, [(*e, at) for e in self._events])
-                if self._rejected:
-                    conn.execute(insert(RejectedEvent), [{**r, "recorded_at": now} for r in self._rejected])
-                if self._violations:
-                    self._append_violations(conn, now)
+                    conn.exec_driver_sql(self._insert_events, [(*e, at) for e in batch.events])
+                if batch.rejected:
+                    conn.execute(insert(RejectedEvent), [{**r, "recorded_at": now} for r in batch.rejected])
+                if batch.violations:
+                    self._append_violations(conn, batch.violations, now)
+                if batch.state_changes:
+                    conn.execute(insert(StateChange), [{**c, "recorded_at": now} for c in batch.state_changes])
+                if checkpoint is not None:
+                    self._save_checkpoint(conn, checkpoint, now)
         except SQLAlchemyError as exc:
             raise AuditError(f"could not write to the audit log ({masked(self.url)}): {exc}") from exc
-        self._policies, self._events, self._violations, self._rejected = [], [], [], []
+
+    def _save_checkpoint(self, conn: Connection, cp: Checkpoint, now: datetime) -> None:
+        # The position is the last event seq in the table: writers are serialized (the lock above), so
+        # every event of this partition recorded so far has a seq at or below it, and none later will.
+        position = conn.execute(select(func.max(AcceptedEvent.seq))).scalar() or 0
+        conn.execute(
+            insert(CheckpointRow),
+            [
+                {
+                    "partition": cp.partition,
+                    "position": position,
+                    "format": cp.format,
+                    "version": cp.version,
+                    "rules": _json(cp.rules),
+                    "policies": _json(cp.policies),
+                    "state": cp.state,
+                    "size": cp.size,
+                    "engine_version": ENGINE_VERSION,
+                    "recorded_at": now,
+                }
+            ],
+        )
 
     def _lock(self, conn: Connection) -> None:
         if conn.dialect.name == "postgresql":
@@ -222,9 +339,9 @@ class AuditLog:
             return sqlite.insert(table).on_conflict_do_nothing(index_elements=cols)
         raise AuditError(f"unsupported database {dialect}: use SQLite or PostgreSQL")
 
-    def _append_violations(self, conn: Connection, now: datetime) -> None:
+    def _append_violations(self, conn: Connection, violations: list[dict[str, Any]], now: datetime) -> None:
         batch: dict[str, dict[str, Any]] = {}
-        for v in self._violations:
+        for v in violations:
             batch.setdefault(v["id"], v)
         ids = list(batch)
         for i in range(0, len(ids), 500):
@@ -249,14 +366,17 @@ class AuditLog:
         else:
             conn.execute(update(ChainHead).where(ChainHead.name == "violations").values(**values))
 
-    def iter_events(self, chunk: int = 5000) -> Iterator[dict[str, Any]]:
-        """Every accepted event, in the order it was recorded (masked as stored)."""
-        last = 0
+    # ------------------------------------------------------------------ reading back (resume)
+
+    def iter_events(self, after: int = 0, chunk: int = 5000) -> Iterator[dict[str, Any]]:
+        """The partition's accepted events recorded after seq `after`, in the order they were recorded
+        (masked as stored)."""
+        last = after
         while True:
-            with self.engine.connect() as conn:
+            with database_errors(self.url, "read"), self.engine.connect() as conn:
                 rows = conn.execute(
                     select(AcceptedEvent.seq, AcceptedEvent.body)
-                    .where(AcceptedEvent.seq > last)
+                    .where(AcceptedEvent.seq > last, AcceptedEvent.partition == self.partition)
                     .order_by(AcceptedEvent.seq)
                     .limit(chunk)
                 ).all()
@@ -265,6 +385,58 @@ class AuditLog:
             for _, body in rows:
                 yield json.loads(body)
             last = rows[-1][0]
+
+    def latest_checkpoint(self) -> StoredCheckpoint | None:
+        """The partition's latest checkpoint, if it has one."""
+        with database_errors(self.url, "read"), self.engine.connect() as conn:
+            row = conn.execute(
+                select(
+                    CheckpointRow.seq,
+                    CheckpointRow.position,
+                    CheckpointRow.state,
+                    CheckpointRow.rules,
+                    CheckpointRow.policies,
+                )
+                .where(CheckpointRow.partition == self.partition)
+                .order_by(CheckpointRow.seq.desc())
+                .limit(1)
+            ).first()
+        if row is None:
+            return None
+        return StoredCheckpoint(
+            int(row[0]),
+            int(row[1]),
+            bytes(row[2]),
+            json.loads(row[3]),
+            [(str(p), str(v)) for p, v in json.loads(row[4])],
+        )
+
+    def policy_texts(self, versions: Iterable[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, str]]:
+        """(policy, version) -> (path, text) of the policy versions the log holds."""
+        wanted = set(versions)
+        out: dict[tuple[str, str], tuple[str, str]] = {}
+        with database_errors(self.url, "read"), self.engine.connect() as conn:
+            for policy, version, path, body in conn.execute(
+                select(PolicyVersion.policy, PolicyVersion.version, PolicyVersion.path, PolicyVersion.text)
+            ):
+                if (policy, version) in wanted:
+                    out[(policy, version)] = (path, body)
+        return out
+
+    def recorded(self, identities: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of these (source, id) pairs the log holds as accepted events (queued ones included)."""
+        wanted = set(identities)
+        found = {(e[0], e[1]) for e in self._queued.events} & wanted
+        ids = sorted({i for _, i in wanted - found})
+        with database_errors(self.url, "read"), self.engine.connect() as conn:
+            for start in range(0, len(ids), 500):
+                rows = conn.execute(
+                    select(AcceptedEvent.source, AcceptedEvent.event_id).where(
+                        AcceptedEvent.event_id.in_(ids[start : start + 500])
+                    )
+                )
+                found |= {(str(src), str(i)) for src, i in rows} & wanted
+        return found
 
     def _load_salt(self) -> bytes:
         with self.engine.begin() as conn:

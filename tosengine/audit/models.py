@@ -4,10 +4,20 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, Index, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, DateTime, Index, Integer, LargeBinary, MetaData, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["AcceptedEvent", "Base", "ChainHead", "Meta", "PolicyVersion", "RejectedEvent", "ViolationRow"]
+__all__ = [
+    "AcceptedEvent",
+    "Base",
+    "ChainHead",
+    "Checkpoint",
+    "Meta",
+    "PolicyVersion",
+    "RejectedEvent",
+    "StateChange",
+    "ViolationRow",
+]
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -67,6 +77,7 @@ class AcceptedEvent(Base):
     time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     body: Mapped[str] = mapped_column(Text)  # the JSON text as received (or encoded from the object); masked
     recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    partition: Mapped[str] = mapped_column(String(200), server_default="")  # whose state the event is in
 
 
 class RejectedEvent(Base):
@@ -117,4 +128,35 @@ class Meta(Base):
     value: Mapped[str] = mapped_column(Text)
 
 
+class Checkpoint(Base):
+    """One partition's state (docs/state.md) as of `position`, the seq of its last recorded event."""
+
+    __tablename__ = "checkpoints"
+
+    seq: Mapped[int] = mapped_column(Seq, primary_key=True, autoincrement=True)
+    partition: Mapped[str] = mapped_column(String(200))
+    position: Mapped[int] = mapped_column(BigInteger)
+    format: Mapped[str] = mapped_column(String(40))
+    version: Mapped[int] = mapped_column(Integer)
+    rules: Mapped[str] = mapped_column(Text)  # JSON: rule id -> fingerprint of what shapes its state
+    policies: Mapped[str] = mapped_column(Text)  # JSON: [[policy, version], ...] the state was built with
+    state: Mapped[bytes] = mapped_column(LargeBinary)  # zlib-compressed JSON, the format docs/state.md gives
+    size: Mapped[int] = mapped_column(BigInteger)  # bytes of the JSON before compression
+    engine_version: Mapped[str] = mapped_column(String(40))
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class StateChange(Base):
+    """Something that happened to a partition's state, with why: e.g. rules whose state was dropped."""
+
+    __tablename__ = "state_changes"
+
+    seq: Mapped[int] = mapped_column(Seq, primary_key=True, autoincrement=True)
+    partition: Mapped[str] = mapped_column(String(200))
+    what: Mapped[str] = mapped_column(String(40))
+    detail: Mapped[str] = mapped_column(Text)  # JSON
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 Index("ix_violations_subject_time", ViolationRow.subject, ViolationRow.time)
+Index("ix_checkpoints_partition_seq", Checkpoint.partition, Checkpoint.seq)

@@ -85,6 +85,12 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     url = None if args.dry_run else db_url(args.db)
     audit = AuditLog(url) if url is not None else None
     engine = Engine(policies, audit=audit, smoke_test=SMOKE_TEST_TIMEOUT)
+    if engine.dropped_rules:
+        print(
+            f"tosengine: the state of {', '.join(engine.dropped_rules)} was dropped: the rules changed (or were "
+            "removed) since the audit log's checkpoint; they start empty",
+            file=sys.stderr,
+        )
     summary = _Summary()
 
     def acknowledge(violations: list[Violation]) -> None:

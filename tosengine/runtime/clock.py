@@ -30,36 +30,37 @@ class DueHeap(Generic[T]):
     """Entries ordered by (time, insertion order); pop those strictly before a given time."""
 
     def __init__(self) -> None:
-        self._heap: list[tuple[datetime, int, T]] = []
+        # The heap itself: callers on a hot path may look at entries[0][0] to skip a call.
+        self.entries: list[tuple[datetime, int, T]] = []
         self._counter = itertools.count()
 
     def push(self, when: datetime, entry: T) -> None:
         """Schedule `entry` at `when`."""
-        heapq.heappush(self._heap, (when, next(self._counter), entry))
+        heapq.heappush(self.entries, (when, next(self._counter), entry))
 
     def peek(self) -> datetime | None:
         """The earliest time in the heap, if any."""
-        return self._heap[0][0] if self._heap else None
+        return self.entries[0][0] if self.entries else None
 
     def peek_entry(self) -> T | None:
         """The earliest entry, left in place; None if the heap is empty."""
-        return self._heap[0][2] if self._heap else None
+        return self.entries[0][2] if self.entries else None
 
     def pop(self) -> tuple[datetime, T]:
         """Remove and return the earliest entry."""
-        when, _, entry = heapq.heappop(self._heap)
+        when, _, entry = heapq.heappop(self.entries)
         return when, entry
 
     def due(self, t: datetime) -> bool:
         """Whether an entry is due strictly before `t`."""
-        return bool(self._heap) and self._heap[0][0] < t
+        return bool(self.entries) and self.entries[0][0] < t
 
     def pop_before(self, t: datetime) -> tuple[datetime, T] | None:
         """The earliest entry due strictly before `t`, removed; None if there is none."""
-        if self._heap and self._heap[0][0] < t:
-            when, _, entry = heapq.heappop(self._heap)
+        if self.entries and self.entries[0][0] < t:
+            when, _, entry = heapq.heappop(self.entries)
             return when, entry
         return None
 
     def __len__(self) -> int:
-        return len(self._heap)
+        return len(self.entries)

@@ -9,7 +9,9 @@ and the audit log records.
 
 from __future__ import annotations
 
+import itertools
 import json
+import logging
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -18,19 +20,22 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from tosengine.audit.log import AuditLog
-from tosengine.errors import EventError, TosEngineError
+from tosengine.audit.log import AuditLog, Checkpoint
+from tosengine.errors import AuditError, EventError, TosEngineError
 from tosengine.events import Event, EventRecord, parse_record, validate_record
-from tosengine.policy.check import check_policy_set
+from tosengine.policy.check import check_policy_set, check_sources
 from tosengine.policy.compile import Plan
 from tosengine.policy.model import CheckedPolicySet
-from tosengine.policy.sources import read_schemas, read_sources
+from tosengine.policy.sources import Source, read_schemas, read_sources
 from tosengine.runtime.kinds import StateOptions
 from tosengine.runtime.matcher import BATCH
-from tosengine.runtime.partition import PartitionState
+from tosengine.runtime.partition import PartitionState, identity
 from tosengine.runtime.pipeline import Pipeline
 from tosengine.runtime.program import Program
+from tosengine.runtime.snapshot import FORMAT, VERSION, load_state, pack, save_state, unpack
 from tosengine.violation import Violation
+
+LOG = logging.getLogger("tosengine")
 
 __all__ = ["SMOKE_TEST_TIMEOUT", "Engine", "EventInput"]
 
@@ -49,10 +54,16 @@ def validate_input(event: EventInput) -> EventRecord:
 class Engine:
     """Runs checked policies over events. Thread-safe: calls are serialized by one lock.
 
+    With an audit log, what `process` returns is already durable in it, with the event and the state
+    it changes (concurrent callers share commits), and the engine resumes the state the log holds: its
+    latest checkpoint, then the events recorded after it (docs/state.md).
+
     Options: `audit` (a database URL or an AuditLog; None for no audit log), `dedupe_window` (how long,
     in event time, a (source, id) pair is remembered to drop redeliveries), `max_partials_per_key`
     (the cap on open partial matches of a sequence without `within`), `smoke_test` (timeout in seconds
-    of the load-time check of the compiled rulesets in a subprocess; None skips it).
+    of the load-time check of the compiled rulesets in a subprocess; None skips it), `partition` (the
+    name of the partition whose state this engine runs, in the audit log), `checkpoint_every` (events
+    between checkpoints, at least; a larger state is checkpointed less often, in proportion).
 
     >>> engine = Engine.from_directory("policies")          # doctest: +SKIP
     >>> violations = engine.process({"id": "e1", ...})      # doctest: +SKIP
@@ -66,16 +77,38 @@ class Engine:
         dedupe_window: timedelta = timedelta(days=7),
         max_partials_per_key: int = 10_000,
         smoke_test: float | None = None,
+        partition: str = "",
+        checkpoint_every: int = 20_000,
     ) -> None:
         self._smoke_timeout = smoke_test
+        self._options = StateOptions(dedupe_window, max_partials_per_key)
         self._program = Program(policies, smoke_test=smoke_test)
         self._pipeline = Pipeline(self._program)
-        self._state = PartitionState(StateOptions(dedupe_window, max_partials_per_key))
-        self._lock = threading.RLock()
+        self._state = PartitionState(self._options)
+        self._lock = threading.RLock()  # the state and the audit log's queue
+        self._commit = threading.Lock()  # one transaction at a time, in order (group commit)
         self._closed = False
-        self._audit = AuditLog(audit) if isinstance(audit, str) else audit
-        if self._audit is not None:
-            self._audit.register_policies(policies)
+        # The partition this engine runs: as given, else the AuditLog's, else "" (the only one).
+        self.partition = partition if partition is not None else audit.partition if isinstance(audit, AuditLog) else ""
+        self.checkpoint_every = checkpoint_every
+        self._queued = 0  # rows handed to the audit log so far
+        self._durable = 0  # rows known to be written
+        self._changed = 0  # events (and clock moves) since the last checkpoint
+        self._checkpoint_items = 0  # how big the last checkpoint was, in events and items
+        # Rules whose state could not carry over (changed or removed) when the engine opened or reloaded.
+        self.dropped_rules: tuple[str, ...] = ()
+        self.resumed_events = 0  # events replayed from the audit log after its checkpoint, when opening
+        try:
+            self._audit = AuditLog(audit, partition=self.partition) if isinstance(audit, str) else audit
+            if self._audit is not None:
+                self._audit.partition = self.partition
+                self._audit.register_policies(policies)
+                if self._resume():
+                    # The log now says which policies the events recorded from here on are processed with.
+                    self.checkpoint()
+        except BaseException:
+            self._program.close()
+            raise
 
     @classmethod
     def from_directory(
@@ -101,18 +134,23 @@ class Engine:
 
     def reload(self, policies: CheckedPolicySet | str | Path) -> None:
         """Switch to new policies. If they fail to check, compile or pass the smoke test, raise and keep
-        running the current ones. The clock and redelivery memory are kept; the state of the old rules
-        (windows, partial matches, obligations, ladder) is dropped -- use a new Engine and restore() to
-        rebuild state under the new policies."""
+        running the current ones. The state of a rule whose definition (kind and key) is unchanged is
+        kept; the state of a changed or removed rule is dropped and reported (`dropped_rules`, a logged
+        warning, a record in the audit log); new rules start empty. With an audit log, the switch is
+        checkpointed."""
         if not isinstance(policies, CheckedPolicySet):
             policies = check_policy_set(read_sources(policies), read_schemas(policies))
         program = Program(policies, smoke_test=self._smoke_timeout)
         with self._lock:
-            old, self._program, self._pipeline = self._program, program, Pipeline(program)
-            self._state.drop_rule_state()
+            doc = save_state(self._state, self._program, self.partition)
+            state, dropped = load_state(doc, program, self._options)
+            old, self._program, self._pipeline, self._state = self._program, program, Pipeline(program), state
+            self._changed += 1
             if self._audit is not None:
                 self._audit.register_policies(policies)
+            self._report_dropped(dropped, "reload")
         old.close()
+        self.checkpoint()
 
     # ------------------------------------------------------------------ what it runs and holds
 
@@ -161,10 +199,14 @@ class Engine:
             record = validate_input(event)
         except EventError as exc:
             self.reject(event, exc)
+            self._make_durable()
             raise
         with self._lock:
             self._check_open()
-            return self._accept(record, None)
+            out = self._accept(record, None)
+            ticket = self._queued
+        self._make_durable(ticket)
+        return out
 
     def process_many(
         self, events: Iterable[EventInput], *, on_error: Callable[[int, EventInput, EventError], None] | None = None
@@ -186,34 +228,31 @@ class Engine:
                 batch = []
                 if on_error is None:
                     self.reject(event, exc)
+                    self._make_durable()
                     raise
                 on_error(pos, event, exc)
                 continue
             if len(batch) == BATCH:
                 out.extend(self._accept_batch(batch))
                 batch = []
+                if self._audit is not None and self._audit.queued() >= self._audit.batch_size:
+                    self._make_durable()  # commit as the batch fills: memory stays bounded
         out.extend(self._accept_batch(batch))
+        self._make_durable()
         return out
 
     def restore(self) -> int:
-        """Rebuild open windows, partial matches, obligations and the clock from the audit log.
+        """How many events were replayed from the audit log when the engine opened.
 
-        For an embedding service after a restart: the accepted events are replayed, in the order they
-        were recorded, without writing anything (their violations are already stored). Returns how many
-        events were replayed. Deadlines passed by `advance_to` in an earlier run are passed again by the
-        next clock move; their violations keep their ids, so the audit log adds no row.
+        The engine resumes the state its audit log holds when it opens (the latest checkpoint, then the
+        events recorded after it), so there is nothing left to do here; this stays for callers written
+        before that, who called it after opening.
         """
         with self._lock:
             self._check_open()
-            audit = self._audit
-            if audit is None:
+            if self._audit is None:
                 raise TosEngineError("restore() needs an audit log")
-            audit.flush()
-            n = 0
-            for body in audit.iter_events():
-                self._pipeline.accept(self._state, validate_record(body))
-                n += 1
-            return n
+            return self.resumed_events
 
     def advance_to(self, t: datetime) -> list[Violation]:
         """Move the clock to `t` without an event; return the violations of deadlines it passed."""
@@ -224,7 +263,11 @@ class Engine:
             out = self._pipeline.advance_to(self._state, t)
             if self._audit is not None:
                 self._audit.record(None, out)
-            return out
+                self._queued += len(out)
+            self._changed += 1
+        # A clock move is no event in the log, so the checkpoint is what keeps it.
+        self.checkpoint()
+        return out
 
     def reject(self, raw: Any, error: EventError, origin: str = "api") -> None:
         """Record input that was not a valid event in the audit log's dead letter (no-op without one)."""
@@ -233,22 +276,34 @@ class Engine:
         text = raw if isinstance(raw, str) else json.dumps(raw, ensure_ascii=False, default=str)
         with self._lock:
             self._audit.reject(text, error, origin)
+            self._queued += 1
 
     def flush(self) -> None:
         """Write everything queued to the audit log now; raises AuditError if the database fails."""
-        with self._lock:
-            if self._audit is not None:
-                self._audit.flush()
+        self._make_durable()
+
+    def checkpoint(self) -> bool:
+        """Write what is queued and the partition's state, with the input position it covers, in one
+        transaction; False (nothing done) without an audit log. Raises AuditError if the database fails."""
+        if self._audit is None:
+            return False
+        self._make_durable(checkpoint=True)
+        return True
 
     def close(self) -> None:
-        """Release durable_rules resources and flush the audit log."""
+        """Write what is queued and checkpoint the state (if it changed), release durable_rules."""
         with self._lock:
             if self._closed:
                 return
-            self._closed = True
-            self._program.close()
+        try:
             if self._audit is not None:
-                self._audit.close()
+                self._make_durable(checkpoint=self._changed > 0)
+        finally:
+            with self._lock:
+                self._closed = True
+                self._program.close()
+                if self._audit is not None:
+                    self._audit.close()
 
     def __enter__(self) -> Engine:
         return self
@@ -273,12 +328,137 @@ class Engine:
 
     def _accept(self, record: EventRecord, fired: list[int] | None) -> list[Violation]:
         """One valid event through the pipeline (the lock is held), its results queued for the audit log."""
+        if self._audit is not None and self._recorded_before(record):
+            self._state.counts["duplicates"] += 1
+            return []
         violations = self._pipeline.accept(self._state, record, fired)
         if violations is None:
             return []
+        self._changed += 1
         if self._audit is not None:
             self._audit.record(record, violations)
+            self._queued += 1 + len(violations)
         return violations
+
+    def _recorded_before(self, record: EventRecord) -> bool:
+        """With an audit log, the log is the redelivery memory beyond the window: an event older than the
+        clock minus the window, that the memory has forgotten, is a redelivery if the log holds it (so
+        reading an input again after a crash adds nothing; docs/semantics.md)."""
+        now = self._state.clock.now
+        if now is None or record.time >= now - self._options.dedupe_window:
+            return False
+        if self._state.redelivery.is_duplicate(identity(record.source, record.id), now):
+            return False  # the pipeline drops it
+        assert self._audit is not None
+        return bool(self._audit.recorded([(record.source, record.id)]))
+
+    # ------------------------------------------------------------------ durable: commits and checkpoints
+
+    def _make_durable(self, ticket: int | None = None, *, checkpoint: bool = False) -> None:
+        """Return once the rows up to `ticket` (default: all queued) are written. One caller writes what
+        every waiting caller queued (group commit); a checkpoint goes with it when asked or when due."""
+        if self._audit is None:
+            return
+        with self._commit:
+            with self._lock:
+                want = self._queued if ticket is None else ticket
+                if self._durable >= want and not checkpoint:
+                    return
+                batch = self._audit.take()
+                upto = self._queued
+                snapshot = self._snapshot() if checkpoint or self._checkpoint_due() else None
+                changed = self._changed
+                if snapshot is not None:
+                    self._changed = 0
+            try:
+                self._audit.write(batch, snapshot)
+            except AuditError:
+                with self._lock:
+                    self._audit.put_back(batch)
+                    if snapshot is not None:
+                        self._changed += changed
+                raise
+            self._durable = max(self._durable, upto)
+
+    def _checkpoint_due(self) -> bool:
+        # Saving costs what the state holds: a big state is saved less often, so the cost per event stays
+        # bounded, and the events to replay after the latest checkpoint stay about checkpoint_every.
+        return self._changed >= max(self.checkpoint_every, self._checkpoint_items)
+
+    def _snapshot(self) -> Checkpoint:
+        """The state as a checkpoint (the lock is held): sensitive paths masked as in the events table."""
+        assert self._audit is not None
+        doc = save_state(self._state, self._program, self.partition, self._audit.mask if self._audit.masks else None)
+        self._checkpoint_items = len(doc["records"]) + len(doc["items"])
+        blob, size = pack(doc)
+        return Checkpoint(
+            self.partition,
+            FORMAT,
+            VERSION,
+            blob,
+            size,
+            dict(self._program.fingerprints),
+            [(p.id, p.version) for p in self._program.policies.policies],
+        )
+
+    # ------------------------------------------------------------------ resume
+
+    def _resume(self) -> bool:
+        """Resume the partition's state from the audit log: its latest checkpoint, then its events after it.
+
+        The events after the checkpoint are replayed with the policies that first processed them (kept
+        in the log), and the state then carries over to the current policies as a reload does. True if a
+        checkpoint should be written now: there was none, events were replayed, or the policies changed.
+        """
+        audit = self._audit
+        assert audit is not None
+        stored = audit.latest_checkpoint()
+        tail = audit.iter_events(stored.position if stored is not None else 0)
+        first = next(tail, None)
+        state = PartitionState(self._options)
+        program = self._program
+        dropped: list[str] = []
+        if stored is not None:
+            doc = unpack(stored.state)
+            if stored.rules != self._program.fingerprints and first is not None:
+                program = self._program_of(stored.policies) or self._program
+            state, dropped = load_state(doc, program, self._options)
+        pipeline = Pipeline(program) if program is not self._program else self._pipeline
+        n = 0
+        if first is not None:
+            for body in itertools.chain([first], tail):
+                pipeline.accept(state, validate_record(body))
+                n += 1
+        if program is not self._program:
+            state, dropped = load_state(save_state(state, program, self.partition), self._program, self._options)
+            program.close()
+        self._state = state
+        self.resumed_events = n
+        self._changed = n
+        self._report_dropped(dropped, "resume")
+        return stored is None or n > 0 or stored.rules != self._program.fingerprints
+
+    def _program_of(self, versions: list[tuple[str, str]]) -> Program | None:
+        """The program of the policy versions a checkpoint was made with, from their texts in the log."""
+        assert self._audit is not None
+        texts = self._audit.policy_texts(versions)
+        if len(texts) != len(versions):
+            return None
+        checked, _ = check_sources([Source(path, text) for path, text in texts.values()])
+        return Program(checked) if checked is not None else None
+
+    def _report_dropped(self, dropped: list[str], when: str) -> None:
+        self.dropped_rules = tuple(dropped)
+        if not dropped:
+            return
+        LOG.warning(
+            "state of %s dropped on %s: their definition changed or they were removed", ", ".join(dropped), when
+        )
+        if self._audit is not None:
+            self._audit.note_state_change(
+                "state-dropped", {"rules": dropped, "on": when, "reason": "definition changed or rule removed"}
+            )
+            self._queued += 1
 
     def _check_open(self) -> None:
         if self._closed:

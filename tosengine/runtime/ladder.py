@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 from datetime import datetime
+from typing import Any
 
 from tosengine.policy.model import ACTIONS, Ladder
 from tosengine.runtime.clock import DueHeap
@@ -52,8 +53,21 @@ class LadderState:
         step = min(n + 1, len(ladder.steps))
         return max(action, ladder.steps[step - 1], key=ACTIONS.index), step
 
+    def save(self) -> list[list[Any]]:
+        """[[subject, [times]], ...]."""
+        return [[subject, [t.isoformat() for t in times]] for subject, times in self.seen.items()]
+
+    def load(self, data: list[list[Any]], ladder: Ladder) -> None:
+        """The memory back, with one expiry entry per subject."""
+        for subject, times in data:
+            seen = self.seen[subject] = tuple(datetime.fromisoformat(t) for t in times)
+            self.expiry.push(seen[-1] + ladder.within, subject)
+
     def sweep(self, ladder: Ladder | None, now: datetime) -> None:
         """Forget subjects whose newest counted violation is behind the window."""
+        head = self.expiry.entries
+        if not head or head[0][0] >= now:  # the usual case: nothing is due
+            return
         while (due := self.expiry.pop_before(now)) is not None:
             _, subject = due
             seen = self.seen.get(subject)

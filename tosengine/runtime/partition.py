@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter, deque
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from tosengine.policy.model import Ladder
 from tosengine.runtime.clock import Clock
@@ -19,6 +20,9 @@ from tosengine.runtime.kinds import RUNTIME_KINDS, KindStore, StateOptions
 from tosengine.runtime.kinds.sequence import SequenceStore
 from tosengine.runtime.ladder import LadderState
 from tosengine.runtime.program import CompiledRule
+
+if TYPE_CHECKING:
+    from tosengine.runtime.snapshot import Decoder, Encoder
 
 __all__ = ["PartitionState", "Redelivery", "identity"]
 
@@ -71,7 +75,10 @@ class PartitionState:
         self.clock = Clock()
         self.seq = 0  # stream position of the last item created
         self.redelivery = Redelivery(options.dedupe_window)
-        self.stores: dict[str, KindStore] = {name: k.new_store(options) for name, k in RUNTIME_KINDS.items()}
+        self.stores: dict[str, KindStore] = {}
+        self._sweeping: list[KindStore] = []
+        self._lapsing: list[KindStore] = []
+        self._new_stores()
         self.ladder = LadderState()
         # events, duplicates, facts, violations, skipped_no_key
         self.counts: Counter[str] = Counter()
@@ -81,13 +88,19 @@ class PartitionState:
     def drop_rule_state(self) -> None:
         """Forget every rule's state (windows, partial matches, obligations, ladder); keep the clock,
         the stream position, the redelivery memory and the counters."""
-        self.stores = {name: k.new_store(self.options) for name, k in RUNTIME_KINDS.items()}
+        self._new_stores()
         self.ladder = LadderState()
+
+    def _new_stores(self) -> None:
+        self.stores = {name: k.new_store(self.options) for name, k in RUNTIME_KINDS.items()}
+        # Per event, only the stores that keep something behind the clock or have deadlines are asked.
+        self._sweeping = [s for s in self.stores.values() if s.sweeps]
+        self._lapsing = [s for s in self.stores.values() if s.lapses]
 
     def sweep(self, rules: Sequence[CompiledRule], ladder: Ladder | None, now: datetime) -> None:
         """Forget state that no future item can use: windows, partial matches, ladder memory and
         redelivery memory behind the clock."""
-        for store in self.stores.values():
+        for store in self._sweeping:
             store.sweep(rules, now)
         self.ladder.sweep(ladder, now)
         self.redelivery.sweep(now)
@@ -96,7 +109,7 @@ class PartitionState:
         """The earliest firing due strictly before `now` in any store (an obligation lapsing), or None."""
         best: KindStore | None = None
         best_at: datetime | None = None
-        for store in self.stores.values():
+        for store in self._lapsing:
             at = store.next_due()
             if at is not None and at < now and (best_at is None or at < best_at):
                 best, best_at = store, at
@@ -104,7 +117,52 @@ class PartitionState:
 
     def due(self, now: datetime) -> bool:
         """Whether anything may be due strictly before `now` (cheap: heads of the heaps only)."""
-        return any((at := s.next_due()) is not None and at < now for s in self.stores.values())
+        for store in self._lapsing:
+            at = store.next_due()
+            if at is not None and at < now:
+                return True
+        return False
+
+    # ------------------------------------------------------------ saved and loaded (docs/state.md)
+
+    def save(self, rules: Sequence[CompiledRule], enc: Encoder) -> dict[str, Any]:
+        """Everything this state holds as JSON; the events and items it refers to are collected in `enc`."""
+        return {
+            "clock": enc.time(self.clock.now) if self.clock.now is not None else None,
+            "seq": self.seq,
+            "counts": self.stats(),
+            "fired": dict(self.fired),
+            "stores": {name: store.save(rules, enc) for name, store in self.stores.items()},
+            "ladder": self.ladder.save(),
+            "redelivery": [
+                [key, enc.time(self.redelivery.seen[key])]
+                for key in self.redelivery.order
+                if key in self.redelivery.seen
+            ],
+        }
+
+    def load(self, doc: dict[str, Any], dec: Decoder, ladder: Ladder | None, keep_ladder: bool) -> None:
+        """Fill this (new) state from `save`'s output. Stores keep what `dec` carries over; the ladder's
+        memory is kept when `keep_ladder` (the ladder is as it was)."""
+        self.clock.now = dec.time(doc["clock"]) if doc["clock"] is not None else None
+        self.seq = doc["seq"]
+        counts = dict(doc["counts"])
+        dropped = counts.pop("partials_dropped", 0)
+        self.counts = Counter(counts)
+        self.fired = Counter(doc["fired"])
+        for name, data in doc["stores"].items():
+            store = self.stores.get(name)
+            if store is None:  # a kind this version does not have: its rules cannot be running either
+                dec.dropped.update(str(entry[0]) for entry in data)
+                continue
+            store.load(data, dec)
+        sequences = self.stores.get("sequence")
+        if isinstance(sequences, SequenceStore):
+            sequences.dropped = dropped
+        if keep_ladder and ladder is not None:
+            self.ladder.load(doc["ladder"], ladder)
+        for key, t in doc["redelivery"]:
+            self.redelivery.remember(key, dec.time(t))
 
     def stats(self) -> dict[str, int]:
         """The counters, as the engine reports them."""

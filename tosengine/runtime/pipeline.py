@@ -18,7 +18,7 @@ from tosengine.events import EventRecord
 from tosengine.runtime.evaluate import MISSING, Env
 from tosengine.runtime.items import Firing, Item
 from tosengine.runtime.kinds import Roles
-from tosengine.runtime.partition import PartitionState, identity
+from tosengine.runtime.partition import PartitionState
 from tosengine.runtime.program import CompiledRule, Program
 from tosengine.violation import Violation, format_time, violation_id
 
@@ -58,7 +58,7 @@ class Pipeline:
     ) -> list[Violation] | None:
         """Run one valid event through the pipeline; its violations (deadlines it passed included), or
         None for a redelivery. `fired`: the event's matched triggers, if already known."""
-        key = identity(record.source, record.id)
+        key = f"{len(record.source)}:{record.source}{record.id}"  # identity(), inline on the hot path
         if state.redelivery.is_duplicate(key, state.clock.now):
             state.counts["duplicates"] += 1
             return None
@@ -67,7 +67,8 @@ class Pipeline:
         state.redelivery.remember(key, record.time)
         self._advance(state, record.time, call)
         state.seq += 1
-        self._offer(state, Item.of_event(record, state.seq), fired, call)
+        item = Item("event", record.fields, record.time, state.seq, record.id, (record.id,), (record,))
+        self._offer(state, item, fired, call)
         self._drain(state, call)
         self._lapse_overdue(state, call)
         return call.violations

@@ -7,8 +7,11 @@ one Program serves any number of partitions, and a reload builds a new Program b
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, is_dataclass
+from datetime import timedelta
 from typing import Any
 
 from tosengine.policy.compile import Plan, compile_policy_set
@@ -19,7 +22,35 @@ from tosengine.runtime.matcher import Matcher
 from tosengine.runtime.smoke import smoke_spec
 from tosengine.runtime.smoke import smoke_test as run_smoke_test
 
-__all__ = ["CompiledRule", "Program"]
+__all__ = ["CompiledRule", "Program", "fingerprint", "ladder_fingerprint"]
+
+
+def _shape(x: Any) -> Any:
+    """A checked model value as plain data, without source spans: equal when the meaning is equal."""
+    if is_dataclass(x) and not isinstance(x, type):
+        return [type(x).__name__, *[_shape(getattr(x, f.name)) for f in fields(x) if f.name != "span"]]
+    if isinstance(x, tuple | list):
+        return [_shape(v) for v in x]
+    if isinstance(x, frozenset | set):
+        return sorted(_shape(v) for v in x)
+    if isinstance(x, timedelta):
+        return x.total_seconds()
+    return x
+
+
+def fingerprint(rule: Rule) -> str:
+    """What shapes a rule's state: its kind's definition and its key. A rule whose fingerprint is
+    unchanged keeps its state across a reload or a restart; message, severity, action and emit may
+    change without losing it (docs/state.md)."""
+    blob = json.dumps([rule.id, _shape(rule.body), _shape(rule.key)], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+
+
+def ladder_fingerprint(ladder: Ladder | None) -> str | None:
+    """What shapes the ladder's memory: its window and which policies it counts."""
+    if ladder is None:
+        return None
+    return hashlib.sha256(json.dumps([_shape(ladder.within), _shape(ladder.counts)]).encode()).hexdigest()[:24]
 
 
 @dataclass(frozen=True)
@@ -61,6 +92,7 @@ class Program:
             compile_expr(t.local) if t.local is not None else None for t in self.plan.triggers
         ]
         self.ladder: Ladder | None = policies.ladder
+        self.fingerprints = {cr.rule.id: fingerprint(cr.rule) for cr in self.rules}
         self.matcher = Matcher(self.plan)
 
     def close(self) -> None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from tosengine.policy.model import Rule
 from tosengine.runtime.items import Firing, Item
 
 if TYPE_CHECKING:
     from tosengine.runtime.program import CompiledRule
+    from tosengine.runtime.snapshot import Decoder, Encoder
 
 __all__ = ["KindStore", "Roles", "RuntimeKind", "StateOptions"]
 
@@ -32,8 +33,12 @@ class KindStore(Protocol):
 
     `offer` decides on one item (the rule's triggers it satisfied are `roles`) and returns the firings;
     `sweep` forgets what no future item can use once the clock is at `now`; `next_due`/`pop_due` are
-    the kind's own deadlines (obligations lapse strictly before the clock).
+    the kind's own deadlines (obligations lapse strictly before the clock). `sweeps` and `lapses` say
+    whether the store has anything to sweep or anything that lapses (the others are not asked).
     """
+
+    sweeps: ClassVar[bool]
+    lapses: ClassVar[bool]
 
     def offer(self, rule: CompiledRule, key: str, item: Item, roles: Roles, now: datetime) -> list[Firing]:
         """Decide on one item for one rule and key."""
@@ -55,6 +60,14 @@ class KindStore(Protocol):
         """How much state is held, by what."""
         ...
 
+    def save(self, rules: Sequence[CompiledRule], enc: Encoder) -> list[Any]:
+        """The store as JSON (docs/state.md), rules named by id, items by their index in `enc`."""
+        ...
+
+    def load(self, data: list[Any], dec: Decoder) -> None:
+        """Fill an empty store from `save`'s output; entries of rules `dec` does not carry over are skipped."""
+        ...
+
 
 @dataclass(frozen=True)
 class RuntimeKind:
@@ -67,6 +80,8 @@ class RuntimeKind:
 
 class NoDeadlines:
     """For kinds with nothing that lapses."""
+
+    lapses: ClassVar[bool] = False
 
     def next_due(self) -> datetime | None:
         """Nothing is ever due."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from tosengine.policy.model import Expect, Rule
 from tosengine.runtime.clock import DueHeap
@@ -16,6 +16,7 @@ from tosengine.runtime.kinds.base import Roles, RuntimeKind
 
 if TYPE_CHECKING:
     from tosengine.runtime.program import CompiledRule
+    from tosengine.runtime.snapshot import Decoder, Encoder
 
 __all__ = ["EXPECT", "ExpectSpec", "Obligation"]
 
@@ -38,6 +39,9 @@ class Obligation:
 
 class ExpectStore:
     """Every open obligation of every expect rule in one partition, and their deadlines."""
+
+    sweeps: ClassVar[bool] = False
+    lapses: ClassVar[bool] = True
 
     def __init__(self) -> None:
         self.obligations: dict[tuple[int, str], list[Obligation]] = {}
@@ -102,6 +106,26 @@ class ExpectStore:
                 rules[ri], key, deadline, [after], {"after": after.fields, after.kind: after.fields}, deadline=deadline
             )
         return None
+
+    def save(self, rules: Sequence[CompiledRule], enc: Encoder) -> list[Any]:
+        """[[rule id, key, [[the after item, deadline], ...]], ...]: the open obligations."""
+        return [
+            [rules[ri].rule.id, key, [[enc.item(ob.after), enc.time(ob.deadline)] for ob in obs]]
+            for (ri, key), obs in self.obligations.items()
+        ]
+
+    def load(self, data: list[Any], dec: Decoder) -> None:
+        """The open obligations back, their deadlines pushed in the order they were opened: by deadline,
+        then the `after` item's stream position, then rule order, as the live heap orders them."""
+        opened: list[tuple[datetime, int, int, str, Obligation]] = []
+        for rule_id, key, obs in data:
+            cr = dec.rule(rule_id)
+            if cr is None:
+                continue
+            restored = self.obligations[(cr.index, key)] = [Obligation(dec.item(a), dec.time(d)) for a, d in obs]
+            opened += [(ob.deadline, ob.after.seq, cr.index, key, ob) for ob in restored]
+        for deadline, _, ri, key, ob in sorted(opened, key=lambda o: o[:3]):
+            self.deadlines.push(deadline, (ri, key, ob))
 
     def size(self) -> dict[str, int]:
         """Open obligations, and the deadline heap (which also holds fulfilled ones until they are due)."""

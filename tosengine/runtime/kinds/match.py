@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from tosengine.policy.model import Rule
 from tosengine.runtime.items import Firing, Item
@@ -12,12 +12,15 @@ from tosengine.runtime.kinds.base import NoDeadlines, Roles, RuntimeKind
 
 if TYPE_CHECKING:
     from tosengine.runtime.program import CompiledRule
+    from tosengine.runtime.snapshot import Decoder, Encoder
 
 __all__ = ["MATCH"]
 
 
 class MatchStore(NoDeadlines):
     """Match rules keep nothing: the item that matched is the whole of the evidence."""
+
+    sweeps: ClassVar[bool] = False
 
     def offer(self, rule: CompiledRule, key: str, item: Item, roles: Roles, now: datetime) -> list[Firing]:
         """One firing on the item."""
@@ -29,6 +32,13 @@ class MatchStore(NoDeadlines):
     def size(self) -> dict[str, int]:
         """Nothing held."""
         return {}
+
+    def save(self, rules: Sequence[CompiledRule], enc: Encoder) -> list[Any]:
+        """Nothing to save."""
+        return []
+
+    def load(self, data: list[Any], dec: Decoder) -> None:
+        """Nothing to load."""
 
 
 def _compile(rule: Rule) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from tosengine.policy.model import Rule, Sequence
 from tosengine.runtime.clock import DueHeap
@@ -15,6 +15,7 @@ from tosengine.runtime.kinds.base import NoDeadlines, Roles, RuntimeKind
 
 if TYPE_CHECKING:
     from tosengine.runtime.program import CompiledRule
+    from tosengine.runtime.snapshot import Decoder, Encoder
 
 __all__ = ["SEQUENCE", "Partial", "SequenceSpec"]
 
@@ -36,6 +37,8 @@ class Partial:
 
 class SequenceStore(NoDeadlines):
     """Every open partial match of every sequence rule in one partition."""
+
+    sweeps: ClassVar[bool] = True
 
     def __init__(self, max_partials: int) -> None:
         self.partials: dict[tuple[int, str], list[Partial]] = {}
@@ -83,6 +86,9 @@ class SequenceStore(NoDeadlines):
 
     def sweep(self, rules: Seq[CompiledRule], now: datetime) -> None:
         """Forget partial matches whose window the clock has passed."""
+        head = self.expiry.entries
+        if not head or head[0][0] >= now:  # the usual case: nothing is due
+            return
         while (due := self.expiry.pop_before(now)) is not None:
             _, (ri, key) = due
             parts = self.partials.get((ri, key))
@@ -91,6 +97,25 @@ class SequenceStore(NoDeadlines):
                 parts[:] = [p for p in parts if p.items[0].time + w >= now]
                 if not parts:
                     del self.partials[(ri, key)]
+
+    def save(self, rules: Seq[CompiledRule], enc: Encoder) -> list[Any]:
+        """[[rule id, key, [[items of a partial match], ...]], ...], partial matches in the order started."""
+        return [
+            [rules[ri].rule.id, key, [[enc.item(it) for it in p.items] for p in parts]]
+            for (ri, key), parts in self.partials.items()
+        ]
+
+    def load(self, data: list[Any], dec: Decoder) -> None:
+        """The partial matches back, with an expiry entry for each (as when it was started)."""
+        for rule_id, key, parts in data:
+            cr = dec.rule(rule_id)
+            if cr is None:
+                continue
+            restored = self.partials[(cr.index, key)] = [Partial([dec.item(at) for at in p]) for p in parts]
+            w = cr.spec.within
+            if w is not None:
+                for p in restored:
+                    self.expiry.push(p.items[0].time + w, (cr.index, key))
 
     def size(self) -> dict[str, int]:
         """Keys with partial matches, and how many."""

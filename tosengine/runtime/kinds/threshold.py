@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from tosengine.policy.model import Rule, Threshold
 from tosengine.runtime.clock import DueHeap
@@ -21,6 +21,7 @@ from tosengine.runtime.kinds.base import NoDeadlines, Roles, RuntimeKind
 
 if TYPE_CHECKING:
     from tosengine.runtime.program import CompiledRule
+    from tosengine.runtime.snapshot import Decoder, Encoder
 
 __all__ = ["ABSENT", "THRESHOLD", "ThresholdSpec", "ThresholdState", "hashable"]
 
@@ -90,6 +91,8 @@ class ThresholdState:
 class ThresholdStore(NoDeadlines):
     """Every open window of every threshold rule in one partition."""
 
+    sweeps: ClassVar[bool] = True
+
     def __init__(self) -> None:
         self.windows: dict[tuple[int, str], ThresholdState] = {}
         # One entry per live (rule, key): when its newest item may have left the window.
@@ -140,6 +143,9 @@ class ThresholdStore(NoDeadlines):
 
     def sweep(self, rules: Sequence[CompiledRule], now: datetime) -> None:
         """Forget windows whose newest item is behind the clock."""
+        head = self.expiry.entries
+        if not head or head[0][0] >= now:  # the usual case: nothing is due
+            return
         while (due := self.expiry.pop_before(now)) is not None:
             _, (ri, key) = due
             st = self.windows.get((ri, key))
@@ -152,6 +158,27 @@ class ThresholdStore(NoDeadlines):
                 del self.windows[(ri, key)]
             else:
                 self.expiry.push(until, (ri, key))
+
+    def save(self, rules: Sequence[CompiledRule], enc: Encoder) -> list[Any]:
+        """[[rule id, key, armed, [items in time order]], ...] (empty windows are not kept)."""
+        return [
+            [rules[ri].rule.id, key, st.armed, [enc.item(it) for it, _ in st.items]]
+            for (ri, key), st in self.windows.items()
+            if st.items
+        ]
+
+    def load(self, data: list[Any], dec: Decoder) -> None:
+        """The windows back, their distinct values recomputed, one expiry entry per window."""
+        for rule_id, key, armed, items in data:
+            cr = dec.rule(rule_id)
+            if cr is None:
+                continue
+            spec: ThresholdSpec = cr.spec
+            st = self.windows[(cr.index, key)] = ThresholdState(armed=armed)
+            for at in items:
+                it = dec.item(at)
+                st.keep(it, hashable(spec.distinct({it.kind: it.fields})) if spec.distinct is not None else None)
+            self.expiry.push(st.items[-1][0].time + spec.within, (cr.index, key))
 
     def size(self) -> dict[str, int]:
         """Open windows and the items they keep."""

@@ -1,0 +1,422 @@
+"""State that outlives the process: checkpoints, resume, durable returns, changed policies, crashes.
+
+A stream replayed in parts, by separate processes, into one audit log must give exactly the violations
+of one dry run; a process killed anywhere and run again must leave exactly those rows, none twice; a
+violation `process()` returned must be in the log even if the process dies at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, func, select, update
+
+from tests.support import ev, policy_set, verify
+from tosengine import Engine
+from tosengine.audit.models import Checkpoint, StateChange, ViolationRow
+from tosengine.runtime.snapshot import StateFormatError, unpack
+
+ROOT = Path(__file__).resolve().parents[1]
+SEED = ROOT / "examples" / "seed-cases.jsonl"
+
+
+def _tosengine(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tosengine", *args], capture_output=True, text=True, timeout=600, cwd=ROOT
+    )
+
+
+def _ids(out: str) -> list[str]:
+    return [json.loads(line)["id"] for line in out.splitlines() if line.startswith("{")]
+
+
+def _stored(url: str) -> list[str]:
+    eng = create_engine(url)
+    try:
+        with eng.connect() as c:
+            return [str(r[0]) for r in c.execute(select(ViolationRow.id).order_by(ViolationRow.seq))]
+    finally:
+        eng.dispose()
+
+
+@pytest.fixture(scope="module")
+def dry_run_ids() -> list[str]:
+    p = _tosengine("replay", str(SEED), "--policies", "policies", "--dry-run", "--format", "json")
+    assert p.returncode == 0, p.stderr
+    return _ids(p.stdout)
+
+
+@pytest.fixture(scope="module")
+def big_stream(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """A generated stream long enough that a replay of a quarter of it takes a while, and its dry run."""
+    path = tmp_path_factory.mktemp("big") / "stream.jsonl"
+    with path.open("w", encoding="utf-8") as fh:
+        subprocess.run(
+            [
+                sys.executable,
+                "examples/generate.py",
+                "--events",
+                "40000",
+                "--accounts",
+                "4000",
+                "--days",
+                "20",
+                "--seed",
+                "11",
+                "--abuse-rate",
+                "0.02",
+            ],
+            stdout=fh,
+            check=True,
+            cwd=ROOT,
+        )
+    p = _tosengine("replay", str(path), "--policies", "policies", "--dry-run", "--format", "json")
+    assert p.returncode == 0, p.stderr
+    return path, _ids(p.stdout)
+
+
+def _parts(tmp_path: Path, n: int, stream: Path = SEED) -> list[Path]:
+    lines = stream.read_text(encoding="utf-8").splitlines(keepends=True)
+    size = -(-len(lines) // n)
+    out = []
+    for i in range(n):
+        part = tmp_path / f"part{i + 1}.jsonl"
+        part.write_text("".join(lines[i * size : (i + 1) * size]), encoding="utf-8")
+        out.append(part)
+    return out
+
+
+def _replay(part: Path, url: str) -> subprocess.CompletedProcess[str]:
+    return _tosengine("replay", str(part), "--policies", "policies", "--db", url, "--format", "json")
+
+
+def test_four_files_in_four_processes_give_the_violations_of_one_run(
+    tmp_path: Path, db_url: str, dry_run_ids: list[str]
+) -> None:
+    printed: list[str] = []
+    for part in _parts(tmp_path, 4):
+        p = _replay(part, db_url)
+        assert p.returncode == 0, p.stderr
+        printed += _ids(p.stdout)
+    assert sorted(printed) == sorted(dry_run_ids)  # each violation printed once, by the run that found it
+    stored = _stored(db_url)
+    assert sorted(stored) == sorted(dry_run_ids) and len(set(stored)) == len(stored)
+    assert verify(db_url).ok
+
+
+def test_a_process_killed_in_the_third_file_and_run_again_adds_exactly_what_was_missing(
+    tmp_path: Path, db_url: str, dry_run_ids: list[str]
+) -> None:
+    parts = _parts(tmp_path, 4)
+    for part in parts[:2]:
+        assert _replay(part, db_url).returncode == 0
+    rng = random.Random(20261201)
+    for attempt in range(3):  # killed at random points, then run again to the end
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tosengine",
+                "replay",
+                str(parts[2]),
+                "--policies",
+                "policies",
+                "--db",
+                db_url,
+                "--format",
+                "json",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(rng.uniform(0.8, 2.5) + attempt * 0.3)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    for part in parts[2:]:
+        assert _replay(part, db_url).returncode == 0
+    stored = _stored(db_url)
+    assert sorted(stored) == sorted(dry_run_ids) and len(set(stored)) == len(stored)
+    assert verify(db_url).ok
+
+
+LOOP = """
+import os, sys, json
+from tosengine import Engine
+engine = Engine.from_directory("policies", audit=sys.argv[1], smoke_test=None)
+for n, line in enumerate(open(sys.argv[2], encoding="utf-8")):
+    for v in engine.process(line):
+        print(v.id, flush=True)
+        if sys.argv[3] == "die":
+            os._exit(1)  # dies at once: no close(), no flush()
+"""
+
+
+def test_a_violation_process_returned_is_durable_when_the_process_dies_at_once(tmp_path: Path, db_url: str) -> None:
+    p = subprocess.run(
+        [sys.executable, "-c", LOOP, db_url, str(SEED), "die"], capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
+    returned = p.stdout.split()
+    assert p.returncode == 1 and len(returned) == 1, p.stderr
+    assert returned[0] in _stored(db_url)
+
+
+def test_a_process_loop_killed_anywhere_resumes_to_exactly_one_clean_run(
+    tmp_path: Path, db_url: str, dry_run_ids: list[str]
+) -> None:
+    rng = random.Random(7)
+    seen_returned: list[str] = []
+    for _ in range(3):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", LOOP, db_url, str(SEED), "run"],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        time.sleep(rng.uniform(1.5, 4.0))
+        proc.send_signal(signal.SIGKILL)
+        out, _ = proc.communicate(timeout=60)
+        seen_returned += out.split()
+        assert set(seen_returned) <= set(_stored(db_url))  # everything process() returned was already durable
+    p = subprocess.run(
+        [sys.executable, "-c", LOOP, db_url, str(SEED), "run"], capture_output=True, text=True, timeout=900, cwd=ROOT
+    )
+    assert p.returncode == 0, p.stderr
+    stored = _stored(db_url)
+    assert sorted(stored) == sorted(dry_run_ids) and len(set(stored)) == len(stored)
+    assert verify(db_url).ok
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+POLICY = """
+policy: requests
+clause: Answer our requests within a day.
+severity: high
+action: restrict
+rules:
+  - id: unanswered
+    expect:
+      after: event.type == "req"
+      fulfilled_by: event.type == "resp"
+      within: 1d
+  - id: bursts
+    threshold:
+      match: event.type == "msg"
+      count: 3
+      within: 1h
+"""
+
+
+def _checkpoints(url: str) -> list[tuple[int, int, bytes]]:
+    eng = create_engine(url)
+    try:
+        with eng.connect() as c:
+            return [
+                (int(r[0]), int(r[1]), bytes(r[2]))
+                for r in c.execute(
+                    select(Checkpoint.position, Checkpoint.size, Checkpoint.state).order_by(Checkpoint.seq)
+                )
+            ]
+    finally:
+        eng.dispose()
+
+
+def test_the_checkpoint_is_versioned_json_holding_the_live_state(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'cp.db'}"
+    with Engine(policy_set(POLICY), audit=url) as engine:
+        engine.process_many([ev("r1", "req", "account:1"), ev("m1", "msg", "account:2", timedelta(minutes=1))])
+    position, _, blob = _checkpoints(url)[-1]  # the one close() wrote
+    doc = unpack(blob)
+    assert doc["format"] == "tosengine.state" and doc["version"] == 1 and position == 2
+    assert sorted(r[1]["id"] for r in doc["records"]) == ["m1", "r1"]  # each event behind the state, once
+    assert [e[0] for e in doc["state"]["stores"]["expect"]] == ["requests/unanswered"]
+    assert [e[0] for e in doc["state"]["stores"]["threshold"]] == ["requests/bursts"]
+
+
+def test_a_checkpoint_of_a_newer_format_is_refused_with_a_clear_error(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'newer.db'}"
+    with Engine(policy_set(POLICY), audit=url) as engine:
+        engine.process(ev("r1", "req", "account:1"))
+    import zlib
+
+    _, _, blob = _checkpoints(url)[-1]
+    doc = json.loads(zlib.decompress(blob))
+    doc["version"] = 99
+    eng = create_engine(url)
+    with eng.begin() as c:
+        c.execute(update(Checkpoint).values(state=zlib.compress(json.dumps(doc).encode())))
+    eng.dispose()
+    with pytest.raises(StateFormatError, match="version 99, this tosengine reads version 1; upgrade tosengine"):
+        Engine(policy_set(POLICY), audit=url)
+
+
+def _quiet_stream(n: int) -> list[dict[str, object]]:
+    """n events over n minutes on many subjects, whose windows and deadlines keep expiring."""
+    return [ev(f"q{i}", "msg" if i % 3 else "req", f"account:{i % 50}", timedelta(minutes=i)) for i in range(n)]
+
+
+def test_checkpoints_follow_the_live_state_and_opening_replays_only_the_tail(tmp_path: Path) -> None:
+    sizes = {}
+    for n in (3_000, 30_000):
+        url = f"sqlite:///{tmp_path / f'h{n}.db'}"
+        # An hour of redelivery memory: the live state is the same whatever the length of the history.
+        engine = Engine(policy_set(POLICY), audit=url, checkpoint_every=1_000, dedupe_window=timedelta(hours=1))
+        stream = _quiet_stream(n)
+        engine.process_many(stream[:-10])
+        engine.process_many(stream[-10:])  # durable, but too few events since the last checkpoint for another
+        del engine  # the process stops without close(): the last events are the tail
+        sizes[n] = _checkpoints(url)[-1][1]
+        reopened = Engine(policy_set(POLICY), audit=url, checkpoint_every=1_000, dedupe_window=timedelta(hours=1))
+        assert 0 < reopened.resumed_events <= 1_000  # the tail, not the history
+        assert reopened.state_size()["obligations"] > 0
+        reopened.close()
+    assert sizes[30_000] < 1.5 * sizes[3_000], sizes  # ten times the history, about the same state
+
+
+# ---------------------------------------------------------------- policies that changed in between
+
+
+def _changed(policy: str, old: str, new: str) -> str:
+    assert old in policy
+    return policy.replace(old, new)
+
+
+def test_resume_keeps_unchanged_rules_drops_changed_ones_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"sqlite:///{tmp_path / 'changed.db'}"
+    with Engine(policy_set(POLICY), audit=url) as engine:
+        engine.process_many(
+            [
+                ev("r1", "req", "account:1"),
+                ev("m1", "msg", "account:2"),
+                ev("m2", "msg", "account:2", timedelta(minutes=1)),
+            ]
+        )
+    # The threshold's window changes; the expect rule does not; a new rule appears.
+    changed = _changed(POLICY, "within: 1h", "within: 2h") + textwrap.indent(
+        textwrap.dedent("""\
+        - id: late-answer
+          match: event.type == "resp"
+        """),
+        "  ",
+    )
+    with caplog.at_level(logging.WARNING, logger="tosengine"):
+        engine = Engine(policy_set(changed), audit=url)
+    assert engine.dropped_rules == ("requests/bursts",)
+    assert "requests/bursts" in caplog.text
+    late = engine.process_many(
+        [ev("m3", "msg", "account:2", timedelta(minutes=2)), ev("x1", "tick", "account:9", timedelta(days=2))]
+    )
+    engine.close()
+    # The obligation survived (its lapse fires); the window did not (m3 alone is no burst).
+    assert [(v.rule, v.evidence) for v in late] == [("requests/unanswered", ("r1",))]
+    eng = create_engine(url)
+    with eng.connect() as c:
+        ((what, detail),) = c.execute(select(StateChange.what, StateChange.detail)).all()
+    eng.dispose()
+    assert what == "state-dropped" and json.loads(detail)["rules"] == ["requests/bursts"]
+
+
+def test_the_cli_says_on_stderr_whose_state_was_dropped(tmp_path: Path) -> None:
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "requests.yaml").write_text(POLICY, encoding="utf-8")
+    events = tmp_path / "a.jsonl"
+    events.write_text(
+        "\n".join(json.dumps(e) for e in [ev("r1", "req", "account:1"), ev("m1", "msg", "account:2")]), encoding="utf-8"
+    )
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    assert _tosengine("replay", str(events), "--policies", str(policies), "--db", url).returncode == 0
+    (policies / "requests.yaml").write_text(_changed(POLICY, "within: 1d", "within: 2d"), encoding="utf-8")
+    p = _tosengine("replay", str(events), "--policies", str(policies), "--db", url)
+    assert p.returncode == 0, p.stderr
+    assert "the state of requests/unanswered was dropped" in p.stderr
+
+
+def test_reload_keeps_the_state_of_unchanged_rules(tmp_path: Path) -> None:
+    with Engine(policy_set(POLICY)) as engine:
+        engine.process_many(
+            [
+                ev("r1", "req", "account:1"),
+                ev("m1", "msg", "account:2"),
+                ev("m2", "msg", "account:2", timedelta(minutes=1)),
+            ]
+        )
+        engine.reload(policy_set(_changed(POLICY, "count: 3", "count: 4")))
+        assert engine.dropped_rules == ("requests/bursts",)
+        out = engine.process_many(
+            [ev("m3", "msg", "account:2", timedelta(minutes=2)), ev("x1", "tick", "account:9", timedelta(days=2))]
+        )
+    assert [(v.rule, v.evidence) for v in out] == [("requests/unanswered", ("r1",))]
+
+
+def test_a_rule_removed_in_between_is_reported_and_a_new_rule_starts_empty(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'removed.db'}"
+    with Engine(policy_set(POLICY), audit=url) as engine:
+        engine.process_many([ev("r1", "req", "account:1"), ev("m1", "msg", "account:2")])
+    without_expect = POLICY[: POLICY.index("  - id: unanswered")] + POLICY[POLICY.index("  - id: bursts") :]
+    with Engine(policy_set(without_expect), audit=url) as engine:
+        assert engine.dropped_rules == ("requests/unanswered",)
+        assert engine.state_size()["threshold_items"] == 1 and engine.state_size()["obligations"] == 0
+
+
+def test_events_after_the_checkpoint_are_replayed_with_the_policies_that_first_saw_them(tmp_path: Path) -> None:
+    """A process dies after writing events but before its next checkpoint; the policies change before
+    the restart. The tail is replayed with the old policies (their texts are in the log), then the state
+    carries over to the new ones as a reload does."""
+    url = f"sqlite:///{tmp_path / 'tail.db'}"
+    engine = Engine(policy_set(POLICY), audit=url, checkpoint_every=1_000_000)
+    engine.process_many([ev("m1", "msg", "account:2"), ev("m2", "msg", "account:2", timedelta(minutes=1))])
+    engine.flush()
+    del engine  # no checkpoint: the two events are the tail
+    assert [position for position, _, _ in _checkpoints(url)] == [0]  # the one written when it opened
+    new = _changed(POLICY, "count: 3", "count: 2")  # would have fired on m2 already
+    with Engine(policy_set(new), audit=url) as engine:
+        assert engine.resumed_events == 2 and engine.dropped_rules == ("requests/bursts",)
+        assert engine.state_size()["threshold_items"] == 0
+        eng = create_engine(url)
+        with eng.connect() as c:
+            assert c.execute(select(func.count()).select_from(ViolationRow)).scalar_one() == 0
+        eng.dispose()
+
+
+def test_the_redelivery_memory_beyond_its_window_is_the_audit_log(tmp_path: Path) -> None:
+    """Reading an input again after a crash: copies older than the window are recognised from the log."""
+    url = f"sqlite:///{tmp_path / 'redelivered.db'}"
+    first = [ev("r1", "req", "account:1"), ev("m1", "msg", "account:3")]
+    later = [ev("x1", "tick", "account:9", timedelta(days=30))]
+    with Engine(policy_set(POLICY), audit=url) as engine:
+        engine.process_many(first + later)
+    with Engine(policy_set(POLICY), audit=url) as engine:
+        assert engine.process_many(first + later) == []  # 30 days late, past the window: the log knows them
+        assert engine.stats["duplicates"] == 3
+    with Engine(policy_set(POLICY)) as dry:  # no log: the memory is the window, and these are past it
+        dry.process_many(first + later)
+        assert [v.rule for v in dry.process_many(first)] == ["requests/unanswered"]
+
+
+def test_a_replay_into_an_existing_log_continues_its_state_through_the_cli(tmp_path: Path) -> None:
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "requests.yaml").write_text(POLICY, encoding="utf-8")
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text(json.dumps(ev("r1", "req", "account:1")) + "\n", encoding="utf-8")
+    b.write_text(json.dumps(ev("x1", "tick", "account:9", timedelta(days=2))) + "\n", encoding="utf-8")
+    url = f"sqlite:///{tmp_path / 'ab.db'}"
+    assert _ids(_tosengine("replay", str(a), "--policies", str(policies), "--db", url, "--format", "json").stdout) == []
+    p = _tosengine("replay", str(b), "--policies", str(policies), "--db", url, "--format", "json")
+    assert [json.loads(x)["rule"] for x in p.stdout.splitlines()] == ["requests/unanswered"]
