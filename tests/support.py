@@ -88,22 +88,7 @@ def verify(url: str) -> VerifyResult:
         log.close()
 
 
-OUTPUT = "Enforcement output a trust & safety team and a court can use: subject, once_per, (source, id), the case file"
-
 # Shared conformance cases (../shared/conformance) pinned by open issues: expected failures, strict, with
 # the issue's title as the reason (tests/test_conformance.py, tests/test_reference_conformance.py).
-# Cases that fail until their issue lands, in both runs.
-PENDING: dict[str, str] = {
-    "envelope/same-id-two-sources": OUTPUT,
-    "facts/lapsed-obligations-escalate-after-quiet-gap": OUTPUT,
-    "facts/lapsed-obligations-escalate-at-until": OUTPUT,
-    "facts/lapsed-obligations-escalate-sequence": OUTPUT,
-    "once/open-window-has-no-repeat-yet": OUTPUT,
-    "once/suppressed-matches-are-not-facts": OUTPUT,
-    "once/suppresses-repeats-and-summarises": OUTPUT,
-    "once/threshold-once-per": OUTPUT,
-    "once/window-closes-when-until-reaches-its-end": OUTPUT,
-    "subject/emitted-fact-takes-rule-subject": OUTPUT,
-    "subject/subject-names-who-violated": OUTPUT,
-    "subject/violation-fact-carries-subject": OUTPUT,
-}
+# None are pending now; a new case that fails until its issue lands goes here as `name: title`.
+PENDING: dict[str, str] = {}

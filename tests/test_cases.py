@@ -13,7 +13,8 @@ from tosengine import Engine, check_sources
 from tosengine.cases import load_behaviour_case
 from tosengine.events import parse_time, validate_event
 from tosengine.policy.sources import Source
-from tosengine.runtime.reference import evaluate_reference
+from tosengine.runtime.reference import evaluate_records
+from tosengine.violation import Repeat
 
 CASES = sorted((Path(__file__).parent / "cases").glob("*.yaml"))
 
@@ -30,7 +31,8 @@ def test_case(path: Path) -> None:
     assert checked is not None, [d.render() for d in diags]
     events = [validate_event(e) for e in case.events]
     until = case.until
-    with Engine(checked) as engine:
+    repeats: list[Repeat] = []
+    with Engine(checked, on_repeat=repeats.append) as engine:
         got = engine.process_many(events)
         if until is not None:
             got += engine.advance_to(until)
@@ -41,8 +43,19 @@ def test_case(path: Path) -> None:
         if "time" in w:
             times = [v.time for v in got if _ident(v.to_json()) == _ident(w)]
             assert parse_time(w["time"]) in times, f"time of {w}"
+
+    def repeat(r: dict[str, Any]) -> tuple[Any, ...]:
+        return r["policy"], r["rule"].split("/")[-1], r["subject"], r["count"], tuple(r["evidence"])
+
+    assert Counter(repeat(r.to_json()) for r in repeats) == Counter(repeat(r) for r in case.expect_repeats)
+    for w in case.expect_repeats:
+        if "time" in w:
+            assert parse_time(w["time"]) in [r.time for r in repeats if repeat(r.to_json()) == repeat(w)]
     # The reference renders messages too: everything printed must agree, the message included.
-    ref = evaluate_reference(checked, events, until)
+    ref, ref_repeats = evaluate_records(checked, events, until)
     assert sorted(json.dumps(v.to_json(), sort_keys=True) for v in got) == sorted(
         json.dumps(v.to_json(), sort_keys=True) for v in ref
+    )
+    assert sorted(json.dumps(r.to_json(), sort_keys=True) for r in repeats) == sorted(
+        json.dumps(r.to_json(), sort_keys=True) for r in ref_repeats
     )

@@ -120,10 +120,13 @@ def test_process_many_stops_at_a_bad_event_or_reports_it_and_goes_on() -> None:
 
 
 def test_redelivery_is_processed_once_per_source() -> None:
+    """(source, id) is the identity: a copy from the same source is dropped, the same id from another
+    source is another event, and the threshold counts and cites both."""
     e = ev("same", "login.failed", "account:1")
     other_source = {**e, "source": "svc/b"}
     got = run(policy_set(MIXED), [e, e, other_source])
-    assert summary(got) == [("mixed/burst", "account:1", ("same",))]
+    assert summary(got) == [("mixed/burst", "account:1", ("same", "same"))]
+    assert got[0].evidence_sources == ("", "svc/b")
 
 
 def test_advance_to_needs_an_aware_time_and_a_closed_engine_refuses_work() -> None:

@@ -15,7 +15,7 @@ from tosengine.errors import EventError
 from tosengine.events import Event, parse_event_line, parse_time, validate_event
 from tosengine.policy.check import check_sources
 from tosengine.policy.sources import Source
-from tosengine.runtime.reference import evaluate_reference
+from tosengine.runtime.reference import evaluate_records
 from tosengine.violation import Violation
 
 CASES = Path(__file__).resolve().parents[1].parent / "shared" / "conformance" / "cases"
@@ -52,15 +52,11 @@ def want_ident(w: dict[str, Any]) -> Ident:
     return ident(w["policy"], str(w["rule"]), w["subject"], w.get("evidence"))
 
 
-# The reference never prints two violations with one id, so that case holds for it already.
-REFERENCE_PENDING = {k: v for k, v in PENDING.items() if k != "envelope/same-id-two-sources"}
-
-
 def _params() -> list[object]:
     out: list[object] = []
     for path in sorted(CASES.rglob("*.yaml")):
         name = f"{path.parent.name}/{path.stem}"
-        reason = REFERENCE_PENDING.get(name)
+        reason = PENDING.get(name)
         out.append(pytest.param(path, id=name, marks=[pytest.mark.xfail(reason=reason, strict=True)] if reason else []))
     return out
 
@@ -76,7 +72,7 @@ def test_conformance_case(path: Path) -> None:
     assert checked is not None, [str(d) for d in diags]
     until = case.until
 
-    got = evaluate_reference(checked, accepted(raw), until)
+    got, repeats = evaluate_records(checked, accepted(raw), until)
 
     have, need = Counter(map(got_ident, got)), Counter(map(want_ident, want))
     problems = [f"missing    {k}" for k in (need - have).elements()]
@@ -88,6 +84,23 @@ def test_conformance_case(path: Path) -> None:
             and not any(got_ident(g) == want_ident(w) and g.time == parse_time(w["time"]) for g in got)
         ):
             problems.append(f"time is not {w['time']}: {want_ident(w)}")
+
+    def repeat(r: dict[str, Any]) -> tuple[Any, ...]:
+        return r["policy"], str(r["rule"]).split("/")[-1], r["subject"], r["count"], tuple(r["evidence"])
+
+    rhave = Counter(repeat(r.to_json()) for r in repeats)
+    rneed = Counter(repeat(r) for r in case.expect_repeats)
+    problems += [f"missing repeat    {k}" for k in (rneed - rhave).elements()]
+    problems += [f"unexpected repeat {k}" for k in (rhave - rneed).elements()]
+    ids = {g.id for g in got}
+    problems += [f"repeat of an unknown violation {r.repeat_of}" for r in repeats if r.repeat_of not in ids]
+    for w in case.expect_repeats:
+        if "time" in w and not any(
+            repeat(r.to_json()) == repeat(w) and r.time == parse_time(w["time"]) for r in repeats
+        ):
+            problems.append(f"repeat time is not {w['time']}: {repeat(w)}")
+    if len({g.id for g in got}) != len(got):
+        problems.append("two violations share an id")
     for r in case.rejected:
         rid = r if isinstance(r, str) else (raw[r] if isinstance(raw[r], dict) else {}).get("id")
         if rid and any(rid in g.evidence for g in got):

@@ -14,7 +14,7 @@ from datetime import datetime
 from tosengine.errors import EventError
 from tosengine.runtime.engine import Engine
 from tosengine.runtime.matcher import BATCH
-from tosengine.violation import Violation
+from tosengine.violation import Repeat, Violation
 
 __all__ = ["Ingest"]
 
@@ -33,7 +33,7 @@ class Ingest:
         self,
         engine: Engine,
         *,
-        acknowledge: Callable[[list[Violation]], None],
+        acknowledge: Callable[[list[Violation], list[Repeat]], None],
         rejected: Rejected | None = None,
         batch_size: int = BATCH,
         ack_every: int = 1000,
@@ -46,8 +46,11 @@ class Ingest:
         self.accepted = 0
         self.rejected = 0
         self.violations = 0
+        self.repeats = 0
         self._batch: list[tuple[str, int, str]] = []  # (origin, line number, text)
         self._pending: list[Violation] = []
+        self._repeats: list[Repeat] = []
+        engine.on_repeat = self._repeats.append
 
     def add(self, origin: str, number: int, raw: bytes) -> None:
         """One input line (blank lines are skipped; a line that is not UTF-8 is rejected)."""
@@ -88,12 +91,15 @@ class Ingest:
         self.accepted += len(batch) - (self.rejected - before)
 
     def acknowledge(self) -> None:
-        """Make what was processed durable, then hand its violations over."""
+        """Make what was processed durable, then hand its violations and repeat records over."""
         self.engine.flush()
         pending, self._pending = self._pending, []
+        repeats, self._repeats = self._repeats, []
+        self.engine.on_repeat = self._repeats.append
         self.violations += len(pending)
-        if pending:
-            self._acknowledge(pending)
+        self.repeats += len(repeats)
+        if pending or repeats:
+            self._acknowledge(pending, repeats)
 
     def finish(self, until: datetime | None = None) -> None:
         """Process what is left, move the clock to `until` if given, and acknowledge everything."""

@@ -8,7 +8,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["GENESIS", "canonical", "link_hash", "utc_text"]
+__all__ = ["GENESIS", "HASHED", "HASHED_REPEATS", "canonical", "link_hash", "utc_text"]
 
 GENESIS = "0" * 64
 # The columns a row's hash covers, in a fixed order. `hash` itself is the only column left out.
@@ -35,6 +35,27 @@ HASHED = (
 )
 
 
+# The same for a repeat record (its own chain).
+HASHED_REPEATS = (
+    "seq",
+    "id",
+    "repeat_of",
+    "policy",
+    "rule",
+    "subject",
+    "key",
+    "count",
+    "time",
+    "first",
+    "last",
+    "evidence",
+    "evidence_events",
+    "recorded_at",
+    "engine_version",
+    "prev_hash",
+)
+
+
 def utc_text(t: datetime) -> str:
     """Times hash as UTC microsecond text, whatever the database hands back (naive UTC in SQLite)."""
     if t.tzinfo is None:
@@ -42,15 +63,15 @@ def utc_text(t: datetime) -> str:
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def canonical(row: dict[str, Any]) -> bytes:
+def canonical(row: dict[str, Any], columns: tuple[str, ...] = HASHED) -> bytes:
     """Canonical JSON of the hashed columns: sorted keys, no spaces, UTF-8."""
-    values = {k: utc_text(row[k]) if isinstance(row[k], datetime) else row[k] for k in HASHED}
+    values = {k: utc_text(row[k]) if isinstance(row[k], datetime) else row[k] for k in columns}
     return json.dumps(values, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def link_hash(row: dict[str, Any], key: bytes | None = None) -> str:
+def link_hash(row: dict[str, Any], key: bytes | None = None, columns: tuple[str, ...] = HASHED) -> str:
     """SHA-256 of the canonical row (which includes prev_hash); HMAC-SHA-256 when a secret key is set."""
-    data = canonical(row)
+    data = canonical(row, columns)
     if key:
         return hmac.new(key, data, hashlib.sha256).hexdigest()
     return hashlib.sha256(data).hexdigest()

@@ -24,7 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
 from tosengine._version import __version__
-from tosengine.audit.chain import GENESIS, link_hash
+from tosengine.audit.chain import GENESIS, HASHED, HASHED_REPEATS, link_hash
 from tosengine.audit.connect import connect, database_errors, masked
 from tosengine.audit.migrate import upgrade_database
 from tosengine.audit.models import (
@@ -33,6 +33,7 @@ from tosengine.audit.models import (
     Meta,
     PolicyVersion,
     RejectedEvent,
+    RepeatRow,
     StateChange,
     ViolationRow,
 )
@@ -40,7 +41,7 @@ from tosengine.audit.models import Checkpoint as CheckpointRow
 from tosengine.errors import AuditError, EventError
 from tosengine.events import EventRecord
 from tosengine.policy.model import CheckedPolicySet
-from tosengine.violation import Violation, format_time
+from tosengine.violation import Repeat, Violation, format_time
 
 __all__ = ["AuditError", "AuditLog", "Batch", "Checkpoint", "StoredCheckpoint", "audit_key"]
 
@@ -70,17 +71,21 @@ class Batch:
     policies: list[dict[str, Any]] = field(default_factory=list)
     events: list[tuple[Any, ...]] = field(default_factory=list)  # _EVENT_COLUMNS but the last
     violations: list[dict[str, Any]] = field(default_factory=list)
+    repeats: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[dict[str, Any]] = field(default_factory=list)
     state_changes: list[dict[str, Any]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.policies or self.events or self.violations or self.rejected or self.state_changes)
+        return bool(
+            self.policies or self.events or self.violations or self.repeats or self.rejected or self.state_changes
+        )
 
     def extend(self, later: Batch) -> None:
         """Put `later` after this batch (a failed batch goes back in front of what was queued since)."""
         self.policies += later.policies
         self.events += later.events
         self.violations += later.violations
+        self.repeats += later.repeats
         self.rejected += later.rejected
         self.state_changes += later.state_changes
 
@@ -191,11 +196,13 @@ class AuditLog:
     def queued(self) -> int:
         """How many rows are waiting to be written."""
         q = self._queued
-        return len(q.events) + len(q.violations) + len(q.rejected)
+        return len(q.events) + len(q.violations) + len(q.repeats) + len(q.rejected)
 
-    def record(self, event: EventRecord | None, violations: Iterable[Violation]) -> None:
-        """Queue an accepted event (stored as the JSON text it came as, if any) and the violations it
-        caused."""
+    def record(
+        self, event: EventRecord | None, violations: Iterable[Violation], repeats: Iterable[Repeat] = ()
+    ) -> None:
+        """Queue an accepted event (stored as the JSON text it came as, if any), the violations it caused and
+        the repeat records of the once_per windows it closed."""
         if event is not None:
             text = event.text
             if text is None or self._sensitive:
@@ -222,7 +229,7 @@ class AuditLog:
                     "policy_version": v.policy_version,
                     "clause": v.clause,
                     "subject": v.subject,
-                    "key": v.subject,
+                    "key": v.key or v.subject,
                     "severity": v.severity,
                     "action": v.action,
                     "message": v.message,
@@ -238,6 +245,24 @@ class AuditLog:
                             "ladder_step": v.ladder_step,
                         }
                     ),
+                    "engine_version": ENGINE_VERSION,
+                }
+            )
+        for r in repeats:
+            self._queued.repeats.append(
+                {
+                    "id": r.id,
+                    "repeat_of": r.repeat_of,
+                    "policy": r.policy,
+                    "rule": r.rule,
+                    "subject": r.subject,
+                    "key": r.key,
+                    "count": r.count,
+                    "time": _utc(r.time),
+                    "first": _utc(r.first),
+                    "last": _utc(r.last),
+                    "evidence": _json(list(r.evidence)),
+                    "evidence_events": _json([self.mask(e) for e in r.evidence_events]),
                     "engine_version": ENGINE_VERSION,
                 }
             )
@@ -296,7 +321,9 @@ class AuditLog:
                 if batch.rejected:
                     conn.execute(insert(RejectedEvent), [{**r, "recorded_at": now} for r in batch.rejected])
                 if batch.violations:
-                    self._append_violations(conn, batch.violations, now)
+                    self._append_chained(conn, ViolationRow, "violations", HASHED, batch.violations, now)
+                if batch.repeats:
+                    self._append_chained(conn, RepeatRow, "repeats", HASHED_REPEATS, batch.repeats, now)
                 if batch.state_changes:
                     conn.execute(insert(StateChange), [{**c, "recorded_at": now} for c in batch.state_changes])
                 if checkpoint is not None:
@@ -339,32 +366,42 @@ class AuditLog:
             return sqlite.insert(table).on_conflict_do_nothing(index_elements=cols)
         raise AuditError(f"unsupported database {dialect}: use SQLite or PostgreSQL")
 
-    def _append_violations(self, conn: Connection, violations: list[dict[str, Any]], now: datetime) -> None:
+    def _append_chained(
+        self,
+        conn: Connection,
+        model: type[Any],
+        chain: str,
+        columns: tuple[str, ...],
+        records: list[dict[str, Any]],
+        now: datetime,
+    ) -> None:
+        """Append the records not stored yet (ids are deterministic) to `model`'s table, each linked by its
+        hash to the one before it, and move the chain's head."""
         batch: dict[str, dict[str, Any]] = {}
-        for v in violations:
+        for v in records:
             batch.setdefault(v["id"], v)
         ids = list(batch)
         for i in range(0, len(ids), 500):
-            for (existing,) in conn.execute(select(ViolationRow.id).where(ViolationRow.id.in_(ids[i : i + 500]))):
+            for (existing,) in conn.execute(select(model.id).where(model.id.in_(ids[i : i + 500]))):
                 batch.pop(existing, None)
         if not batch:
             return
         head = conn.execute(
-            select(ChainHead.hash, ChainHead.last_seq, ChainHead.count).where(ChainHead.name == "violations")
+            select(ChainHead.hash, ChainHead.last_seq, ChainHead.count).where(ChainHead.name == chain)
         ).first()
         prev, last_seq, count = (str(head[0]), int(head[1]), int(head[2])) if head else (GENESIS, 0, 0)
         rows = []
         for v in batch.values():
             last_seq += 1
             row = {**v, "seq": last_seq, "recorded_at": now, "prev_hash": prev}
-            row["hash"] = prev = link_hash(row, self.key)
+            row["hash"] = prev = link_hash(row, self.key, columns)
             rows.append(row)
-        conn.execute(insert(ViolationRow), rows)
+        conn.execute(insert(model), rows)
         values = {"count": count + len(rows), "last_seq": last_seq, "hash": prev}
         if head is None:
-            conn.execute(insert(ChainHead), [{"name": "violations", **values}])
+            conn.execute(insert(ChainHead), [{"name": chain, **values}])
         else:
-            conn.execute(update(ChainHead).where(ChainHead.name == "violations").values(**values))
+            conn.execute(update(ChainHead).where(ChainHead.name == chain).values(**values))
 
     # ------------------------------------------------------------------ reading back (resume)
 

@@ -15,6 +15,7 @@ __all__ = [
     "Meta",
     "PolicyVersion",
     "RejectedEvent",
+    "RepeatRow",
     "StateChange",
     "ViolationRow",
 ]
@@ -128,6 +129,31 @@ class Meta(Base):
     value: Mapped[str] = mapped_column(Text)
 
 
+class RepeatRow(Base):
+    """What a once_per window suppressed after the violation `repeat_of`, hash-chained like violations
+    (its own chain, `repeats` in chain_head). Append-only."""
+
+    __tablename__ = "repeats"
+
+    seq: Mapped[int] = mapped_column(Seq, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(32), unique=True)
+    repeat_of: Mapped[str] = mapped_column(String(32), index=True)
+    policy: Mapped[str] = mapped_column(String(200))
+    rule: Mapped[str] = mapped_column(String(400))
+    subject: Mapped[str] = mapped_column(String(1000))
+    key: Mapped[str] = mapped_column(String(1000))
+    count: Mapped[int] = mapped_column(BigInteger)
+    time: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # when the window closed
+    first: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # the first suppressed match
+    last: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # the last one
+    evidence: Mapped[str] = mapped_column(Text)  # JSON list of event ids, one or more per suppressed match
+    evidence_events: Mapped[str] = mapped_column(Text)  # JSON list of the events (sensitive fields masked)
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    engine_version: Mapped[str] = mapped_column(String(40))
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
 class Checkpoint(Base):
     """One partition's state (docs/state.md) as of `position`, the seq of its last recorded event."""
 
@@ -160,3 +186,4 @@ class StateChange(Base):
 
 Index("ix_violations_subject_time", ViolationRow.subject, ViolationRow.time)
 Index("ix_checkpoints_partition_seq", Checkpoint.partition, Checkpoint.seq)
+Index("ix_repeats_subject_time", RepeatRow.subject, RepeatRow.time)

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import TextIO
 
 from tosengine.events import parse_time
-from tosengine.violation import Violation, format_time
+from tosengine.violation import Repeat, Violation, format_time
 
 __all__ = [
     "EXIT_FINDINGS",
@@ -21,6 +21,7 @@ __all__ = [
     "db_arg",
     "db_url",
     "policies_dir",
+    "print_repeat",
     "print_violation",
     "time_arg",
 ]
@@ -65,6 +66,15 @@ def time_arg(text: str) -> datetime:
         return parse_time(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+
+
+def print_repeat(r: Repeat, fmt: str, out: TextIO) -> None:
+    """One repeat record as a table row or a JSON line (with `repeat_of`)."""
+    if fmt == "json":
+        out.write(json.dumps(r.to_json(), ensure_ascii=False) + "\n")
+    else:
+        more = f"+{r.count} more ({format_time(r.first)}..{format_time(r.last)})"
+        out.write(f"{format_time(r.time):24} {r.rule:48} {r.subject:28} {'repeat':8} {more:14} of {r.repeat_of}\n")
 
 
 def print_violation(v: Violation, fmt: str, out: TextIO) -> None:

@@ -16,6 +16,7 @@ from tosengine.cli.common import (
     db_arg,
     db_url,
     policies_dir,
+    print_repeat,
     print_violation,
     time_arg,
 )
@@ -26,7 +27,7 @@ from tosengine.policy.model import ACTIONS
 from tosengine.policy.sources import read_schemas, read_sources
 from tosengine.runtime.engine import SMOKE_TEST_TIMEOUT, Engine
 from tosengine.runtime.matcher import BATCH
-from tosengine.violation import Violation
+from tosengine.violation import Repeat, Violation
 
 __all__ = ["REPLAY"]
 
@@ -93,13 +94,18 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         )
     summary = _Summary()
 
-    def acknowledge(violations: list[Violation]) -> None:
+    def acknowledge(violations: list[Violation], repeats: list[Repeat]) -> None:
         # Called only once the audit log holds them: nothing is printed that is not recorded.
         for v in violations:
             if args.summary:
                 summary.add(v)
             else:
                 print_violation(v, args.format, out)
+        for r in repeats:
+            if args.summary:
+                summary.add_repeat(r)
+            else:
+                print_repeat(r, args.format, out)
 
     # Lines go in batches (durable_rules matches a batch in one call), except from stdin, where a live
     # stream's violations must not wait for the next events.
@@ -136,6 +142,7 @@ class _Summary:
     def __init__(self) -> None:
         self.total = 0
         self.per_rule: dict[str, int] = {}
+        self.repeated: dict[str, int] = {}  # rule -> matches counted in repeat records
         self.strongest: dict[str, tuple[int, str]] = {}  # subject -> (action rank, a violation id)
 
     def add(self, v: Violation) -> None:
@@ -145,10 +152,19 @@ class _Summary:
         if rank > self.strongest.get(v.subject, (-1, ""))[0]:
             self.strongest[v.subject] = (rank, v.id)
 
+    def add_repeat(self, r: Repeat) -> None:
+        self.repeated[r.rule] = self.repeated.get(r.rule, 0) + r.count
+
     def write(self, db: str | None, default_db: str, out: TextIO) -> None:
-        out.write(f"{self.total} violation(s)\n\nviolations per rule:\n")
+        repeats = sum(self.repeated.values())
+        out.write(
+            f"{self.total} violation(s)"
+            + (f", and {repeats} more matches in repeat records" if repeats else "")
+            + "\n\nviolations per rule:\n"
+        )
         for rule, n in sorted(self.per_rule.items()):
-            out.write(f"  {n:6}  {rule}\n")
+            more = f"  (+{self.repeated[rule]} repeats)" if self.repeated.get(rule) else ""
+            out.write(f"  {n:6}  {rule}{more}\n")
         out.write("\nsubjects by the strongest action recorded against them:\n")
         for rank in range(len(ACTIONS) - 1, -1, -1):
             subjects = sorted(s for s, (r, _) in self.strongest.items() if r == rank)

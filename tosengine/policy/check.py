@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from tosengine.durations import parse_duration
@@ -46,6 +47,7 @@ _SENSITIVE = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*")
 RESERVED = RESERVED_NAMES | set(FUNCTIONS)
 POLICY_FIELDS = (
     "policy",
+    "subject",
     "title",
     "clause",
     "clause_ref",
@@ -60,7 +62,7 @@ POLICY_FIELDS = (
     "ladder",
 )
 # The options every rule kind shares; a kind adds its own fields (KINDS[...].fields).
-OPTION_FIELDS = ("severity", "action", "key", "message", "emit", "violation", "title")
+OPTION_FIELDS = ("severity", "action", "key", "subject", "once_per", "message", "emit", "violation", "title")
 RULE_FIELDS = ("id", *(f for k in KINDS.values() for f in k.fields), *OPTION_FIELDS)
 MAX_RULES = 1000
 
@@ -79,6 +81,7 @@ class PolicyDraft:
     severity: str = "medium"
     action: str = "warn"
     key: Expr | None = None
+    subject: str | None = None  # the policy-level `subject` as written; each rule checks it with its names
     rules: list[Rule] = field(default_factory=list)
     ladder: Ladder | None = None
     sensitive: tuple[tuple[str, ...], ...] = ()
@@ -116,6 +119,8 @@ class RuleDraft:
     message: Template | None = None
     emit: Emit | None = None
     violation: bool = True
+    subject: Expr | None = None
+    once_per: timedelta | None = None
 
     def finish(self) -> Rule | None:
         if self.body is None:
@@ -131,6 +136,8 @@ class RuleDraft:
             emit=self.emit,
             violation=self.violation,
             span=self.span,
+            subject=self.subject,
+            once_per=self.once_per,
         )
 
 
@@ -250,6 +257,12 @@ def _check_defaults(ctx: FileContext, draft: PolicyDraft) -> None:
     draft.action = ctx.choice(("action",), ACTIONS, "warn")
     if "key" in ctx.doc.value:
         draft.key = ctx.condition(("key",), {"event", "fact"})
+    if "subject" in ctx.doc.value:
+        raw = ctx.doc.value["subject"]
+        if isinstance(raw, str) and raw.strip():
+            draft.subject = raw  # checked in each rule, against the names that rule has
+        else:
+            ctx.error(ctx.at(("subject",)), "invalid-value", "`subject` must be an expression (a string)")
 
 
 def _check_rules(ctx: FileContext, draft: PolicyDraft) -> None:
@@ -384,11 +397,11 @@ def _check_rule(ctx: FileContext, base: Key, policy: PolicyDraft) -> Rule | None
     rule = RuleDraft(policy.id, name, kind, body, kind.roots(raw), span, severity, action, policy.key)
     ok = True
     for _name, option in RULE_OPTIONS:
-        ok = option(ctx, base, raw, rule) and ok
+        ok = option(ctx, base, raw, rule, policy) and ok
     return rule.finish() if ok else None
 
 
-def _option_key(ctx: FileContext, base: Key, raw: dict[str, Any], rule: RuleDraft) -> bool:
+def _option_key(ctx: FileContext, base: Key, raw: dict[str, Any], rule: RuleDraft, policy: PolicyDraft) -> bool:
     """`key`: the rule's own partition key (else the policy's), reading the kind of item it matches."""
     span = ctx.at(base)
     if "key" in raw:
@@ -413,7 +426,7 @@ def _option_key(ctx: FileContext, base: Key, raw: dict[str, Any], rule: RuleDraf
     return True
 
 
-def _option_message(ctx: FileContext, base: Key, raw: dict[str, Any], rule: RuleDraft) -> bool:
+def _option_message(ctx: FileContext, base: Key, raw: dict[str, Any], rule: RuleDraft, policy: PolicyDraft) -> bool:
     """`message`: text with {expression} placeholders over what the rule matched."""
     if "message" not in raw:
         return True
@@ -440,7 +453,7 @@ def _option_message(ctx: FileContext, base: Key, raw: dict[str, Any], rule: Rule
     return ok
 
 
-def _option_emit(ctx: FileContext, base: Key, raw: dict[str, Any], rule: RuleDraft) -> bool:
+def _option_emit(ctx: FileContext, base: Key, raw: dict[str, Any], rule: RuleDraft, policy: PolicyDraft) -> bool:
     """`emit: {fact: name, data: {...}}`: a derived fact other rules can match."""
     if "emit" not in raw:
         return True
@@ -471,7 +484,7 @@ def _option_emit(ctx: FileContext, base: Key, raw: dict[str, Any], rule: RuleDra
     return True
 
 
-def _option_violation(ctx: FileContext, base: Key, raw: dict[str, Any], rule: RuleDraft) -> bool:
+def _option_violation(ctx: FileContext, base: Key, raw: dict[str, Any], rule: RuleDraft, policy: PolicyDraft) -> bool:
     """`violation: false`: the rule only emits its fact (so it must have `emit`)."""
     violation = raw.get("violation", True)
     if not isinstance(violation, bool):
@@ -486,10 +499,55 @@ def _option_violation(ctx: FileContext, base: Key, raw: dict[str, Any], rule: Ru
     return True
 
 
-RuleOption = Callable[[FileContext, Key, dict[str, Any], RuleDraft], bool]
+def _option_subject(ctx: FileContext, base: Key, raw: dict[str, Any], rule: RuleDraft, policy: PolicyDraft) -> bool:
+    """`subject`: who the violation is against, an expression over what the rule matched (the rule's, or
+    the policy's, which must then be valid in every rule)."""
+    roots = set(rule.roots)
+    if "subject" in raw:
+        rule.subject = ctx.condition((*base, "subject"), roots, boolean=False)
+        return rule.subject is not None
+    if policy.subject is None:
+        return True
+    before = len(ctx.diags)
+    rule.subject = ctx.condition(("subject",), roots, boolean=False)
+    if rule.subject is None and all(d.code == "unknown-name" for d in ctx.diags[before:]):
+        # Say which rule cannot use the policy's subject: it may be fine in the others.
+        del ctx.diags[before:]
+        ctx.error(
+            ctx.at(("subject",)),
+            "unknown-name",
+            f"the policy's `subject` cannot be evaluated in rule `{rule.name}`: it reads a name that rule "
+            f"does not have (names there: {', '.join(sorted(roots))})",
+            "give that rule its own `subject`, or put a subject that names a step on the rules that have it",
+        )
+    return rule.subject is not None
+
+
+def _option_once_per(ctx: FileContext, base: Key, raw: dict[str, Any], rule: RuleDraft, policy: PolicyDraft) -> bool:
+    """`once_per: DURATION`: one violation per (key, subject) per window; further matches are counted into a
+    repeat record when the window closes."""
+    if "once_per" not in raw:
+        return True
+    rule.once_per = ctx.duration((*base, "once_per"))
+    if rule.once_per is None:
+        return False
+    if raw.get("violation", True) is False:
+        ctx.error(
+            ctx.key_at((*base, "once_per")),
+            "invalid-value",
+            "`once_per` limits violations, and this rule records none (`violation: false`)",
+            "remove `once_per`, or let the rule record its violation",
+        )
+        return False
+    return True
+
+
+RuleOption = Callable[[FileContext, Key, dict[str, Any], RuleDraft, PolicyDraft], bool]
 # The options every kind shares, checked after the kind's own fields; each returns whether it held.
 RULE_OPTIONS: tuple[tuple[str, RuleOption], ...] = (
     ("key", _option_key),
+    ("subject", _option_subject),
+    ("once_per", _option_once_per),
     ("message", _option_message),
     ("emit", _option_emit),
     ("violation", _option_violation),

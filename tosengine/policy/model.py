@@ -175,6 +175,8 @@ class Rule:
     emit: Emit | None
     violation: bool
     span: Span
+    subject: Expr | None = None  # who the violation is against; None: the key's value
+    once_per: timedelta | None = None  # one violation per (key, subject) per this long; the rest are repeats
 
     @property
     def id(self) -> str:
@@ -193,6 +195,8 @@ class Rule:
         item = out[-1].item if out else "event"
         if self.key is not None:
             out.append(Condition("key", self.key, item))
+        if self.subject is not None:
+            out.append(Condition("subject", self.subject, item))
         if self.message is not None:
             out += [Condition("message", p, item) for p in self.message.parts if not isinstance(p, str)]
         if self.emit is not None:

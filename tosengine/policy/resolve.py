@@ -209,10 +209,13 @@ class Resolver:
                 return "bool"
             if x.op in ("+", "-"):
                 if "any" in (lt, rt):
+                    if x.op == "+" and "str" in (lt, rt):
+                        return "str"
                     return "time" if "time" in (lt, rt) else "any"
                 table = {("num", "num"): "num", ("time", "duration"): "time", ("duration", "duration"): "duration"}
                 if x.op == "+":
                     table[("duration", "time")] = "time"
+                    table[("str", "str")] = "str"  # strings join: "origin:" + event.data.origin
                 else:
                     table[("time", "time")] = "duration"
                 if (lt, rt) not in table:

@@ -13,17 +13,30 @@ T = TypeVar("T")
 
 
 class Clock:
-    """The engine's notion of now: it only moves forward, driven by events or advance_to()."""
+    """The engine's notion of now: it only moves forward, driven by events or advance_to().
+
+    `now` is the largest time seen. `settled` is the clock as of the last *completed* move: a move
+    first lapses the obligations it passes, and the facts those lapses derive are judged against the
+    settled clock (their windows measured from their own times, the deadlines), not against where the
+    move is going; only then does the move settle (docs/semantics.md, "The clock and processing order").
+    """
 
     def __init__(self) -> None:
         self.now: datetime | None = None
+        self.settled: datetime | None = None
 
     def advance(self, t: datetime) -> bool:
-        """Move to `t` if later; return whether the clock moved."""
+        """Move to `t` if later (unsettled until `settle`); return whether the clock moved."""
         if self.now is None or t > self.now:
             self.now = t
+            if self.settled is None:
+                self.settled = t
             return True
         return False
+
+    def settle(self) -> None:
+        """The move is complete: windows are measured from the new clock from here on."""
+        self.settled = self.now
 
 
 class DueHeap(Generic[T]):

@@ -30,10 +30,10 @@ from tosengine.policy.sources import Source, read_schemas, read_sources
 from tosengine.runtime.kinds import StateOptions
 from tosengine.runtime.matcher import BATCH
 from tosengine.runtime.partition import PartitionState, identity
-from tosengine.runtime.pipeline import Pipeline
+from tosengine.runtime.pipeline import Outcome, Pipeline
 from tosengine.runtime.program import Program
 from tosengine.runtime.snapshot import FORMAT, VERSION, load_state, pack, save_state, unpack
-from tosengine.violation import Violation
+from tosengine.violation import Repeat, Violation
 
 LOG = logging.getLogger("tosengine")
 
@@ -77,8 +77,9 @@ class Engine:
         dedupe_window: timedelta = timedelta(days=7),
         max_partials_per_key: int = 10_000,
         smoke_test: float | None = None,
-        partition: str = "",
+        partition: str | None = None,
         checkpoint_every: int = 20_000,
+        on_repeat: Callable[[Repeat], None] | None = None,
     ) -> None:
         self._smoke_timeout = smoke_test
         self._options = StateOptions(dedupe_window, max_partials_per_key)
@@ -98,6 +99,9 @@ class Engine:
         # Rules whose state could not carry over (changed or removed) when the engine opened or reloaded.
         self.dropped_rules: tuple[str, ...] = ()
         self.resumed_events = 0  # events replayed from the audit log after its checkpoint, when opening
+        # Called with each repeat record (a once_per window that suppressed matches closed); the record is
+        # durable once the call that closed the window returns.
+        self.on_repeat: Callable[[Repeat], None] | None = on_repeat
         try:
             self._audit = AuditLog(audit, partition=self.partition) if isinstance(audit, str) else audit
             if self._audit is not None:
@@ -260,10 +264,7 @@ class Engine:
             raise TosEngineError("advance_to() needs an aware datetime (with a UTC offset)")
         with self._lock:
             self._check_open()
-            out = self._pipeline.advance_to(self._state, t)
-            if self._audit is not None:
-                self._audit.record(None, out)
-                self._queued += len(out)
+            out = self._hand_over(None, self._pipeline.advance_to(self._state, t))
             self._changed += 1
         # A clock move is no event in the log, so the checkpoint is what keeps it.
         self.checkpoint()
@@ -331,14 +332,22 @@ class Engine:
         if self._audit is not None and self._recorded_before(record):
             self._state.counts["duplicates"] += 1
             return []
-        violations = self._pipeline.accept(self._state, record, fired)
-        if violations is None:
+        outcome = self._pipeline.accept(self._state, record, fired)
+        if outcome is None:
             return []
         self._changed += 1
+        return self._hand_over(record, outcome)
+
+    def _hand_over(self, record: EventRecord | None, outcome: Outcome) -> list[Violation]:
+        """Queue what one call produced for the audit log (the lock is held); repeat records also go to
+        `on_repeat`. The violations are returned to the caller once the rows are durable."""
         if self._audit is not None:
-            self._audit.record(record, violations)
-            self._queued += 1 + len(violations)
-        return violations
+            self._audit.record(record, outcome.violations, outcome.repeats)
+            self._queued += (record is not None) + len(outcome.violations) + len(outcome.repeats)
+        if self.on_repeat is not None:
+            for r in outcome.repeats:
+                self.on_repeat(r)
+        return outcome.violations
 
     def _recorded_before(self, record: EventRecord) -> bool:
         """With an audit log, the log is the redelivery memory beyond the window: an event older than the

@@ -116,7 +116,13 @@ def _in(a: Any, b: Any) -> bool:
 def _add(a: Any, b: Any) -> Any:
     ka, kb = _kind(a), _kind(b)
     try:
-        if (ka, kb) in (("num", "num"), ("time", "duration"), ("duration", "duration"), ("duration", "time")):
+        if (ka, kb) in (
+            ("num", "num"),
+            ("time", "duration"),
+            ("duration", "duration"),
+            ("duration", "time"),
+            ("str", "str"),
+        ):
             return a + b
     except OverflowError:
         pass

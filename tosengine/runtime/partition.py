@@ -19,7 +19,9 @@ from tosengine.runtime.items import Firing
 from tosengine.runtime.kinds import RUNTIME_KINDS, KindStore, StateOptions
 from tosengine.runtime.kinds.sequence import SequenceStore
 from tosengine.runtime.ladder import LadderState
+from tosengine.runtime.once import OnceStore
 from tosengine.runtime.program import CompiledRule
+from tosengine.violation import Repeat
 
 if TYPE_CHECKING:
     from tosengine.runtime.snapshot import Decoder, Encoder
@@ -79,6 +81,7 @@ class PartitionState:
         self._sweeping: list[KindStore] = []
         self._lapsing: list[KindStore] = []
         self._new_stores()
+        self.once = OnceStore()
         self.ladder = LadderState()
         # events, duplicates, facts, violations, skipped_no_key
         self.counts: Counter[str] = Counter()
@@ -89,6 +92,7 @@ class PartitionState:
         """Forget every rule's state (windows, partial matches, obligations, ladder); keep the clock,
         the stream position, the redelivery memory and the counters."""
         self._new_stores()
+        self.once = OnceStore()
         self.ladder = LadderState()
 
     def _new_stores(self) -> None:
@@ -105,23 +109,31 @@ class PartitionState:
         self.ladder.sweep(ladder, now)
         self.redelivery.sweep(now)
 
-    def pop_due(self, rules: Sequence[CompiledRule], now: datetime) -> Firing | None:
-        """The earliest firing due strictly before `now` in any store (an obligation lapsing), or None."""
+    def pop_due(self, rules: Sequence[CompiledRule], now: datetime) -> Firing | Repeat | None:
+        """What the clock at `now` makes happen next, in time order: an obligation lapsing (its deadline
+        strictly before `now`) or a once_per window closing (its end at or before `now`; at equal times a
+        window closes first, since a match at its end is no longer in it). None when nothing is due."""
         best: KindStore | None = None
         best_at: datetime | None = None
         for store in self._lapsing:
             at = store.next_due()
             if at is not None and at < now and (best_at is None or at < best_at):
                 best, best_at = store, at
+        close_at = self.once.next_close()
+        while close_at is not None and close_at <= now and (best_at is None or close_at <= best_at):
+            repeat = self.once.pop_closed(rules, close_at)
+            if repeat is not None:
+                return repeat
+            close_at = self.once.next_close()  # that window had suppressed nothing: the next one
         return best.pop_due(rules, now) if best is not None else None
 
     def due(self, now: datetime) -> bool:
-        """Whether anything may be due strictly before `now` (cheap: heads of the heaps only)."""
+        """Whether anything may be due at `now` (cheap: heads of the heaps only)."""
         for store in self._lapsing:
             at = store.next_due()
             if at is not None and at < now:
                 return True
-        return False
+        return self.once.has_closing_by(now)
 
     # ------------------------------------------------------------ saved and loaded (docs/state.md)
 
@@ -129,10 +141,12 @@ class PartitionState:
         """Everything this state holds as JSON; the events and items it refers to are collected in `enc`."""
         return {
             "clock": enc.time(self.clock.now) if self.clock.now is not None else None,
+            "settled": enc.time(self.clock.settled) if self.clock.settled is not None else None,
             "seq": self.seq,
             "counts": self.stats(),
             "fired": dict(self.fired),
             "stores": {name: store.save(rules, enc) for name, store in self.stores.items()},
+            "once": self.once.save(rules, enc),
             "ladder": self.ladder.save(),
             "redelivery": [
                 [key, enc.time(self.redelivery.seen[key])]
@@ -145,9 +159,11 @@ class PartitionState:
         """Fill this (new) state from `save`'s output. Stores keep what `dec` carries over; the ladder's
         memory is kept when `keep_ladder` (the ladder is as it was)."""
         self.clock.now = dec.time(doc["clock"]) if doc["clock"] is not None else None
+        self.clock.settled = dec.time(doc["settled"]) if doc["settled"] is not None else None
         self.seq = doc["seq"]
         counts = dict(doc["counts"])
         dropped = counts.pop("partials_dropped", 0)
+        suppressed = counts.pop("suppressed", 0)
         self.counts = Counter(counts)
         self.fired = Counter(doc["fired"])
         for name, data in doc["stores"].items():
@@ -159,6 +175,8 @@ class PartitionState:
         sequences = self.stores.get("sequence")
         if isinstance(sequences, SequenceStore):
             sequences.dropped = dropped
+        self.once.suppressed = suppressed
+        self.once.load(doc["once"], dec)
         if keep_ladder and ladder is not None:
             self.ladder.load(doc["ladder"], ladder)
         for key, t in doc["redelivery"]:
@@ -173,9 +191,11 @@ class PartitionState:
             "duplicates": 0,
             "facts": 0,
             "violations": 0,
+            "repeats": 0,
             "skipped_no_key": 0,
             **self.counts,
             "partials_dropped": dropped,
+            "suppressed": self.once.suppressed,
         }
 
     def size(self) -> dict[str, int]:
@@ -183,6 +203,7 @@ class PartitionState:
         out: dict[str, int] = {}
         for store in self.stores.values():
             out.update(store.size())
+        out.update(self.once.size())
         out["dedupe"] = len(self.redelivery.seen)
         out["ladder_subjects"] = len(self.ladder.seen)
         out["ladder_expiry"] = len(self.ladder.expiry)

@@ -20,9 +20,9 @@ from tosengine.runtime.items import Firing, Item
 from tosengine.runtime.kinds import Roles
 from tosengine.runtime.partition import PartitionState
 from tosengine.runtime.program import CompiledRule, Program
-from tosengine.violation import Violation, format_time, violation_id
+from tosengine.violation import Repeat, Violation, evidence_key, format_time, violation_id
 
-__all__ = ["MAX_DERIVED", "Pipeline"]
+__all__ = ["MAX_DERIVED", "Outcome", "Pipeline"]
 
 # Derived facts feeding rules that derive more facts: check rejects cycles, so the queue always
 # settles; this bound on the facts one item may derive is only the backstop if that check missed one.
@@ -30,19 +30,21 @@ MAX_DERIVED = 100_000
 
 
 @dataclass
-class _Call:
-    """What one call into the pipeline collects: its violations, and the derived items still to offer."""
+class Outcome:
+    """What one call into the pipeline gives: violations, and repeat records of once_per windows closed."""
 
     violations: list[Violation] = field(default_factory=list)
-    queue: deque[Item] = field(default_factory=deque)
+    repeats: list[Repeat] = field(default_factory=list)
+    queue: deque[Item] = field(default_factory=deque)  # derived items still to offer
 
 
-def _merge(items: list[Item]) -> tuple[tuple[str, ...], tuple[EventRecord, ...]]:
-    seen: dict[str, EventRecord] = {}
+def _merge(items: list[Item]) -> tuple[EventRecord, ...]:
+    """The events behind some items, each once by (source, id), in order of first appearance."""
+    seen: dict[tuple[str, str], EventRecord] = {}
     for it in items:
-        for eid, ev in zip(it.evidence, it.events, strict=True):
-            seen.setdefault(eid, ev)
-    return tuple(seen), tuple(seen.values())
+        for ev in it.events:
+            seen.setdefault((ev.source, ev.id), ev)
+    return tuple(seen.values())
 
 
 class Pipeline:
@@ -53,9 +55,7 @@ class Pipeline:
 
     # ------------------------------------------------------------------ entry points
 
-    def accept(
-        self, state: PartitionState, record: EventRecord, fired: list[int] | None = None
-    ) -> list[Violation] | None:
+    def accept(self, state: PartitionState, record: EventRecord, fired: list[int] | None = None) -> Outcome | None:
         """Run one valid event through the pipeline; its violations (deadlines it passed included), or
         None for a redelivery. `fired`: the event's matched triggers, if already known."""
         key = f"{len(record.source)}:{record.source}{record.id}"  # identity(), inline on the hot path
@@ -63,7 +63,7 @@ class Pipeline:
             state.counts["duplicates"] += 1
             return None
         state.counts["events"] += 1
-        call = _Call()
+        call = Outcome()
         state.redelivery.remember(key, record.time)
         self._advance(state, record.time, call)
         state.seq += 1
@@ -71,36 +71,42 @@ class Pipeline:
         self._offer(state, item, fired, call)
         self._drain(state, call)
         self._lapse_overdue(state, call)
-        return call.violations
+        return call
 
-    def advance_to(self, state: PartitionState, t: datetime) -> list[Violation]:
-        """Move the clock to `t` without an event; the violations of the deadlines it passed."""
-        call = _Call()
+    def advance_to(self, state: PartitionState, t: datetime) -> Outcome:
+        """Move the clock to `t` without an event: the violations of the deadlines it passed, and the repeat
+        records of the once_per windows it closed."""
+        call = Outcome()
         self._advance(state, t, call)
         self._lapse_overdue(state, call)
-        return call.violations
+        return call
 
     # ------------------------------------------------------------------ clock
 
-    def _advance(self, state: PartitionState, t: datetime, call: _Call) -> None:
+    def _advance(self, state: PartitionState, t: datetime, call: Outcome) -> None:
         """Move the clock; lapse obligations due strictly before it, each with its chain, in order;
         then forget what is behind it."""
         if not state.clock.advance(t):
             return
-        self._lapse_overdue(state, call)
+        self._lapse_overdue(state, call)  # judged against the settled clock: see Clock
+        state.clock.settle()
         state.sweep(self.program.rules, self.program.ladder, t)
 
-    def _lapse_overdue(self, state: PartitionState, call: _Call) -> None:
+    def _lapse_overdue(self, state: PartitionState, call: Outcome) -> None:
         now = state.clock.now
         if now is None or not state.due(now):  # the usual case, checked cheaply
             return
-        while (firing := state.pop_due(self.program.rules, now)) is not None:
-            self._fire(state, firing, call)
+        while (due := state.pop_due(self.program.rules, now)) is not None:
+            if isinstance(due, Repeat):
+                state.counts["repeats"] += 1
+                call.repeats.append(due)
+                continue
+            self._fire(state, due, call)
             self._drain(state, call)
 
     # ------------------------------------------------------------------ match and decide
 
-    def _drain(self, state: PartitionState, call: _Call) -> None:
+    def _drain(self, state: PartitionState, call: Outcome) -> None:
         depth = 0
         while call.queue:
             depth += 1
@@ -110,7 +116,7 @@ class Pipeline:
                 )
             self._offer(state, call.queue.popleft(), None, call)
 
-    def _offer(self, state: PartitionState, item: Item, fired: list[int] | None, call: _Call) -> None:
+    def _offer(self, state: PartitionState, item: Item, fired: list[int] | None, call: Outcome) -> None:
         """Offer one item to every rule: matcher first (unless `fired` is known), then each rule's kind
         in rule order."""
         program = self.program
@@ -127,7 +133,7 @@ class Pipeline:
                 continue
             t = triggers[tid]
             by_rule.setdefault(t.rule, []).append((t.role, t.step))
-        now = state.clock.now
+        now = state.clock.settled
         assert now is not None  # items are offered only after an event set the clock
         for ri in sorted(by_rule):
             cr = program.rules[ri]
@@ -143,26 +149,36 @@ class Pipeline:
         v = item.fields.get("subject") if cr.key is None else cr.key({item.kind: item.fields})
         return v if type(v) is str and v else None
 
-    def _fire(self, state: PartitionState, f: Firing, call: _Call) -> None:
-        """A rule matched: record the violation, and queue its violation fact and emitted fact."""
+    def _fire(self, state: PartitionState, f: Firing, call: Outcome) -> None:
+        """A rule matched: unless its once_per window holds the match, record the violation, and queue its
+        violation fact and emitted fact, all against the rule's subject."""
         cr, key, time = f.rule, f.key, f.time
         rule, pol = cr.rule, cr.policy
         state.fired[rule.id] += 1
-        evidence, events = _merge(f.items)
+        subject = key
+        if cr.subject is not None:
+            v = cr.subject(f.env)
+            if type(v) is str and v:  # nothing, an empty string or a non-string: the key
+                subject = v
+        if rule.once_per is not None and state.once.suppress(cr, key, subject, time, f.items[-1]):
+            return  # counted in the window's repeat record; no violation, no facts
+        events = _merge(f.items)
+        evidence = tuple(e.id for e in events)
+        hashed = [evidence_key(e.source, e.id) for e in events]
         causes = tuple(c for it in f.items for c in it.causes)
         chain = tuple({c["id"]: c for it in f.items for c in it.chain}.values())
         if rule.violation:
-            vid = violation_id("violation", rule.id, key, evidence, causes)
-            now = state.clock.now
+            vid = violation_id("violation", rule.id, key, hashed, causes)
+            now = state.clock.settled
             assert now is not None
-            action, step = state.ladder.climb(self.program.ladder, pol.id, key, time, rule.action, now)
-            message = cr.message(f.env) if cr.message is not None else f"{pol.title}: {rule.id} ({key})"
+            action, step = state.ladder.climb(self.program.ladder, pol.id, subject, time, rule.action, now)
+            message = cr.message(f.env) if cr.message is not None else f"{pol.title}: {rule.id} ({subject})"
             call.violations.append(
                 Violation(
                     id=vid,
                     policy=pol.id,
                     rule=rule.id,
-                    subject=key,
+                    subject=subject,
                     severity=rule.severity,
                     action=action,
                     time=time,
@@ -176,32 +192,27 @@ class Pipeline:
                     facts=chain,
                     ladder_step=step,
                     evidence_events=tuple(e.evidence() for e in events),
+                    key=key,
+                    evidence_sources=tuple(e.source for e in events),
+                    once_per=rule.once_per,
                 )
             )
+            if rule.once_per is not None:
+                state.once.open(cr, key, subject, vid, time)
             state.counts["violations"] += 1
             state.seq += 1
-            me = {"id": vid, "type": "violation", "rule": rule.id, "subject": key, "time": format_time(time)}
-            call.queue.append(
-                Item(
-                    "fact",
-                    {
-                        "type": "violation",
-                        "policy": pol.id,
-                        "rule": rule.id,
-                        "subject": key,
-                        "severity": rule.severity,
-                        "action": action,
-                        "time": time,
-                        "id": vid,
-                    },
-                    time,
-                    state.seq,
-                    vid,
-                    evidence,
-                    events,
-                    (*chain, me),
-                )
-            )
+            me = {"id": vid, "type": "violation", "rule": rule.id, "subject": subject, "time": format_time(time)}
+            fields = {
+                "type": "violation",
+                "policy": pol.id,
+                "rule": rule.id,
+                "subject": subject,
+                "severity": rule.severity,
+                "action": action,
+                "time": time,
+                "id": vid,
+            }
+            call.queue.append(Item("fact", fields, time, state.seq, vid, evidence, events, (*chain, me)))
             state.counts["facts"] += 1
         if cr.emit is not None:
             assert rule.emit is not None
@@ -210,26 +221,16 @@ class Pipeline:
                 v = fn(f.env)
                 if v is not MISSING:
                     data[name] = v
-            fid = violation_id("emit", rule.id, key, evidence, causes)
+            fid = violation_id("emit", rule.id, key, hashed, causes)
             state.seq += 1
             me = {
                 "id": fid,
                 "type": rule.emit.fact,
                 "rule": rule.id,
-                "subject": key,
+                "subject": subject,
                 "time": format_time(time),
                 "data": json.loads(json.dumps(data, default=str)),
             }
-            call.queue.append(
-                Item(
-                    "fact",
-                    {"type": rule.emit.fact, "subject": key, "time": time, "id": fid, "data": data},
-                    time,
-                    state.seq,
-                    fid,
-                    evidence,
-                    events,
-                    (*chain, me),
-                )
-            )
+            fields = {"type": rule.emit.fact, "subject": subject, "time": time, "id": fid, "data": data}
+            call.queue.append(Item("fact", fields, time, state.seq, fid, evidence, events, (*chain, me)))
             state.counts["facts"] += 1

@@ -39,10 +39,14 @@ def _shape(x: Any) -> Any:
 
 
 def fingerprint(rule: Rule) -> str:
-    """What shapes a rule's state: its kind's definition and its key. A rule whose fingerprint is
-    unchanged keeps its state across a reload or a restart; message, severity, action and emit may
-    change without losing it (docs/state.md)."""
-    blob = json.dumps([rule.id, _shape(rule.body), _shape(rule.key)], sort_keys=True, default=str)
+    """What shapes a rule's state: its kind's definition, its key, its subject and its once_per window. A
+    rule whose fingerprint is unchanged keeps its state across a reload or a restart; message, severity,
+    action and emit may change without losing it (docs/state.md)."""
+    blob = json.dumps(
+        [rule.id, _shape(rule.body), _shape(rule.key), _shape(rule.subject), _shape(rule.once_per)],
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()[:24]
 
 
@@ -63,6 +67,7 @@ class CompiledRule:
     policy: Policy
     kind: RuntimeKind
     key: Fn | None
+    subject: Fn | None
     message: Callable[[Env], str] | None
     emit: tuple[tuple[str, Fn], ...] | None
     joined: dict[tuple[str, int], Fn | None]
@@ -108,6 +113,7 @@ def _compile_rule(index: int, rule: Rule, policy: Policy, joined: dict[tuple[str
         policy=policy,
         kind=kind,
         key=compile_expr(rule.key) if rule.key is not None else None,
+        subject=compile_expr(rule.subject) if rule.subject is not None else None,
         message=compile_template(rule.message) if rule.message is not None else None,
         emit=tuple((k, compile_expr(e)) for k, e in rule.emit.data) if rule.emit is not None else None,
         joined=joined,

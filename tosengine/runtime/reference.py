@@ -24,9 +24,9 @@ from tosengine.policy.model import (
     Template,
     Threshold,
 )
-from tosengine.violation import Violation, format_time, violation_id
+from tosengine.violation import Repeat, Violation, evidence_key, format_time, repeat_id, violation_id
 
-__all__ = ["ABSENT", "HANDLERS", "evaluate_expr", "evaluate_reference"]
+__all__ = ["ABSENT", "HANDLERS", "evaluate_expr", "evaluate_records", "evaluate_reference"]
 
 
 # ---------------------------------------------------------------- values and expressions
@@ -81,7 +81,7 @@ def _order(op: str, a: Any, b: Any) -> bool:
 def _arith(op: str, a: Any, b: Any) -> Any:
     kinds = (_kind(a), _kind(b))
     allowed = {("number", "number"), ("time", "duration"), ("duration", "duration")}
-    allowed |= {("duration", "time")} if op == "+" else {("time", "time")}
+    allowed |= {("duration", "time"), ("string", "string")} if op == "+" else {("time", "time")}
     if kinds not in allowed:
         return ABSENT
     try:
@@ -181,7 +181,7 @@ class _Item:
     kind: ItemKind
     value: dict[str, Any]
     pos: int  # stream position
-    evidence: tuple[str, ...]
+    evidence: tuple[tuple[str, str], ...]  # (source, id) of the events behind it
 
     @property
     def time(self) -> datetime:
@@ -211,11 +211,27 @@ class _ThresholdState:
     armed: bool = True
 
 
-def _merge_evidence(items: Iterable[_Item]) -> tuple[str, ...]:
-    out: list[str] = []
+Identity = tuple[str, str]  # (source, id): what identifies an event
+
+
+def _merge_evidence(items: Iterable[_Item]) -> tuple[Identity, ...]:
+    out: list[Identity] = []
     for item in items:
         out.extend(x for x in item.evidence if x not in out)
     return tuple(out)
+
+
+@dataclass
+class _Window:
+    """A once_per window: opened by violation `vid` at `start`, closing when the clock reaches `end`."""
+
+    rule: Rule
+    key: str
+    subject: str
+    vid: str
+    end: datetime
+    suppressed: list[tuple[datetime, tuple[Identity, ...]]] = field(default_factory=list)
+    order: int = 0
 
 
 def _event_item(e: Event, pos: int) -> _Item:
@@ -223,7 +239,7 @@ def _event_item(e: Event, pos: int) -> _Item:
     value.update(id=e.id, type=e.type, time=e.time, subject=e.subject, source=e.source)
     if e.data is not None:
         value["data"] = e.data
-    return _Item("event", value, pos, (e.id,))
+    return _Item("event", value, pos, ((e.source, e.id),))
 
 
 class _Reference:
@@ -235,6 +251,8 @@ class _Reference:
         self.set = policies
         self.ladder_seen: dict[str, list[datetime]] = {}  # subject -> times of its counted violations
         self.clock: datetime | None = None
+        # The clock as of the last completed move: what windows are measured from (see move_clock).
+        self.settled: datetime | None = None
         self.seen: dict[tuple[str, str], datetime] = {}  # (source, id) -> time of the last processed copy
         self.dedupe_window = dedupe_window
         self.positions = 0
@@ -244,6 +262,8 @@ class _Reference:
         self.thresholds: dict[tuple[str, str], _ThresholdState] = {}
         self.partials: dict[tuple[str, str], list[list[_Item]]] = {}
         self.obligations: list[_Obligation] = []
+        self.windows: list[_Window] = []  # open once_per windows
+        self.repeats: list[Repeat] = []
 
     def next_pos(self) -> int:
         self.positions += 1
@@ -269,18 +289,29 @@ class _Reference:
         self.lapse_overdue()
 
     def move_clock(self, t: datetime) -> None:
-        # The clock moves first, so rules reacting to a lapse already see the new clock.
+        # The clock moves first, so the lapses see the new clock; the facts they derive are judged
+        # against the settled clock, which moves only once the lapses are done.
         if self.clock is None or t > self.clock:
             self.clock = t
+            if self.settled is None:
+                self.settled = t
             self.lapse_overdue()
+            self.settled = t
 
     def lapse_overdue(self) -> None:
-        # Rescan after every lapse: handling one may open, fulfil or overdue other obligations.
-        while True:
-            overdue = [o for o in self.obligations if self.clock is not None and o.deadline < self.clock]
-            if not overdue:
+        # Lapses and once_per window closings, in time order (a window first at equal times); rescan after
+        # each: handling a lapse may open, fulfil or overdue other obligations, or open windows.
+        while self.clock is not None:
+            overdue = [o for o in self.obligations if o.deadline < self.clock]
+            closing = [w for w in self.windows if w.end <= self.clock]
+            first_lapse = min(overdue, key=lambda o: (o.deadline, o.order)) if overdue else None
+            first_close = min(closing, key=lambda w: (w.end, w.order)) if closing else None
+            if first_close is not None and (first_lapse is None or first_close.end <= first_lapse.deadline):
+                self.close(first_close)
+                continue
+            if first_lapse is None:
                 return
-            first = min(overdue, key=lambda o: (o.deadline, o.order))
+            first = first_lapse
             self.obligations.remove(first)
             self.fire(
                 first.rule,
@@ -291,6 +322,30 @@ class _Reference:
                 deadline=first.deadline,
             )
             self.drain()
+
+    def close(self, w: _Window) -> None:
+        """A once_per window closes: a repeat record if it suppressed any match."""
+        self.windows.remove(w)
+        if not w.suppressed:
+            return
+        times = [t for t, _ in w.suppressed]
+        evidence = [e for _, ev in w.suppressed for e in ev]
+        self.repeats.append(
+            Repeat(
+                id=repeat_id(w.vid, w.end),
+                repeat_of=w.vid,
+                policy=w.rule.policy,
+                rule=w.rule.id,
+                subject=w.subject,
+                key=w.key,
+                count=len(w.suppressed),
+                time=w.end,
+                first=min(times),
+                last=max(times),
+                evidence=tuple(i for _, i in evidence),
+                evidence_sources=tuple(s for s, _ in evidence),
+            )
+        )
 
     def drain(self) -> None:
         # Derived items wait until the item that produced them has been offered to every rule.
@@ -324,12 +379,12 @@ class _Reference:
 
     def offer_threshold(self, rule: Rule, item: _Item) -> None:
         th = rule.body
-        assert isinstance(th, Threshold) and self.clock is not None
+        assert isinstance(th, Threshold) and self.settled is not None
         if not self.matches(th.match, th.item, item) or (k := self.key(rule, item)) is None:
             return
         state = self.thresholds.setdefault((rule.id, k), _ThresholdState())
         t = item.time
-        low = max(t - th.within, self.clock - th.within)
+        low = max(t - th.within, self.settled - th.within)
         window = [i for i in state.kept if low <= i.time <= t] + [item]
         if th.distinct is None:
             n = len(window)
@@ -350,11 +405,11 @@ class _Reference:
 
     def offer_sequence(self, rule: Rule, item: _Item) -> None:
         seq = rule.body
-        assert isinstance(seq, Sequence) and self.clock is not None
+        assert isinstance(seq, Sequence) and self.settled is not None
         k = self.key(rule, item)
         if k is None:
             return
-        clock = self.clock
+        clock = self.settled
         partials = self.partials.setdefault((rule.id, k), [])
         if seq.within is not None:
             partials[:] = [p for p in partials if not clock > p[0].time + seq.within]
@@ -406,11 +461,11 @@ class _Reference:
     def climb(self, policy: str, subject: str, time: datetime, action: str) -> tuple[str, int]:
         """The escalation ladder (docs/semantics.md): the recorded action and the subject's step."""
         ladder = self.set.ladder
-        if ladder is None or self.clock is None:
+        if ladder is None or self.settled is None:
             return action, 0
-        lo = max(time - ladder.within, self.clock - ladder.within)
+        lo = max(time - ladder.within, self.settled - ladder.within)
         seen = self.ladder_seen.setdefault(subject, [])
-        n = sum(1 for t in seen if lo <= t <= time and t >= self.clock - ladder.within)
+        n = sum(1 for t in seen if lo <= t <= time and t >= self.settled - ladder.within)
         if ladder.counts is not None and policy not in ladder.counts:
             return action, min(n, len(ladder.steps))
         seen.append(time)
@@ -420,24 +475,39 @@ class _Reference:
     def fire(
         self, rule: Rule, key: str, time: datetime, items: list[_Item], env: Env, deadline: datetime | None = None
     ) -> None:
-        """Record the violation (unless `violation: false`), then queue its fact and the emitted fact."""
+        """Record the violation (unless `violation: false` or a once_per window holds the match), then queue
+        its fact and the emitted fact, all against the rule's subject."""
+        subject = key
+        if rule.subject is not None:
+            value = evaluate_expr(rule.subject, env)
+            if isinstance(value, str) and value:
+                subject = value
+        if rule.once_per is not None:
+            window = next((w for w in self.windows if w.rule is rule and w.key == key and w.subject == subject), None)
+            if window is not None and time < window.end:
+                # The event at which the match happened: the item that completed it (for a fact, its events).
+                window.suppressed.append((time, items[-1].evidence))
+                return
         evidence = _merge_evidence(items)
+        hashed = [evidence_key(src, i) for src, i in evidence]
         causes = tuple(i.id for i in items if i.kind == "fact")
         if rule.violation:
             policy = self.policies[rule.policy]
-            vid = violation_id("violation", rule.id, key, evidence, causes)
-            action, step = self.climb(rule.policy, key, time, rule.action)
-            message = _render(rule.message, env) if rule.message is not None else f"{policy.title}: {rule.id} ({key})"
+            vid = violation_id("violation", rule.id, key, hashed, causes)
+            action, step = self.climb(rule.policy, subject, time, rule.action)
+            message = (
+                _render(rule.message, env) if rule.message is not None else f"{policy.title}: {rule.id} ({subject})"
+            )
             self.violations.append(
                 Violation(
                     id=vid,
                     policy=rule.policy,
                     rule=rule.id,
-                    subject=key,
+                    subject=subject,
                     severity=rule.severity,
                     action=action,
                     time=time,
-                    evidence=evidence,
+                    evidence=tuple(i for _, i in evidence),
                     message=message,
                     clause=policy.clause,
                     policy_version=policy.version,
@@ -445,13 +515,19 @@ class _Reference:
                     kind=rule.kind,
                     deadline=deadline,
                     ladder_step=step,
+                    key=key,
+                    evidence_sources=tuple(src for src, _ in evidence),
+                    once_per=rule.once_per,
                 )
             )
+            if rule.once_per is not None:
+                self.opened += 1
+                self.windows.append(_Window(rule, key, subject, vid, time + rule.once_per, order=self.opened))
             fact = {
                 "type": "violation",
                 "policy": rule.policy,
                 "rule": rule.id,
-                "subject": key,
+                "subject": subject,
                 "severity": rule.severity,
                 "action": action,
                 "time": time,
@@ -460,8 +536,8 @@ class _Reference:
             self.queue.append(_Item("fact", fact, self.next_pos(), evidence))
         if rule.emit is not None:
             data = {name: v for name, e in rule.emit.data if (v := evaluate_expr(e, env)) is not ABSENT}
-            eid = violation_id("emit", rule.id, key, evidence, causes)
-            emitted = {"type": rule.emit.fact, "subject": key, "time": time, "data": data, "id": eid}
+            eid = violation_id("emit", rule.id, key, hashed, causes)
+            emitted = {"type": rule.emit.fact, "subject": subject, "time": time, "data": data, "id": eid}
             self.queue.append(_Item("fact", emitted, self.next_pos(), evidence))
 
 
@@ -509,6 +585,22 @@ def _render(template: Template, env: Env) -> str:
     return "".join(p if isinstance(p, str) else _text(evaluate_expr(p, env)) for p in template.parts)
 
 
+def evaluate_records(
+    policies: CheckedPolicySet,
+    events: Iterable[Event],
+    until: datetime | None = None,
+    dedupe_window: timedelta = timedelta(days=7),
+) -> tuple[list[Violation], list[Repeat]]:
+    """Every violation and repeat record `policies` give for `events`, then advancing the clock to
+    `until`; each in the order produced."""
+    ref = _Reference(policies, dedupe_window)
+    for e in events:
+        ref.process(e)
+    if until is not None:
+        ref.advance_to(until)
+    return ref.violations, ref.repeats
+
+
 def evaluate_reference(
     policies: CheckedPolicySet,
     events: Iterable[Event],
@@ -516,9 +608,4 @@ def evaluate_reference(
     dedupe_window: timedelta = timedelta(days=7),
 ) -> list[Violation]:
     """Every violation `policies` find in `events`, then advancing the clock to `until`; in order produced."""
-    ref = _Reference(policies, dedupe_window)
-    for e in events:
-        ref.process(e)
-    if until is not None:
-        ref.advance_to(until)
-    return ref.violations
+    return evaluate_records(policies, events, until, dedupe_window)[0]

@@ -139,6 +139,10 @@ class Decoder:
             self._items[at] = it
         return it
 
+    def record(self, at: int) -> EventRecord:
+        """The event record at an index."""
+        return self._records[at]
+
     def rule(self, rule_id: str) -> CompiledRule | None:
         """The running rule with this id if its state carries over; None (noted in `dropped`) if not."""
         cr = self._rules.get(rule_id)
