@@ -3,15 +3,17 @@ benign subject has any violation."""
 
 from __future__ import annotations
 
+import itertools
 import re
 import subprocess
 import sys
 from collections import defaultdict
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from tosengine import Engine
+from tosengine import Engine, Violation
 from tosengine.events import parse_event_line
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,9 +29,15 @@ EXPECTED = {
         f"account:mgp25-bot-{i}": {"fake-engagement/spoofed-official-client", "fake-engagement/engagement-burst"}
         for i in range(6)
     },
-    **{f"account:mgp25-new-{i}": {"fake-engagement/spoofed-official-client"} for i in range(3)},
-    **{f"device:mgp25-{i}": {"ban-evasion/new-account-on-disabled-device"} for i in range(3)},
-    "massroot8.example": {"credential-harvesting/third-party-login-ring"},
+    # Ban evasion is recorded against the account that came back, not the device it came back on.
+    **{
+        f"account:mgp25-new-{i}": {
+            "fake-engagement/spoofed-official-client",
+            "ban-evasion/new-account-on-disabled-device",
+        }
+        for i in range(3)
+    },
+    "origin:massroot8.example": {"credential-harvesting/third-party-login-ring"},
     "developer:massroot8": {
         "unauthorized-data-collection/no-consent",
         "cease-and-desist/notice-ignored",
@@ -40,13 +48,32 @@ EXPECTED = {
 
 
 @pytest.fixture(scope="module")
-def by_subject() -> dict[str, set[str]]:
-    out: dict[str, set[str]] = defaultdict(set)
+def violations() -> list[Violation]:
     with Engine.from_directory(ROOT / "policies") as engine:
-        for line in (ROOT / "examples" / "seed-cases.jsonl").read_text(encoding="utf-8").splitlines():
-            for v in engine.process(parse_event_line(line)):
-                out[v.subject].add(v.rule)
+        return [
+            v
+            for line in (ROOT / "examples" / "seed-cases.jsonl").read_text(encoding="utf-8").splitlines()
+            for v in engine.process(parse_event_line(line))
+        ]
+
+
+@pytest.fixture(scope="module")
+def by_subject(violations: list[Violation]) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = defaultdict(set)
+    for v in violations:
+        out[v.subject].add(v.rule)
     return out
+
+
+def test_every_subject_is_kind_colon_id(violations: list[Violation]) -> None:
+    assert {v.subject for v in violations if not re.fullmatch(r"[a-z][a-z0-9_.-]*:.+", v.subject)} == set()
+
+
+def test_at_most_one_spoofed_client_violation_per_account_per_day(violations: list[Violation]) -> None:
+    spoofed = sorted((v.subject, v.time) for v in violations if v.rule == "fake-engagement/spoofed-official-client")
+    assert spoofed, "the seed's bots are caught"
+    for (a, t1), (b, t2) in itertools.pairwise(spoofed):
+        assert a != b or t2 - t1 >= timedelta(days=1), (a, t1, t2)
 
 
 @pytest.mark.parametrize("subject", sorted(EXPECTED))

@@ -201,6 +201,7 @@ def load_policy_tests(path: str | Path, policy_id: str) -> list[Case]:
                 until,
                 expect=[{"policy": policy_id, **x} for x in raw.get("expect") or []],
                 expect_absent=[{"policy": policy_id, **x} for x in raw.get("expect_absent") or []],
+                expect_repeats=[{"policy": policy_id, **x} for x in raw.get("expect_repeats") or []],
             )
         )
     return out

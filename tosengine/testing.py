@@ -16,6 +16,8 @@ A test file holds `tests:`, a list of cases:
           - {rule: spoofed-official-client, subject: "account:1", evidence: [e1]}
         expect_absent:                       # patterns no violation may match
           - {rule: engagement-burst}
+        expect_repeats:                      # repeat records of once_per windows that must be there
+          - {rule: spoofed-official-client, subject: "account:1", count: 2}
 
 Every case runs on a fresh engine with all the policies of the directory, so chains across policies
 (escalation, ignored notices) are tested as they run.
@@ -32,11 +34,11 @@ from tosengine.cases import Case, CaseError, load_policy_tests
 from tosengine.errors import TosEngineError
 from tosengine.policy.model import CheckedPolicySet
 from tosengine.runtime.engine import Engine
-from tosengine.violation import Violation
+from tosengine.violation import Repeat, Violation
 
 __all__ = ["CaseResult", "TestRun", "run_policy_tests"]
 
-_MATCH_KEYS = ("policy", "rule", "subject", "message", "evidence", "action", "severity", "ladder_step")
+_MATCH_KEYS = ("policy", "rule", "subject", "key", "message", "evidence", "action", "severity", "ladder_step", "count")
 
 
 @dataclass
@@ -91,7 +93,7 @@ class TestRun:
         return [r for r in self.rules if not self.fired[r]]
 
 
-def _matches(pattern: dict[str, Any], v: Violation) -> bool:
+def _matches(pattern: dict[str, Any], v: Violation | Repeat) -> bool:
     for k in _MATCH_KEYS:
         if k not in pattern:
             continue
@@ -102,7 +104,10 @@ def _matches(pattern: dict[str, Any], v: Violation) -> bool:
         elif k == "evidence":
             if sorted(map(str, want)) != sorted(v.evidence):
                 return False
-        elif str(getattr(v, k)) != str(want):
+        elif k == "key":
+            if (v.key or v.subject) != str(want):
+                return False
+        elif str(getattr(v, k, None)) != str(want):
             return False
     return True
 
@@ -110,8 +115,9 @@ def _matches(pattern: dict[str, Any], v: Violation) -> bool:
 def _run_case(policies: CheckedPolicySet, case: Case, fired: Counter[str]) -> CaseResult:
     if case.error:
         return CaseResult(case.path, case.line, case.name, False, error=case.error)
+    repeats: list[Repeat] = []
     try:
-        with Engine(policies) as engine:
+        with Engine(policies, on_repeat=repeats.append) as engine:
             actual = engine.process_many(case.events)
             if case.until is not None:
                 actual += engine.advance_to(case.until)
@@ -127,6 +133,13 @@ def _run_case(policies: CheckedPolicySet, case: Case, fired: Counter[str]) -> Ca
         else:
             remaining.remove(hit)
     unexpected = [(pat, v) for pat in case.expect_absent for v in actual if _matches(pat, v)]
+    left = list(repeats)
+    for pat in case.expect_repeats:
+        rep = next((r for r in left if _matches(pat, r)), None)
+        if rep is None:
+            missing.append({"repeat": True, **pat})
+        else:
+            left.remove(rep)
     ok = not missing and not unexpected
     return CaseResult(case.path, case.line, case.name, ok, missing, unexpected, [] if ok else actual)
 
