@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import TextIO
 
+from tosengine.audit.casefile import export_html, export_json, subject_is_recorded, suggest_subjects
 from tosengine.audit.connect import database_errors
-from tosengine.audit.query import export_html, export_json, list_violations, row_json
+from tosengine.audit.query import list_violations, row_json
 from tosengine.audit.reader import AuditReader
 from tosengine.audit.verify import verify_chain
 from tosengine.cli.common import EXIT_FINDINGS, EXIT_OK, Command, db_arg, db_url, time_arg
@@ -55,6 +57,21 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
                         f"{j['action']:14} {j['id']}\n"
                     )
             return EXIT_OK
+        if not subject_is_recorded(log.engine, args.subject):
+            # Nothing on stdout: an empty document for a mistyped subject would read as "a clean record".
+            close = suggest_subjects(log.engine, args.subject)
+            names = [repr(c) for c in close]
+            hint = (
+                "did you mean " + (", ".join(names[:-1]) + " or " if len(names) > 1 else "") + names[-1] + "? "
+                if names
+                else "the audit log holds no violations yet; "
+            ) + "`tosengine audit list` shows the subjects with violations"
+            print(
+                f"tosengine: error: no violation or repeat record against subject {args.subject!r} in the audit log; "
+                + hint,
+                file=sys.stderr,
+            )
+            return EXIT_FINDINGS
         result = verify_chain(log.engine, log.key)
         if args.format == "html":
             out.write(export_html(log.engine, args.subject, result) + "\n")
