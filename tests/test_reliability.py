@@ -60,7 +60,7 @@ def test_killed_replays_resume_to_exactly_one_clean_run(tmp_path: Path) -> None:
     assert _replay(clean).wait(timeout=600) == 0
     full_time = time.monotonic() - t0
     want = _rows(clean)
-    assert len(want[0]) > 1000
+    assert len(want[0]) > 30
     rng = random.Random(20261128)
     killed_mid_run = 0
     for point in range(KILL_POINTS):

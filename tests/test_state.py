@@ -23,7 +23,7 @@ from sqlalchemy import create_engine, func, select, update
 
 from tests.support import ev, policy_set, verify
 from tosengine import Engine
-from tosengine.audit.models import Checkpoint, StateChange, ViolationRow
+from tosengine.audit.models import Checkpoint, RepeatRow, StateChange, ViolationRow
 from tosengine.runtime.snapshot import StateFormatError, unpack
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,14 +37,18 @@ def _tosengine(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _ids(out: str) -> list[str]:
+    """The ids of the violations and repeat records `replay --format json` printed."""
     return [json.loads(line)["id"] for line in out.splitlines() if line.startswith("{")]
 
 
 def _stored(url: str) -> list[str]:
+    """The ids of the violations and repeat records the audit log holds."""
     eng = create_engine(url)
     try:
         with eng.connect() as c:
-            return [str(r[0]) for r in c.execute(select(ViolationRow.id).order_by(ViolationRow.seq))]
+            return [str(r[0]) for r in c.execute(select(ViolationRow.id).order_by(ViolationRow.seq))] + [
+                str(r[0]) for r in c.execute(select(RepeatRow.id).order_by(RepeatRow.seq))
+            ]
     finally:
         eng.dispose()
 

@@ -21,6 +21,7 @@ from tosengine.violation import format_time
 
 __all__ = [
     "ENVELOPE",
+    "MAX_EVENT",
     "Event",
     "EventRecord",
     "parse_event_line",
@@ -40,6 +41,14 @@ _KNOWN = {"id", "type", "time", "subject", "source", "specversion", "data", "dat
 # Bounds that keep one event from costing unbounded memory or time; generous for real producers.
 MAX_STRING = 1 << 20
 MAX_DEPTH = 32
+# The envelope's strings are stored in columns of these sizes, on SQLite and PostgreSQL alike.
+MAX_ID = 1000  # id, subject, source
+MAX_TYPE = 400
+# Numbers must fit in 64 bits: larger integers are valid JSON, but no producer means them, and rules
+# would overflow on them (days(10**400)).
+MAX_INT = (1 << 63) - 1
+# One event, as JSON text, at most this many characters (Engine(max_event_size=...) changes it).
+MAX_EVENT = 1 << 20
 # Event times outside this range are rejected: windows and deadlines are computed by adding and
 # subtracting durations of up to years, which must not overflow.
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
@@ -56,7 +65,7 @@ ENVELOPE: tuple[tuple[str, bool], ...] = (
 )
 
 
-def _envelope_problem(ident: str, etype: str, subject: str) -> tuple[str, str] | None:
+def _envelope_problem(ident: str, etype: str, subject: str, source: str) -> tuple[str, str] | None:
     """The one place the envelope's string rules are written: (field, problem), or None if they hold."""
     if not ident:
         return "id", "must be a non-empty string"
@@ -64,6 +73,22 @@ def _envelope_problem(ident: str, etype: str, subject: str) -> tuple[str, str] |
         return "type", "must be a dotted name such as account.engagement"
     if _SUBJECT.fullmatch(subject) is None:
         return "subject", "must be kind:id, e.g. account:123"
+    if len(etype) > MAX_TYPE:
+        return "type", f"must be at most {MAX_TYPE} characters"
+    if (
+        len(ident) <= MAX_ID
+        and len(subject) <= MAX_ID
+        and len(source) <= MAX_ID
+        and "\x00" not in ident
+        and "\x00" not in subject
+        and "\x00" not in source
+    ):
+        return None  # the usual case, without the loop below
+    for name, v in (("id", ident), ("subject", subject), ("source", source)):
+        if len(v) > MAX_ID:
+            return name, f"must be at most {MAX_ID} characters"
+        if "\x00" in v:
+            return name, "must not contain the NUL character (\\u0000)"
     return None
 
 
@@ -92,8 +117,9 @@ def _encodable(s: str) -> bool:
 def _value_problem(v: Any, depth: int) -> tuple[list[str], str] | None:
     """None if a value is acceptable; else (the path to the bad part, innermost first, and the problem).
 
-    Values JSON producers should never send are refused: NaN/inf, huge strings, lone surrogates,
-    non-string keys, absurd nesting. The path is built only on the way back from a problem, so the
+    Values JSON cannot hold or producers should never send are refused: NaN/inf, integers beyond 64
+    bits, huge strings, lone surrogates, non-string keys, absurd nesting, and anything that is not a JSON
+    value (bytes, sets, tuples, objects). The path is built only on the way back from a problem, so the
     usual case (a flat object of short strings and numbers) costs one pass and no allocation.
     Recursion is bounded by MAX_DEPTH, checked before descending.
     """
@@ -106,8 +132,12 @@ def _value_problem(v: Any, depth: int) -> tuple[list[str], str] | None:
         return None
     if t is float:
         return None if math.isfinite(v) else ([], "numbers must be finite (no NaN or infinity)")
-    if t is not dict and t is not list:
+    if t is int:
+        return None if -MAX_INT - 1 <= v <= MAX_INT else ([], "integers must fit in 64 bits")
+    if t is bool or v is None:
         return None
+    if t is not dict and t is not list:
+        return [], f"not a JSON value: {t.__name__}"
     if depth >= MAX_DEPTH:
         return [], f"nested deeper than {MAX_DEPTH} levels"
     if t is dict:
@@ -120,7 +150,7 @@ def _value_problem(v: Any, depth: int) -> tuple[list[str], str] | None:
             if tx is str:  # the usual value: checked here, without a call
                 if len(x) <= MAX_STRING and (x.isascii() or _encodable(x)):
                     continue
-            elif tx is not dict and tx is not list and tx is not float:
+            elif tx is bool or x is None:
                 continue
             found = _value_problem(x, depth + 1)
             if found is not None:
@@ -196,7 +226,7 @@ class Event(BaseModel):
 
     @model_validator(mode="after")
     def _envelope(self) -> Event:
-        problem = _envelope_problem(self.id, self.type, self.subject)
+        problem = _envelope_problem(self.id, self.type, self.subject, self.source)
         if problem is not None:
             raise ValueError(f"{problem[0]}: {problem[1]}")
         if self.time.tzinfo is None:
@@ -266,7 +296,7 @@ def _validate(obj: dict[str, Any], text: str | None) -> EventRecord:
         raise EventError("time", str(exc)) from None
     if not EARLIEST <= when <= LATEST:
         raise EventError("time", f"must be between {EARLIEST.year} and {LATEST.year}")
-    problem = _envelope_problem(ident, etype, subject)
+    problem = _envelope_problem(ident, etype, subject, source)
     if problem is not None:
         raise EventError(*problem)
     specversion = obj.get("specversion")
@@ -336,13 +366,15 @@ def record_of_event(ev: Event) -> EventRecord:
     return EventRecord(fields, ev.time_text or format_time(ev.time))
 
 
-def parse_record(text: str, *, line: int | None = None) -> EventRecord:
+def parse_record(text: str, *, line: int | None = None, max_size: int = MAX_EVENT) -> EventRecord:
     """Decode one JSON Lines record and validate it; bad JSON is an EventError. The record keeps the
     text (stripped), which the audit log stores as the event's body.
 
     pydantic-core's JSON parser is about 1.7x the standard library's, refuses NaN and Infinity, lone
     surrogate escapes and runaway nesting outright.
     """
+    if len(text) > max_size:
+        raise EventError("", f"event larger than {max_size} characters", line=line)
     try:
         obj = from_json(text, allow_inf_nan=False)
     except ValueError as exc:

@@ -5,20 +5,21 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from tosengine.audit.models import PolicyVersion, ViolationRow
-from tosengine.audit.query import row_json
+from tosengine.audit.query import list_repeats, repeat_json, row_json
 from tosengine.errors import TosEngineError
 from tosengine.policy.check import check_sources
 from tosengine.policy.expr import Path, walk
 from tosengine.policy.model import Rule, Sequence
 from tosengine.policy.sources import Source
 from tosengine.policy.yaml import load_yaml
+from tosengine.text import printable
 
 __all__ = ["Explanation", "explain_violation"]
 
@@ -37,6 +38,7 @@ class Explanation:
     evidence: list[tuple[dict[str, Any], list[tuple[str, Any]]]]  # (event, [(path, value)])
     facts: list[dict[str, Any]]
     fulfilment: str  # expect: what would have fulfilled the obligation
+    repeats: list[dict[str, Any]] = field(default_factory=list)  # what its once_per window suppressed
 
     def render(self) -> str:
         """The explanation as text for a person."""
@@ -62,12 +64,18 @@ class Explanation:
             out.append(f"  {ev.get('id')}  {ev.get('type')}  {ev.get('time')}  {ev.get('subject')}")
             for path, value in fields:
                 out.append(f"      {path} = {json.dumps(value, ensure_ascii=False)}")
+        for r in self.repeats:
+            out += [
+                "",
+                f"and {r['count']} more time(s) between {r['first']} and {r['last']} (repeat record "
+                f"{r['id']}, window closed {r['time']}): evidence {', '.join(r['evidence'])}",
+            ]
         if self.facts:
             out += ["", "derived facts in the chain:"]
             for f in self.facts:
                 data = f" data={json.dumps(f['data'], ensure_ascii=False)}" if f.get("data") else ""
                 out.append(f"  {f['type']} from {f['rule']} about {f['subject']} at {f['time']}{data}  ({f['id']})")
-        return "\n".join(out)
+        return "\n".join(printable(line) for line in out)
 
 
 def _reads(rule: Rule) -> dict[str, set[tuple[str, ...]]]:
@@ -148,4 +156,5 @@ def explain_violation(engine: Engine, violation_id: str) -> Explanation:
             f"{v['subject']}, later than {after.get('id')}, at or before the deadline, where\n"
             f"  {' '.join(str(body.get('fulfilled_by')).split())}" + (f"\n  with {values}" if values else "")
         )
-    return Explanation(v, kind, conditions, evidence, list(v["detail"].get("facts", [])), fulfilment)
+    repeats = [repeat_json(r) for r in list_repeats(engine, repeat_of=violation_id)]
+    return Explanation(v, kind, conditions, evidence, list(v["detail"].get("facts", [])), fulfilment, repeats)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-__all__ = ["Repeat", "Violation", "evidence_key", "format_time", "repeat_id", "violation_id"]
+__all__ = ["Repeat", "RuleFailure", "Violation", "evidence_key", "format_time", "repeat_id", "violation_id"]
 
 
 def format_time(t: datetime) -> str:
@@ -121,3 +121,14 @@ class Repeat:
             "evidence": list(self.evidence),
             "evidence_sources": list(self.evidence_sources),
         }
+
+
+@dataclass(frozen=True)
+class RuleFailure:
+    """An error raised while one rule judged one item (an evaluation error): the rule, the event behind
+    the item, and what failed. The other rules judged the item as usual; the audit log records it once."""
+
+    rule: str
+    source: str
+    event_id: str
+    error: str

@@ -21,7 +21,7 @@ from typing import Any
 from pydantic_core import to_json
 from sqlalchemy import Connection, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, SQLAlchemyError
 
 from tosengine._version import __version__
 from tosengine.audit.chain import GENESIS, HASHED, HASHED_REPEATS, link_hash
@@ -30,6 +30,7 @@ from tosengine.audit.migrate import upgrade_database
 from tosengine.audit.models import (
     AcceptedEvent,
     ChainHead,
+    EvaluationErrorRow,
     Meta,
     PolicyVersion,
     RejectedEvent,
@@ -41,7 +42,7 @@ from tosengine.audit.models import Checkpoint as CheckpointRow
 from tosengine.errors import AuditError, EventError
 from tosengine.events import EventRecord
 from tosengine.policy.model import CheckedPolicySet
-from tosengine.violation import Repeat, Violation, format_time
+from tosengine.violation import Repeat, RuleFailure, Violation, format_time
 
 __all__ = ["AuditError", "AuditLog", "Batch", "Checkpoint", "StoredCheckpoint", "audit_key"]
 
@@ -74,10 +75,17 @@ class Batch:
     repeats: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[dict[str, Any]] = field(default_factory=list)
     state_changes: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(
-            self.policies or self.events or self.violations or self.repeats or self.rejected or self.state_changes
+            self.policies
+            or self.events
+            or self.violations
+            or self.repeats
+            or self.rejected
+            or self.state_changes
+            or self.errors
         )
 
     def extend(self, later: Batch) -> None:
@@ -88,6 +96,7 @@ class Batch:
         self.repeats += later.repeats
         self.rejected += later.rejected
         self.state_changes += later.state_changes
+        self.errors += later.errors
 
 
 @dataclass(frozen=True)
@@ -130,6 +139,21 @@ def _sqlite_time(t: datetime, text: str = "") -> str:
 
 def _json(v: Any) -> str:
     return json.dumps(v, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def _text(v: str) -> str:
+    """Text as it can be stored anywhere (PostgreSQL holds no NUL): NUL written as the escape \\u0000."""
+    return v.replace("\x00", "\\u0000") if "\x00" in v else v
+
+
+def _fit(v: str, size: int = 1000) -> str:
+    """Text for a column of `size` characters: NUL escaped, and a longer value cut, with a hash of the
+    whole so that different values stay different (the full value is in the row's evidence or raw)."""
+    v = _text(v)
+    if len(v) <= size:
+        return v
+    digest = hashlib.sha256(v.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+    return f"{v[: size - 34]}...sha256:{digest}"
 
 
 class AuditLog:
@@ -199,7 +223,11 @@ class AuditLog:
         return len(q.events) + len(q.violations) + len(q.repeats) + len(q.rejected)
 
     def record(
-        self, event: EventRecord | None, violations: Iterable[Violation], repeats: Iterable[Repeat] = ()
+        self,
+        event: EventRecord | None,
+        violations: Iterable[Violation],
+        repeats: Iterable[Repeat] = (),
+        errors: Iterable[RuleFailure] = (),
     ) -> None:
         """Queue an accepted event (stored as the JSON text it came as, if any), the violations it caused and
         the repeat records of the once_per windows it closed."""
@@ -228,11 +256,11 @@ class AuditLog:
                     "rule": v.rule,
                     "policy_version": v.policy_version,
                     "clause": v.clause,
-                    "subject": v.subject,
-                    "key": v.key or v.subject,
+                    "subject": _fit(v.subject),
+                    "key": _fit(v.key or v.subject),
                     "severity": v.severity,
                     "action": v.action,
-                    "message": v.message,
+                    "message": _text(v.message),
                     "time": _utc(v.time),
                     "evidence": _json(list(v.evidence)),
                     "evidence_events": _json([self.mask(e) for e in v.evidence_events]),
@@ -248,6 +276,10 @@ class AuditLog:
                     "engine_version": ENGINE_VERSION,
                 }
             )
+        for e in errors:
+            self._queued.errors.append(
+                {"rule": e.rule, "source": _fit(e.source), "event_id": _fit(e.event_id), "error": _text(e.error)}
+            )
         for r in repeats:
             self._queued.repeats.append(
                 {
@@ -255,8 +287,8 @@ class AuditLog:
                     "repeat_of": r.repeat_of,
                     "policy": r.policy,
                     "rule": r.rule,
-                    "subject": r.subject,
-                    "key": r.key,
+                    "subject": _fit(r.subject),
+                    "key": _fit(r.key),
                     "count": r.count,
                     "time": _utc(r.time),
                     "first": _utc(r.first),
@@ -268,16 +300,18 @@ class AuditLog:
             )
 
     def reject(self, raw: str, error: EventError, origin: str = "api") -> None:
-        """Queue a rejected input line (the dead letter) with its reason."""
-        self._queued.rejected.append(
-            {
-                "origin": origin,
-                "line": error.line,
-                "field": error.field,
-                "reason": error.problem,
-                "raw": raw[:1_000_000],
-            }
-        )
+        """Queue a rejected input line (the dead letter) with its reason; the same rejection again (a replay
+        of the same file) adds no row."""
+        row = {
+            "origin": _fit(origin),
+            "line": error.line,
+            "field": _fit(error.field),
+            "reason": _text(error.problem),
+            "raw": _text(raw[:1_000_000]),
+        }
+        blob = _json([row["origin"], row["line"], row["field"], row["reason"], row["raw"]])
+        row["digest"] = hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()
+        self._queued.rejected.append(row)
 
     def note_state_change(self, what: str, detail: dict[str, Any]) -> None:
         """Queue a record of something that happened to the partition's state (e.g. rules dropped)."""
@@ -306,7 +340,36 @@ class AuditLog:
 
     def write(self, batch: Batch, checkpoint: Checkpoint | None = None) -> None:
         """Write a batch, and the checkpoint that covers it, in one transaction; AuditError on failure
-        (nothing of it is written then)."""
+        (nothing of it is written then).
+
+        A row the database refuses for its data (DataError: validation should let none through) must not
+        block the others: the batch is then written row by row, and a refused row goes to the dead letter
+        with the database's reason."""
+        try:
+            self._write(batch, checkpoint)
+        except AuditError as exc:
+            if not isinstance(exc.__cause__, DataError):
+                raise
+            self._write_apart(batch, checkpoint)
+
+    def _write_apart(self, batch: Batch, checkpoint: Checkpoint | None) -> None:
+        parts = ("policies", "events", "rejected", "errors", "violations", "repeats", "state_changes")
+        for part in parts:
+            for row in getattr(batch, part):
+                one = Batch(**{part: [row]})
+                try:
+                    self._write(one, None)
+                except AuditError as exc:
+                    if not isinstance(exc.__cause__, DataError):
+                        raise
+                    reason = f"the database refused this {part} row: {str(exc.__cause__).splitlines()[0]}"
+                    raw = _json(row if isinstance(row, dict) else list(row))
+                    refused = EventError("", reason)
+                    self.reject(raw, refused, origin=f"audit:{part}")
+                    self._write(Batch(rejected=[self._queued.rejected.pop()]), None)
+        self._write(Batch(), checkpoint)
+
+    def _write(self, batch: Batch, checkpoint: Checkpoint | None) -> None:
         if not batch and checkpoint is None:
             return
         now = datetime.now(UTC)
@@ -319,7 +382,15 @@ class AuditLog:
                     at = _sqlite_time(now) if self._sqlite else now
                     conn.exec_driver_sql(self._insert_events, [(*e, at) for e in batch.events])
                 if batch.rejected:
-                    conn.execute(insert(RejectedEvent), [{**r, "recorded_at": now} for r in batch.rejected])
+                    conn.execute(
+                        self._insert_ignore(RejectedEvent, ["digest"]),
+                        [{**r, "recorded_at": now} for r in batch.rejected],
+                    )
+                if batch.errors:
+                    conn.execute(
+                        self._insert_ignore(EvaluationErrorRow, ["rule", "source", "event_id"]),
+                        [{**r, "recorded_at": now} for r in batch.errors],
+                    )
                 if batch.violations:
                     self._append_chained(conn, ViolationRow, "violations", HASHED, batch.violations, now)
                 if batch.repeats:

@@ -12,6 +12,7 @@ __all__ = [
     "Base",
     "ChainHead",
     "Checkpoint",
+    "EvaluationErrorRow",
     "Meta",
     "PolicyVersion",
     "RejectedEvent",
@@ -92,6 +93,22 @@ class RejectedEvent(Base):
     field: Mapped[str] = mapped_column(String(1000))
     reason: Mapped[str] = mapped_column(Text)
     raw: Mapped[str] = mapped_column(Text)
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    digest: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)  # of origin, line, raw, reason
+
+
+class EvaluationErrorRow(Base):
+    """An error raised while one rule judged one event; the other rules judged it as usual. Once per
+    (rule, source, event id)."""
+
+    __tablename__ = "evaluation_errors"
+    __table_args__ = (UniqueConstraint("rule", "source", "event_id"),)
+
+    seq: Mapped[int] = mapped_column(Seq, primary_key=True, autoincrement=True)
+    rule: Mapped[str] = mapped_column(String(400))
+    source: Mapped[str] = mapped_column(String(1000))
+    event_id: Mapped[str] = mapped_column(String(1000))
+    error: Mapped[str] = mapped_column(Text)
     recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 

@@ -9,10 +9,10 @@ from typing import TextIO
 
 from tosengine.audit.casefile import export_html, export_json, subject_is_recorded, suggest_subjects
 from tosengine.audit.connect import database_errors
-from tosengine.audit.query import list_violations, row_json
+from tosengine.audit.query import list_repeats, list_violations, repeat_json, row_json
 from tosengine.audit.reader import AuditReader
 from tosengine.audit.verify import verify_chain
-from tosengine.cli.common import EXIT_FINDINGS, EXIT_OK, Command, db_arg, db_url, time_arg
+from tosengine.cli.common import EXIT_FINDINGS, EXIT_OK, Command, db_arg, db_url, printable, time_arg
 
 __all__ = ["AUDIT"]
 
@@ -26,6 +26,7 @@ def _arguments(a: argparse.ArgumentParser) -> None:
     al.add_argument("--since", type=time_arg, metavar="TIME", help="only violations at or after TIME")
     al.add_argument("--limit", type=int, metavar="N", help="at most N violations")
     al.add_argument("--format", choices=("table", "json"), default="table")
+    al.add_argument("--no-repeats", action="store_true", help="leave out the repeat records (once_per windows)")
     av = asub.add_parser("verify", help="check the hash chain; exit 0 intact, 1 naming the first bad row")
     db_arg(av)
     ae = asub.add_parser("export", help="the case file of one subject: violations, clauses, evidence, chain check")
@@ -42,9 +43,9 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
             print(result.describe(), file=out)
             return EXIT_OK if result.ok else EXIT_FINDINGS
         if args.audit_command == "list":
-            rows = list_violations(
-                log.engine, subject=args.subject, policy=args.policy, since=args.since, limit=args.limit
-            )
+            filters = {"subject": args.subject, "policy": args.policy, "since": args.since, "limit": args.limit}
+            rows = list_violations(log.engine, **filters)
+            repeats = list_repeats(log.engine, **filters) if not args.no_repeats else []
             if args.format == "table":
                 out.write(f"{'TIME':24} {'RULE':48} {'SUBJECT':28} {'SEVERITY':8} {'ACTION':14} ID\n")
             for r in rows:
@@ -53,8 +54,18 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
                     out.write(json.dumps(j, ensure_ascii=False) + "\n")
                 else:
                     out.write(
-                        f"{j['time']:24} {j['rule']:48} {j['subject']:28} {j['severity']:8} "
+                        f"{j['time']:24} {j['rule']:48} {printable(j['subject']):28} {j['severity']:8} "
                         f"{j['action']:14} {j['id']}\n"
+                    )
+            for rr in repeats:
+                j = repeat_json(rr)
+                if args.format == "json":
+                    out.write(json.dumps(j, ensure_ascii=False) + "\n")
+                else:
+                    more = f"+{j['count']} more"
+                    out.write(
+                        f"{j['time']:24} {j['rule']:48} {printable(j['subject']):28} {'repeat':8} {more:14} "
+                        f"of {j['repeat_of']} ({j['first']}..{j['last']})\n"
                     )
             return EXIT_OK
         if not subject_is_recorded(log.engine, args.subject):

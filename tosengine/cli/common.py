@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import TextIO
 
 from tosengine.events import parse_time
+from tosengine.text import printable
 from tosengine.violation import Repeat, Violation, format_time
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "policies_dir",
     "print_repeat",
     "print_violation",
+    "printable",
     "time_arg",
 ]
 
@@ -74,7 +76,9 @@ def print_repeat(r: Repeat, fmt: str, out: TextIO) -> None:
         out.write(json.dumps(r.to_json(), ensure_ascii=False) + "\n")
     else:
         more = f"+{r.count} more ({format_time(r.first)}..{format_time(r.last)})"
-        out.write(f"{format_time(r.time):24} {r.rule:48} {r.subject:28} {'repeat':8} {more:14} of {r.repeat_of}\n")
+        out.write(
+            f"{format_time(r.time):24} {r.rule:48} {printable(r.subject):28} {'repeat':8} {more:14} of {r.repeat_of}\n"
+        )
 
 
 def print_violation(v: Violation, fmt: str, out: TextIO) -> None:
@@ -82,6 +86,7 @@ def print_violation(v: Violation, fmt: str, out: TextIO) -> None:
     if fmt == "json":
         out.write(json.dumps(v.to_json(), ensure_ascii=False) + "\n")
     else:
+        evidence = printable(",".join(v.evidence))
         out.write(
-            f"{format_time(v.time):24} {v.rule:48} {v.subject:28} {v.severity:8} {v.action:14} {','.join(v.evidence)}\n"
+            f"{format_time(v.time):24} {v.rule:48} {printable(v.subject):28} {v.severity:8} {v.action:14} {evidence}\n"
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterator, Sequence
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 from tosengine.audit.log import AuditLog
 from tosengine.cli.common import (
@@ -18,6 +18,7 @@ from tosengine.cli.common import (
     policies_dir,
     print_repeat,
     print_violation,
+    printable,
     time_arg,
 )
 from tosengine.errors import EventError, PolicyError
@@ -55,21 +56,32 @@ def _arguments(r: argparse.ArgumentParser) -> None:
     )
 
 
-def _lines(files: Sequence[str]) -> Iterator[tuple[str, int, bytes]]:
-    """(file, line number, raw bytes) for every line of every input."""
+def _lines(files: Sequence[str], limit: int) -> Iterator[tuple[str, int, bytes, bool]]:
+    """(file, line number, raw bytes, whether the line was longer than `limit` bytes) for every line of
+    every input; a longer line is read past, not held (its first `limit` bytes are what is kept)."""
     for name in files:
         if name == "-":
-            for n, raw in enumerate(sys.stdin.buffer, 1):
-                yield "<stdin>", n, raw
+            yield from _read("<stdin>", sys.stdin.buffer, limit)
         else:
             with open(name, "rb") as fh:
-                for n, raw in enumerate(fh, 1):
-                    yield name, n, raw
+                yield from _read(name, fh, limit)
+
+
+def _read(label: str, stream: BinaryIO, limit: int) -> Iterator[tuple[str, int, bytes, bool]]:
+    n = 0
+    while raw := stream.readline(limit + 1):
+        n += 1
+        if len(raw) <= limit or raw.endswith(b"\n"):
+            yield label, n, raw, len(raw.rstrip(b"\r\n")) > limit
+            continue
+        while (rest := stream.readline(1 << 20)) and not rest.endswith(b"\n"):
+            pass  # the rest of an over-long line, dropped
+        yield label, n, raw, True
 
 
 def _rejected(origin: str, number: int, _text: str, exc: EventError) -> None:
     field = f"field `{exc.field}`: " if exc.field else ""
-    print(f"{origin}:{number}: rejected: {field}{exc.problem}", file=sys.stderr)
+    print(printable(f"{origin}:{number}: rejected: {field}{exc.problem}"), file=sys.stderr)
 
 
 def _run(args: argparse.Namespace, out: TextIO) -> int:
@@ -120,7 +132,15 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         if args.format == "table" and not args.summary:
             out.write(f"{'TIME':24} {'RULE':48} {'SUBJECT':28} {'SEVERITY':8} {'ACTION':14} EVIDENCE\n")
         try:
-            for name, n, raw in _lines(args.files):
+            for name, n, raw, too_long in _lines(args.files, engine.max_event_size):
+                if too_long:
+                    ingest.reject(
+                        name,
+                        n,
+                        raw[:1000].decode("utf-8", "backslashreplace") + "...",
+                        EventError("", f"line longer than {engine.max_event_size} bytes"),
+                    )
+                    continue
                 ingest.add(name, n, raw)
             ingest.finish(args.until)
         except OSError as exc:
@@ -169,13 +189,14 @@ class _Summary:
         for rank in range(len(ACTIONS) - 1, -1, -1):
             subjects = sorted(s for s, (r, _) in self.strongest.items() if r == rank)
             if subjects:
-                out.write(f"  {ACTIONS[rank]:15} {', '.join(subjects)}\n")
+                out.write(f"  {ACTIONS[rank]:15} {printable(', '.join(subjects))}\n")
         if db is not None and self.strongest:
             top = max(self.strongest, key=lambda s: (self.strongest[s][0], s))
             flag = "" if db == default_db else f" --db {db}"
+            shown = printable(top)
             out.write(
-                f"\nnext:\n  tosengine audit list --subject {top}{flag}\n"
-                f"  tosengine audit export --subject {top} --format html{flag} > case.html\n"
+                f"\nnext:\n  tosengine audit list --subject {shown}{flag}\n"
+                f"  tosengine audit export --subject {shown} --format html{flag} > case.html\n"
                 f"  tosengine explain {self.strongest[top][1]}{flag}\n"
                 f"  tosengine audit verify{flag}\n"
             )

@@ -641,6 +641,9 @@ SET_PASSES: tuple[tuple[str, Callable[[SetContext], None]], ...] = (
 
 
 def _check_file(source: Source, diags: list[Diagnostic]) -> Policy | None:
+    if source.problem:
+        diags.append(Diagnostic(source.path, Span(1, 1), "unsafe-file", f"not read: {source.problem}"))
+        return None
     lines = source.text.splitlines()
     try:
         doc = load_yaml(source.text)
@@ -659,6 +662,15 @@ def _check_file(source: Source, diags: list[Diagnostic]) -> Policy | None:
     return draft.finish(source) if len(diags) == before else None
 
 
+def _check_file_safely(source: Source, diags: list[Diagnostic]) -> Policy | None:
+    """_check_file, with a file too deeply nested for the checker's recursion reported, not raised."""
+    try:
+        return _check_file(source, diags)
+    except RecursionError:
+        diags.append(Diagnostic(source.path, Span(1, 1), "limit", "the file nests expressions too deeply to check"))
+        return None
+
+
 def check_sources(
     sources: list[Source], schemas: list[Source] | None = None
 ) -> tuple[CheckedPolicySet | None, list[Diagnostic]]:
@@ -669,7 +681,7 @@ def check_sources(
     diags: list[Diagnostic] = []
     # Rule order is part of the semantics (the order derived facts are queued): always by path.
     ordered = sorted(sources, key=lambda s: s.path)
-    policies = [p for p in (_check_file(s, diags) for s in ordered) if p is not None]
+    policies = [p for p in (_check_file_safely(s, diags) for s in ordered) if p is not None]
     # Passes across files run on the policies that passed on their own, so one broken file does not
     # hide a cycle elsewhere.
     sc = SetContext(ordered, policies, diags, schemas)

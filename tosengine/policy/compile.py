@@ -145,7 +145,9 @@ def _atom(e: Expr, root: str) -> Atom | None:
 
 
 def _atom_cost(a: Atom) -> int:
-    return len(a[2]) if a[1] == "notin" else 1
+    # Each value of `in` is a branch of an $or, and durable_rules counts every branch against its limits
+    # (it hangs creating a ruleset with 513 of them): a long list is checked in Python instead.
+    return len(a[2]) if a[1] in ("in", "notin") else 1
 
 
 def _types(conjuncts: list[Expr], root: str) -> frozenset[str] | None:

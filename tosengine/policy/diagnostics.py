@@ -26,6 +26,7 @@ CODES: dict[str, str] = {
     "fact-cycle": "derived facts feed back into the rules that derive them",
     "mixed-item": "one condition refers to both event.* and fact.*",
     "limit": "a policy exceeds a fixed limit of the engine",
+    "unsafe-file": "a file in the policy directory is a symbolic link or lies outside it, and is not read",
 }
 
 

@@ -131,7 +131,8 @@ _TOKEN = re.compile(
 _KEYWORDS = {"and", "or", "not", "in", "true", "false", "null"}
 _ESCAPES = {"n": "\n", "t": "\t", "\\": "\\", '"': '"', "'": "'"}
 MAX_LENGTH = 4000
-MAX_DEPTH = 64
+MAX_DEPTH = 64  # nesting, and operands in a row (`a + b + c ...` nests as deep as it is long)
+MAX_DIGITS = 18  # a number literal fits in 64 bits
 
 
 @dataclass(frozen=True)
@@ -217,16 +218,26 @@ class _Parser:
     def or_(self) -> Expr:
         self.enter()
         left = self.and_()
+        n = 0
         while self.at("or"):
             tok = self.take()
+            n = self.chained(n, tok)
             left = Binary("or", left, self.and_(), self.span(tok))
         self.depth -= 1
         return left
 
+    def chained(self, n: int, tok: _Tok) -> int:
+        """One more operand in a row: a chain nests as deep as it is long, so it is bounded like nesting."""
+        if n + 1 >= MAX_DEPTH:
+            raise ExprSyntaxError(f"more than {MAX_DEPTH} operands in a row", tok.offset)
+        return n + 1
+
     def and_(self) -> Expr:
         left = self.not_()
+        n = 0
         while self.at("and"):
             tok = self.take()
+            n = self.chained(n, tok)
             left = Binary("and", left, self.not_(), self.span(tok))
         return left
 
@@ -252,8 +263,10 @@ class _Parser:
 
     def additive(self) -> Expr:
         left = self.unary()
+        n = 0
         while self.at("+", "-"):
             tok = self.take()
+            n = self.chained(n, tok)
             left = Binary(tok.text, left, self.unary(), self.span(tok))
         return left
 
@@ -271,6 +284,8 @@ class _Parser:
         sp = self.span(tok)
         if tok.kind == "number":
             self.take()
+            if len(tok.text.replace(".", "")) > MAX_DIGITS:
+                raise ExprSyntaxError(f"a number of more than {MAX_DIGITS} digits", tok.offset)
             return Lit(float(tok.text) if "." in tok.text else int(tok.text), sp)
         if tok.kind == "duration":
             self.take()

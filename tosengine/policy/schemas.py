@@ -53,6 +53,9 @@ def load_schemas(sources: Iterable[Source]) -> tuple[EventSchemas | None, list[D
     seen = False
     for src in sources:
         seen = True
+        if src.problem:
+            diags.append(Diagnostic(src.path, Span(1, 1), "unsafe-file", f"not read: {src.problem}"))
+            continue
         try:
             doc = load_yaml(src.text)
         except YamlError as exc:

@@ -133,10 +133,19 @@ def load_yaml(text: str) -> Located:
         raise YamlError("yaml-syntax", str(what), span) from None
     except yaml.YAMLError as exc:
         raise YamlError("yaml-syntax", str(exc), Span(1, 1)) from None
+    except RecursionError:
+        raise YamlError("limit", "the file nests lists or mappings too deeply", Span(1, 1)) from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python reads
+        raise YamlError("limit", f"a value cannot be read: {exc}", Span(1, 1)) from None
     finally:
         loader.dispose()
     out = Located(None)
     if node is None:
         return out
-    out.value = _convert(node, (), out)
+    try:
+        out.value = _convert(node, (), out)
+    except RecursionError:
+        raise YamlError("limit", "the file nests lists or mappings too deeply", Span(1, 1)) from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python reads
+        raise YamlError("limit", f"a value cannot be read: {exc}", _value_span(node)) from None
     return out

@@ -22,7 +22,7 @@ from typing import Any
 
 from tosengine.audit.log import AuditLog, Checkpoint
 from tosengine.errors import AuditError, EventError, TosEngineError
-from tosengine.events import Event, EventRecord, parse_record, validate_record
+from tosengine.events import MAX_EVENT, Event, EventRecord, parse_record, validate_record
 from tosengine.policy.check import check_policy_set, check_sources
 from tosengine.policy.compile import Plan
 from tosengine.policy.model import CheckedPolicySet
@@ -37,18 +37,22 @@ from tosengine.violation import Repeat, Violation
 
 LOG = logging.getLogger("tosengine")
 
-__all__ = ["SMOKE_TEST_TIMEOUT", "Engine", "EventInput"]
+__all__ = ["MAX_CLOCK_LEAD", "SMOKE_TEST_TIMEOUT", "Engine", "EventInput"]
 
 # Seconds the load-time smoke test of the compiled rulesets may take before the set is refused.
 SMOKE_TEST_TIMEOUT = 30.0
+# How far ahead of the event-time clock an event may be (Engine(max_clock_lead=...)): a quarter of a
+# year of silence is allowed; a date in another century is not.
+MAX_CLOCK_LEAD = timedelta(days=90)
 
 # What process() takes: an Event, a decoded JSON object, or one event's JSON text.
 EventInput = Event | dict[str, Any] | str
 
 
-def validate_input(event: EventInput) -> EventRecord:
-    """The validated record of an event given as an Event, a decoded JSON object or its JSON text."""
-    return parse_record(event) if isinstance(event, str) else validate_record(event)
+def validate_input(event: EventInput, max_size: int = MAX_EVENT) -> EventRecord:
+    """The validated record of an event given as an Event, a decoded JSON object or its JSON text (of at
+    most `max_size` characters)."""
+    return parse_record(event, max_size=max_size) if isinstance(event, str) else validate_record(event)
 
 
 class Engine:
@@ -80,6 +84,8 @@ class Engine:
         partition: str | None = None,
         checkpoint_every: int = 20_000,
         on_repeat: Callable[[Repeat], None] | None = None,
+        max_clock_lead: timedelta | None = MAX_CLOCK_LEAD,
+        max_event_size: int = MAX_EVENT,
     ) -> None:
         self._smoke_timeout = smoke_test
         self._options = StateOptions(dedupe_window, max_partials_per_key)
@@ -90,6 +96,10 @@ class Engine:
         self._commit = threading.Lock()  # one transaction at a time, in order (group commit)
         self._closed = False
         # The partition this engine runs: as given, else the AuditLog's, else "" (the only one).
+        # An event further ahead of the clock than this is refused: one mistyped year would lapse every
+        # obligation of every subject at once (docs/reliability.md). None: no bound.
+        self.max_clock_lead = max_clock_lead
+        self.max_event_size = max_event_size
         self.partition = partition if partition is not None else audit.partition if isinstance(audit, AuditLog) else ""
         self.checkpoint_every = checkpoint_every
         self._queued = 0  # rows handed to the audit log so far
@@ -200,15 +210,15 @@ class Engine:
         the audit log as that text (unless a policy marks a path sensitive, when it is masked).
         """
         try:
-            record = validate_input(event)
+            record = validate_input(event, self.max_event_size)
+            with self._lock:
+                self._check_open()
+                out = self._accept(record, None)
+                ticket = self._queued
         except EventError as exc:
             self.reject(event, exc)
             self._make_durable()
             raise
-        with self._lock:
-            self._check_open()
-            out = self._accept(record, None)
-            ticket = self._queued
         self._make_durable(ticket)
         return out
 
@@ -223,12 +233,12 @@ class Engine:
         in `events`, the input and the error, nothing is recorded for it, and processing goes on.
         """
         out: list[Violation] = []
-        batch: list[EventRecord] = []
+        batch: list[tuple[int, EventInput, EventRecord]] = []
         for pos, event in enumerate(events):
             try:
-                batch.append(validate_input(event))
+                batch.append((pos, event, validate_input(event, self.max_event_size)))
             except EventError as exc:
-                out.extend(self._accept_batch(batch))  # in order: what came before, then the error
+                out.extend(self._accept_batch(batch, on_error))  # in order: what came before, then the error
                 batch = []
                 if on_error is None:
                     self.reject(event, exc)
@@ -237,11 +247,11 @@ class Engine:
                 on_error(pos, event, exc)
                 continue
             if len(batch) == BATCH:
-                out.extend(self._accept_batch(batch))
+                out.extend(self._accept_batch(batch, on_error))
                 batch = []
                 if self._audit is not None and self._audit.queued() >= self._audit.batch_size:
                     self._make_durable()  # commit as the batch fills: memory stays bounded
-        out.extend(self._accept_batch(batch))
+        out.extend(self._accept_batch(batch, on_error))
         self._make_durable()
         return out
 
@@ -314,7 +324,11 @@ class Engine:
 
     # ------------------------------------------------------------------ accept, then audit
 
-    def _accept_batch(self, batch: list[EventRecord]) -> list[Violation]:
+    def _accept_batch(
+        self,
+        batch: list[tuple[int, EventInput, EventRecord]],
+        on_error: Callable[[int, EventInput, EventError], None] | None,
+    ) -> list[Violation]:
         """Accept validated events in order, matching them all first: the matcher is stateless, so an
         event's matches do not depend on the events before it (a redelivery's are simply unused)."""
         if not batch:
@@ -322,18 +336,53 @@ class Engine:
         out: list[Violation] = []
         with self._lock:
             self._check_open()
-            fired = self._program.matcher.match_many("event", [r.fields for r in batch])
-            for record, tids in zip(batch, fired, strict=True):
-                out.extend(self._accept(record, tids))
+            fired = self._program.matcher.match_many("event", [r.fields for _, _, r in batch])
+            for (pos, event, record), tids in zip(batch, fired, strict=True):
+                try:
+                    out.extend(self._accept(record, tids))
+                except EventError as exc:  # refused by the engine (too far ahead of the clock)
+                    if on_error is None:
+                        self.reject(event, exc)
+                        raise
+                    on_error(pos, event, exc)
         return out
 
     def _accept(self, record: EventRecord, fired: list[int] | None) -> list[Violation]:
-        """One valid event through the pipeline (the lock is held), its results queued for the audit log."""
+        """One valid event through the pipeline (the lock is held), its results queued for the audit log.
+        EventError if the event is too far ahead of the clock (then nothing changed)."""
+        now = self._state.clock.now
+        if now is not None and self.max_clock_lead is not None and record.time - now > self.max_clock_lead:
+            raise EventError(
+                "time",
+                f"{record.time_text} is more than {self.max_clock_lead.days} days ahead of the "
+                f"event-time clock ({now.isoformat()}): refused, so it cannot lapse every open "
+                "deadline at once (Engine(max_clock_lead=...) allows more)",
+            )
         if self._audit is not None and self._recorded_before(record):
             self._state.counts["duplicates"] += 1
             return []
-        outcome = self._pipeline.accept(self._state, record, fired)
+        try:
+            outcome = self._pipeline.accept(self._state, record, fired)
+        except TosEngineError:
+            raise
+        except Exception as exc:  # a defect of tosengine's own: say so, never a bare Python error
+            raise TosEngineError(
+                f"internal error processing event {record.id!r} from {record.source!r}: {type(exc).__name__}: {exc}"
+            ) from exc
         if outcome is None:
+            return []
+        if outcome.conflict:
+            if self._audit is not None:
+                text = record.text if record.text is not None else json.dumps(record.evidence(), default=str)
+                self._audit.reject(
+                    text,
+                    EventError(
+                        "id",
+                        "a copy of an event already processed (same source and "
+                        "id) with a different body: not processed again",
+                    ),
+                )
+                self._queued += 1
             return []
         self._changed += 1
         return self._hand_over(record, outcome)
@@ -342,8 +391,8 @@ class Engine:
         """Queue what one call produced for the audit log (the lock is held); repeat records also go to
         `on_repeat`. The violations are returned to the caller once the rows are durable."""
         if self._audit is not None:
-            self._audit.record(record, outcome.violations, outcome.repeats)
-            self._queued += (record is not None) + len(outcome.violations) + len(outcome.repeats)
+            self._audit.record(record, outcome.violations, outcome.repeats, outcome.errors)
+            self._queued += (record is not None) + len(outcome.violations) + len(outcome.repeats) + len(outcome.errors)
         if self.on_repeat is not None:
             for r in outcome.repeats:
                 self.on_repeat(r)

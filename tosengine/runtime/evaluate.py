@@ -141,11 +141,11 @@ def _sub(a: Any, b: Any) -> Any:
 
 def _duration(unit: str) -> Callable[[Any], Any]:
     def make(n: Any) -> Any:
-        if _kind(n) != "num" or not math.isfinite(n):
+        if _kind(n) != "num":
             return MISSING
         try:
-            return timedelta(**{unit: n})
-        except OverflowError:
+            return timedelta(**{unit: n}) if math.isfinite(n) else MISSING
+        except (OverflowError, ValueError):  # beyond what a duration can hold
             return MISSING
 
     return make
@@ -171,6 +171,13 @@ _UNARY_FUNCS: dict[str, Callable[[Any], Any]] = {
     "hours": _duration("hours"),
     "minutes": _duration("minutes"),
 }
+
+
+def _string_set(e: Expr) -> frozenset[str] | None:
+    """The values of a list literal of strings only (a named list included), else None."""
+    if isinstance(e, ListLit) and e.items and all(isinstance(i, Lit) and isinstance(i.value, str) for i in e.items):
+        return frozenset(str(i.value) for i in e.items if isinstance(i, Lit))
+    return None
 
 
 def compile_expr(e: Expr) -> Fn:
@@ -201,7 +208,12 @@ def compile_expr(e: Expr) -> Fn:
 
         def neg(env: Env) -> Any:
             v = f(env)
-            return -v if _kind(v) in ("num", "duration") else MISSING
+            if _kind(v) not in ("num", "duration"):
+                return MISSING
+            try:
+                return -v
+            except OverflowError:  # -timedelta.min
+                return MISSING
 
         return neg
     if isinstance(e, Call):
@@ -229,6 +241,11 @@ def compile_expr(e: Expr) -> Fn:
         return lambda env: _eq(left(env), right(env))
     if op == "!=":
         return lambda env: not _eq(left(env), right(env))
+    strings = _string_set(e.right)
+    if op == "in" and strings is not None:  # `x in [...strings]`: a set lookup (only a string equals a string)
+        return lambda env: type(v := left(env)) is str and v in strings
+    if op == "not in" and strings is not None:
+        return lambda env: not (type(v := left(env)) is str and v in strings)
     if op == "in":
         return lambda env: _in(left(env), right(env))
     if op == "not in":

@@ -40,8 +40,9 @@ class Redelivery:
     def __init__(self, window: timedelta) -> None:
         self.window = window
         # Keyed by one string per (source, id), not a tuple of two: 1,000,000 identities inside the
-        # window cost about 100 MB less (see identity()).
-        self.seen: dict[str, datetime] = {}
+        # window cost about 100 MB less (see identity()). The value: the first copy's time, and a CRC-32 of
+        # its body, so a copy with another body is told apart (a conflict to record, not a silent drop).
+        self.seen: dict[str, tuple[datetime, int]] = {}
         # Identities in arrival order: forgetting walks from the front (an out-of-order late pair may
         # wait behind newer ones; only memory, never the duplicate check, depends on that).
         self.order: deque[str] = deque()
@@ -49,11 +50,16 @@ class Redelivery:
     def is_duplicate(self, key: str, now: datetime | None) -> bool:
         """Seen before, and the clock has not passed that time + the window (docs/semantics.md)."""
         first = self.seen.get(key)
-        return first is not None and (now is None or now <= first + self.window)
+        return first is not None and (now is None or now <= first[0] + self.window)
 
-    def remember(self, key: str, time: datetime) -> None:
-        """Note a processed identity at its event time."""
-        self.seen[key] = time
+    def digest(self, key: str) -> int | None:
+        """The body digest of the copy remembered under `key`."""
+        first = self.seen.get(key)
+        return first[1] if first is not None else None
+
+    def remember(self, key: str, time: datetime, digest: int = 0) -> None:
+        """Note a processed identity at its event time, with its body's digest."""
+        self.seen[key] = (time, digest)
         self.order.append(key)
 
     def sweep(self, now: datetime) -> None:
@@ -61,11 +67,11 @@ class Redelivery:
         horizon = now - self.window
         order, seen = self.order, self.seen
         while order:
-            t = seen.get(order[0])
-            if t is not None and t >= horizon:
+            first = seen.get(order[0])
+            if first is not None and first[0] >= horizon:
                 break
             key = order.popleft()
-            if t is not None:
+            if first is not None:
                 del seen[key]
 
 
@@ -149,7 +155,7 @@ class PartitionState:
             "once": self.once.save(rules, enc),
             "ladder": self.ladder.save(),
             "redelivery": [
-                [key, enc.time(self.redelivery.seen[key])]
+                [key, enc.time(self.redelivery.seen[key][0]), self.redelivery.seen[key][1]]
                 for key in self.redelivery.order
                 if key in self.redelivery.seen
             ],
@@ -179,8 +185,8 @@ class PartitionState:
         self.once.load(doc["once"], dec)
         if keep_ladder and ladder is not None:
             self.ladder.load(doc["ladder"], ladder)
-        for key, t in doc["redelivery"]:
-            self.redelivery.remember(key, dec.time(t))
+        for key, t, digest in doc["redelivery"]:
+            self.redelivery.remember(key, dec.time(t), digest)
 
     def stats(self) -> dict[str, int]:
         """The counters, as the engine reports them."""

@@ -9,9 +9,14 @@ facts, which go round the same loop (forward chaining). The semantics are in doc
 from __future__ import annotations
 
 import json
+import logging
+import zlib
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
+
+from pydantic_core import to_json
 
 from tosengine.errors import TosEngineError
 from tosengine.events import EventRecord
@@ -20,9 +25,11 @@ from tosengine.runtime.items import Firing, Item
 from tosengine.runtime.kinds import Roles
 from tosengine.runtime.partition import PartitionState
 from tosengine.runtime.program import CompiledRule, Program
-from tosengine.violation import Repeat, Violation, evidence_key, format_time, violation_id
+from tosengine.violation import Repeat, RuleFailure, Violation, evidence_key, format_time, violation_id
 
 __all__ = ["MAX_DERIVED", "Outcome", "Pipeline"]
+
+LOG = logging.getLogger("tosengine")
 
 # Derived facts feeding rules that derive more facts: check rejects cycles, so the queue always
 # settles; this bound on the facts one item may derive is only the backstop if that check missed one.
@@ -35,7 +42,9 @@ class Outcome:
 
     violations: list[Violation] = field(default_factory=list)
     repeats: list[Repeat] = field(default_factory=list)
+    errors: list[RuleFailure] = field(default_factory=list)
     queue: deque[Item] = field(default_factory=deque)  # derived items still to offer
+    conflict: bool = False  # the event was a redelivered (source, id) with another body: not processed
 
 
 def _merge(items: list[Item]) -> tuple[EventRecord, ...]:
@@ -59,12 +68,18 @@ class Pipeline:
         """Run one valid event through the pipeline; its violations (deadlines it passed included), or
         None for a redelivery. `fired`: the event's matched triggers, if already known."""
         key = f"{len(record.source)}:{record.source}{record.id}"  # identity(), inline on the hot path
+        digest = zlib.crc32(
+            record.text.encode("utf-8", "surrogatepass") if record.text is not None else to_json(record.evidence())
+        )
         if state.redelivery.is_duplicate(key, state.clock.now):
             state.counts["duplicates"] += 1
+            if state.redelivery.digest(key) != digest:
+                state.counts["conflicts"] += 1
+                return Outcome(conflict=True)  # dropped as a copy, but its body differs: the engine records it
             return None
         state.counts["events"] += 1
         call = Outcome()
-        state.redelivery.remember(key, record.time)
+        state.redelivery.remember(key, record.time, digest)
         self._advance(state, record.time, call)
         state.seq += 1
         item = Item("event", record.fields, record.time, state.seq, record.id, (record.id,), (record,))
@@ -101,7 +116,10 @@ class Pipeline:
                 state.counts["repeats"] += 1
                 call.repeats.append(due)
                 continue
-            self._fire(state, due, call)
+            try:
+                self._fire(state, due, call)
+            except Exception as exc:  # recorded against the rule and the obligation's event, as in _offer
+                self._contain(state, due.rule, due.items[-1], exc, call)
             self._drain(state, call)
 
     # ------------------------------------------------------------------ match and decide
@@ -129,20 +147,43 @@ class Pipeline:
         triggers = program.plan.triggers
         for tid in fired:
             local = program.local[tid]
-            if local is not None and local(env) is not True:
-                continue
             t = triggers[tid]
+            try:
+                if local is not None and local(env) is not True:
+                    continue
+            except Exception as exc:  # one rule's failure on one item is recorded; the others go on
+                self._contain(state, program.rules[t.rule], item, exc, call)
+                continue
             by_rule.setdefault(t.rule, []).append((t.role, t.step))
         now = state.clock.settled
         assert now is not None  # items are offered only after an event set the clock
         for ri in sorted(by_rule):
             cr = program.rules[ri]
-            key = self._key(cr, item)
-            if key is None:
-                state.counts["skipped_no_key"] += 1
-                continue
-            for firing in state.stores[cr.kind.name].offer(cr, key, item, by_rule[ri], now):
-                self._fire(state, firing, call)
+            try:
+                key = self._key(cr, item)
+                if key is None:
+                    state.counts["skipped_no_key"] += 1
+                    continue
+                for firing in state.stores[cr.kind.name].offer(cr, key, item, by_rule[ri], now):
+                    self._fire(state, firing, call)
+            except Exception as exc:  # one rule's failure on one item is recorded; the others go on
+                self._contain(state, cr, item, exc, call)
+
+    @staticmethod
+    def _contain(state: PartitionState, cr: CompiledRule, item: Item, exc: Exception, call: Outcome) -> None:
+        """Record an error raised while `cr` judged `item` (an evaluation error), instead of failing the event."""
+        event = item.events[0] if item.events else None
+        error = RuleFailure(
+            cr.rule.id,
+            event.source if event else "",
+            event.id if event else item.id,
+            f"{type(exc).__name__}: {exc}"[:2000],
+        )
+        state.counts["evaluation_errors"] += 1
+        call.errors.append(error)
+        LOG.warning(
+            "rule %s failed on event %r (recorded as an evaluation error): %s", error.rule, error.event_id, error.error
+        )
 
     @staticmethod
     def _key(cr: CompiledRule, item: Item) -> str | None:
@@ -167,12 +208,21 @@ class Pipeline:
         hashed = [evidence_key(e.source, e.id) for e in events]
         causes = tuple(c for it in f.items for c in it.causes)
         chain = tuple({c["id"]: c for it in f.items for c in it.chain}.values())
+        # Every expression is evaluated before any state changes: an error leaves the state as it was.
+        message = ""
+        if rule.violation:
+            message = cr.message(f.env) if cr.message is not None else f"{pol.title}: {rule.id} ({subject})"
+        data: dict[str, Any] = {}
+        if cr.emit is not None:
+            for name, fn in cr.emit:
+                v = fn(f.env)
+                if v is not MISSING:
+                    data[name] = v
         if rule.violation:
             vid = violation_id("violation", rule.id, key, hashed, causes)
             now = state.clock.settled
             assert now is not None
             action, step = state.ladder.climb(self.program.ladder, pol.id, subject, time, rule.action, now)
-            message = cr.message(f.env) if cr.message is not None else f"{pol.title}: {rule.id} ({subject})"
             call.violations.append(
                 Violation(
                     id=vid,
@@ -216,11 +266,6 @@ class Pipeline:
             state.counts["facts"] += 1
         if cr.emit is not None:
             assert rule.emit is not None
-            data = {}
-            for name, fn in cr.emit:
-                v = fn(f.env)
-                if v is not MISSING:
-                    data[name] = v
             fid = violation_id("emit", rule.id, key, hashed, causes)
             state.seq += 1
             me = {

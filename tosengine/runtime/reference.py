@@ -106,7 +106,7 @@ def _duration(unit: str, n: Any) -> Any:
         return ABSENT
     try:
         return timedelta(**{unit: n})
-    except OverflowError:
+    except (OverflowError, ValueError):  # beyond what a duration can hold, or not a number (inf)
         return ABSENT
 
 

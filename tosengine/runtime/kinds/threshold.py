@@ -7,7 +7,7 @@ holds fewer, which re-arms it. docs/semantics.md has the precise rules.
 
 from __future__ import annotations
 
-from collections import deque
+import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -53,39 +53,69 @@ class ThresholdSpec:
     distinct: Fn | None
 
 
+def _time(entry: tuple[Item, Any]) -> datetime:
+    return entry[0].time
+
+
 @dataclass(slots=True)  # one per open window: many
 class ThresholdState:
     """The matching items kept for one (rule, key) in time order, and whether the rule is armed.
 
-    `counts` tracks how often each distinct value occurs among the kept items, so the distinct
-    count of an in-order item's window is O(1).
+    The items are a list in time order from `start` on (forgotten ones before it are dropped in bulk),
+    so a late item is placed by bisection and a late item's window is sliced, not scanned. `counts`
+    tracks how often each distinct value occurs among the kept items, so the distinct count of an
+    in-order item's window is O(1).
     """
 
-    items: deque[tuple[Item, Any]] = field(default_factory=deque)
+    entries: list[tuple[Item, Any]] = field(default_factory=list)
+    start: int = 0
     counts: dict[Any, int] = field(default_factory=dict)
     armed: bool = True
 
+    def __len__(self) -> int:
+        return len(self.entries) - self.start
+
+    @property
+    def items(self) -> list[tuple[Item, Any]]:
+        """The kept items, in time order."""
+        return self.entries[self.start :]
+
+    def newest(self) -> datetime | None:
+        """The time of the newest kept item."""
+        return self.entries[-1][0].time if len(self.entries) > self.start else None
+
     def keep(self, item: Item, value: Any) -> None:
-        """Add an item, keeping time order (a late item is inserted in place)."""
-        if not self.items or self.items[-1][0].time <= item.time:
-            self.items.append((item, value))
+        """Add an item, keeping time order (a late item is placed by bisection, after equal times)."""
+        entries = self.entries
+        if len(entries) == self.start or entries[-1][0].time <= item.time:
+            entries.append((item, value))
         else:
-            pos = len(self.items)
-            while pos > 0 and self.items[pos - 1][0].time > item.time:
-                pos -= 1
-            self.items.insert(pos, (item, value))
+            entries.insert(bisect.bisect_right(entries, item.time, lo=self.start, key=_time), (item, value))
         if value is not None and value is not ABSENT:
             self.counts[value] = self.counts.get(value, 0) + 1
 
-    def forget(self) -> None:
-        """Drop the oldest kept item."""
-        _, value = self.items.popleft()
-        if value is not None and value is not ABSENT:
-            left = self.counts[value] - 1
-            if left:
-                self.counts[value] = left
-            else:
-                del self.counts[value]
+    def forget_before(self, horizon: datetime) -> None:
+        """Drop the kept items older than `horizon`."""
+        entries, start = self.entries, self.start
+        while start < len(entries) and entries[start][0].time < horizon:
+            value = entries[start][1]
+            if value is not None and value is not ABSENT:
+                left = self.counts[value] - 1
+                if left:
+                    self.counts[value] = left
+                else:
+                    del self.counts[value]
+            start += 1
+        if start > 32 and start * 2 > len(entries):  # drop the forgotten prefix in one go, now and then
+            del entries[:start]
+            start = 0
+        self.start = start
+
+    def between(self, lo: datetime, hi: datetime) -> list[tuple[Item, Any]]:
+        """The kept items with lo <= time <= hi, in time order."""
+        entries = self.entries
+        first = bisect.bisect_left(entries, lo, lo=self.start, key=_time)
+        return entries[first : bisect.bisect_right(entries, hi, lo=first, key=_time)]
 
 
 class ThresholdStore(NoDeadlines):
@@ -106,20 +136,19 @@ class ThresholdStore(NoDeadlines):
             st = self.windows[(rule.index, key)] = ThresholdState()
             self.expiry.push(item.time + spec.within, (rule.index, key))
         horizon = now - spec.within
-        while st.items and st.items[0][0].time < horizon:
-            st.forget()
+        st.forget_before(horizon)
         value = hashable(spec.distinct({item.kind: item.fields})) if spec.distinct is not None else None
         if item.time == now:
             # The usual case: an item at the clock's time has every kept item in its window.
             if spec.distinct is None:
-                n = len(st.items) + 1
+                n = len(st) + 1
             else:
                 n = len(st.counts) + (value is not ABSENT and value not in st.counts)
             window = None
         else:
             # A late item: its window [t - within, t] may leave out kept items on either side.
             lo = max(item.time - spec.within, horizon)
-            window = [(it, v) for it, v in st.items if lo <= it.time <= item.time]
+            window = st.between(lo, item.time)
             window.append((item, value))
             n = len({v for _, v in window if v is not ABSENT}) if spec.distinct is not None else len(window)
         out: list[Firing] = []
@@ -152,8 +181,9 @@ class ThresholdStore(NoDeadlines):
             if st is None:
                 continue
             spec: ThresholdSpec = rules[ri].spec
-            until = st.items[-1][0].time + spec.within if st.items else now
-            if until < now or not st.items:
+            newest = st.newest()
+            until = newest + spec.within if newest is not None else now
+            if until < now or newest is None:
                 # Dropping `armed` too is equivalent: count >= 2, so the next lone item re-arms anyway.
                 del self.windows[(ri, key)]
             else:
@@ -164,7 +194,7 @@ class ThresholdStore(NoDeadlines):
         return [
             [rules[ri].rule.id, key, st.armed, [enc.item(it) for it, _ in st.items]]
             for (ri, key), st in self.windows.items()
-            if st.items
+            if len(st)
         ]
 
     def load(self, data: list[Any], dec: Decoder) -> None:
@@ -178,13 +208,15 @@ class ThresholdStore(NoDeadlines):
             for at in items:
                 it = dec.item(at)
                 st.keep(it, hashable(spec.distinct({it.kind: it.fields})) if spec.distinct is not None else None)
-            self.expiry.push(st.items[-1][0].time + spec.within, (cr.index, key))
+            newest = st.newest()
+            if newest is not None:
+                self.expiry.push(newest + spec.within, (cr.index, key))
 
     def size(self) -> dict[str, int]:
         """Open windows and the items they keep."""
         return {
             "threshold_keys": len(self.windows),
-            "threshold_items": sum(len(s.items) for s in self.windows.values()),
+            "threshold_items": sum(len(s) for s in self.windows.values()),
             "threshold_expiry": len(self.expiry),
         }
 
