@@ -23,36 +23,14 @@ from tosengine.policy.expr import (
     Unary,
     parse_expression,
 )
+from tosengine.policy.regex import pattern_problem
 
-__all__ = ["Resolver", "parse_template", "regex_problem"]
+__all__ = ["Resolver", "parse_template"]
 
 _TYPE_NAMES = {"num": "number", "str": "string"}
 
 
 # ---------------------------------------------------------------- expressions
-
-
-# A quantified group that itself contains a quantifier -- `(a+)+`, `(\w*)*`, `(a|a?)+` -- can take
-# exponential time on a non-matching input in Python's backtracking `re`. Patterns are written by
-# policy authors but run on attacker-controlled events, so such patterns are refused.
-_NESTED_QUANTIFIER = re.compile(r"\((?:[^()\\]|\\.)*(?:[+*?]|\{\d*,?\d*\})(?:[^()\\]|\\.)*\)(?:[+*]|\{\d*,\d*\})")
-MAX_PATTERN = 500
-
-
-def regex_problem(pattern: str) -> str:
-    """Why a matches() pattern is refused (does not compile, may backtrack catastrophically), or ""."""
-    if len(pattern) > MAX_PATTERN:
-        return f"regular expression longer than {MAX_PATTERN} characters"
-    try:
-        re.compile(pattern)
-    except re.error as exc:
-        return f"regular expression does not compile: {exc}"
-    if _NESTED_QUANTIFIER.search(pattern) or re.search(r"\\[1-9]|\(\?P=", pattern):
-        return (
-            "regular expression with a repeated group that repeats inside, or a back-reference: it can "
-            "take exponential time on a hostile event; rewrite it without nested repetition"
-        )
-    return ""
 
 
 def parse_template(text: str, base: Span) -> tuple[list[str | Expr], list[tuple[str, Span]]]:
@@ -186,7 +164,7 @@ class Resolver:
                     pat = x.args[1]
                     if not (isinstance(pat, Lit) and isinstance(pat.value, str)):
                         return bad(pat.span, "the pattern of matches() must be a string literal")
-                    problem = regex_problem(pat.value)
+                    problem = pattern_problem(pat.value)
                     if problem:
                         self.ctx.error(pat.span, "bad-regex", problem)
                         nonlocal ok

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -15,6 +14,7 @@ from typing import Any, Final
 from tosengine.durations import format_duration
 from tosengine.policy.expr import Binary, Call, DurationLit, Expr, ListLit, Lit, Path, Unary
 from tosengine.policy.model import Template
+from tosengine.policy.regex import compile_pattern
 from tosengine.violation import format_time
 
 __all__ = ["MISSING", "Env", "Fn", "compile_expr", "compile_template", "lookup", "truthy"]
@@ -221,7 +221,7 @@ def compile_expr(e: Expr) -> Fn:
         if e.func == "matches":
             pat = e.args[1]
             assert isinstance(pat, Lit) and isinstance(pat.value, str)
-            rx = re.compile(pat.value)
+            rx = compile_pattern(pat.value)
             s = args[0]
             return lambda env: type(v := s(env)) is str and rx.search(v) is not None
         if e.func == "startswith":

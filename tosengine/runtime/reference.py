@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import re
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
+
+import re2
 
 from tosengine.events import Event
 from tosengine.policy.expr import Call, DurationLit, Expr, ListLit, Lit, Path, Unary
@@ -24,6 +25,7 @@ from tosengine.policy.model import (
     Template,
     Threshold,
 )
+from tosengine.policy.regex import compile_pattern
 from tosengine.violation import Repeat, Violation, evidence_key, format_time, repeat_id, violation_id
 
 __all__ = ["ABSENT", "HANDLERS", "evaluate_expr", "evaluate_records", "evaluate_reference"]
@@ -116,9 +118,9 @@ def _call(func: str, args: list[Any]) -> Any:
     if func == "matches":
         if not (isinstance(args[0], str) and isinstance(args[1], str)):
             return False
-        try:
-            return re.search(args[1], args[0]) is not None
-        except re.error:
+        try:  # the language's matches() is RE2's search (docs/semantics.md)
+            return compile_pattern(args[1]).search(args[0]) is not None
+        except re2.error:
             return False
     if func == "startswith":
         return isinstance(args[0], str) and isinstance(args[1], str) and args[0].startswith(args[1])
