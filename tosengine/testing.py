@@ -34,6 +34,7 @@ from tosengine.cases import Case, CaseError, load_policy_tests
 from tosengine.errors import TosEngineError
 from tosengine.policy.model import CheckedPolicySet
 from tosengine.runtime.engine import Engine
+from tosengine.runtime.program import Program
 from tosengine.violation import Repeat, Violation
 
 __all__ = ["CaseResult", "TestRun", "run_policy_tests"]
@@ -112,13 +113,13 @@ def _matches(pattern: dict[str, Any], v: Violation | Repeat) -> bool:
     return True
 
 
-def _run_case(policies: CheckedPolicySet, case: Case, fired: Counter[str]) -> CaseResult:
+def _run_case(program: Program, case: Case, fired: Counter[str]) -> CaseResult:
     if case.error:
         return CaseResult(case.path, case.line, case.name, False, error=case.error)
     repeats: list[Repeat] = []
     try:
         # Cases jump in event time on purpose (a year to age out of a ladder): no bound on the clock's lead.
-        with Engine(policies, on_repeat=repeats.append, max_clock_lead=None) as engine:
+        with Engine(program.policies, program=program, on_repeat=repeats.append, max_clock_lead=None) as engine:
             actual = engine.process_many(case.events)
             if case.until is not None:
                 actual += engine.advance_to(case.until)
@@ -151,6 +152,16 @@ def run_policy_tests(policies: CheckedPolicySet, directory: str | Path) -> TestR
     fired: Counter[str] = Counter()
     files = sorted(p for ext in ("*_test.yaml", "*_test.yml") for p in Path(directory).rglob(ext))
     by_path = {Path(p.path).resolve(): p.id for p in policies.policies}
+    program = Program(policies)  # compiled once: every case runs on it, with a state of its own
+    try:
+        return TestRun(_run_files(files, by_path, program, results, fired), fired, [r.id for r in policies.rules])
+    finally:
+        program.close()
+
+
+def _run_files(
+    files: list[Path], by_path: dict[Path, str], program: Program, results: list[CaseResult], fired: Counter[str]
+) -> list[CaseResult]:
     for f in files:
         stem = f.name.rsplit("_test.", 1)[0]
         policy_id = next(
@@ -161,5 +172,5 @@ def run_policy_tests(policies: CheckedPolicySet, directory: str | Path) -> TestR
         except CaseError as exc:
             results.append(CaseResult(str(f), 1, "(file)", False, error=str(exc)))
             continue
-        results.extend(_run_case(policies, case, fired) for case in cases)
-    return TestRun(results, fired, [r.id for r in policies.rules])
+        results.extend(_run_case(program, case, fired) for case in cases)
+    return results

@@ -86,10 +86,14 @@ class Engine:
         on_repeat: Callable[[Repeat], None] | None = None,
         max_clock_lead: timedelta | None = MAX_CLOCK_LEAD,
         max_event_size: int = MAX_EVENT,
+        program: Program | None = None,
     ) -> None:
         self._smoke_timeout = smoke_test
         self._options = StateOptions(dedupe_window, max_partials_per_key)
-        self._program = Program(policies, smoke_test=smoke_test)
+        # A Program compiled for these policies may be shared by many engines (`tosengine test` runs every
+        # case on one); the engine then leaves closing it to its owner.
+        self._owns_program = program is None
+        self._program = program if program is not None else Program(policies, smoke_test=smoke_test)
         self._pipeline = Pipeline(self._program)
         self._state = PartitionState(self._options)
         self._lock = threading.RLock()  # the state and the audit log's queue
@@ -121,7 +125,8 @@ class Engine:
                     # The log now says which policies the events recorded from here on are processed with.
                     self.checkpoint()
         except BaseException:
-            self._program.close()
+            if self._owns_program:
+                self._program.close()
             raise
 
     @classmethod
@@ -154,7 +159,7 @@ class Engine:
         checkpointed."""
         if not isinstance(policies, CheckedPolicySet):
             policies = check_policy_set(read_sources(policies), read_schemas(policies))
-        program = Program(policies, smoke_test=self._smoke_timeout)
+        program = Program(policies, smoke_test=self._smoke_timeout, reuse=self._program)
         with self._lock:
             doc = save_state(self._state, self._program, self.partition)
             state, dropped = load_state(doc, program, self._options)
@@ -163,7 +168,9 @@ class Engine:
             if self._audit is not None:
                 self._audit.register_policies(policies)
             self._report_dropped(dropped, "reload")
-        old.close()
+        if self._owns_program:
+            old.close()
+        self._owns_program = True  # the new program is this engine's own
         self.checkpoint()
 
     # ------------------------------------------------------------------ what it runs and holds
@@ -312,7 +319,8 @@ class Engine:
         finally:
             with self._lock:
                 self._closed = True
-                self._program.close()
+                if self._owns_program:
+                    self._program.close()
                 if self._audit is not None:
                     self._audit.close()
 

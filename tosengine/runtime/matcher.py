@@ -98,14 +98,39 @@ class _Ruleset:
         return "".join(parts)
 
 
+def _identity(plan: RulesetPlan) -> str:
+    """What makes two rulesets interchangeable: the same kind, type, triggers, definition and projections."""
+    return json.dumps(
+        [
+            plan.kind,
+            plan.type,
+            list(plan.triggers),
+            plan.definition,
+            [[p.prop, list(p.parts), [list(c) for c in p.codes]] for p in plan.projections],
+        ],
+        sort_keys=True,
+    )
+
+
 class Matcher:
     """Pre-selects triggers with durable_rules. Safe to call from several threads."""
 
-    def __init__(self, plan: Plan) -> None:
+    def __init__(self, plan: Plan, *, reuse: Matcher | None = None) -> None:
+        """Create the plan's rulesets; with `reuse` (the matcher of the policies being replaced), take over
+        its rulesets whose definition is the same instead of creating them again: durable_rules does not
+        give back all the memory of a ruleset it deletes, so a reload of unchanged rules must not churn."""
         self._lock = threading.Lock()
         self._rulesets: list[_Ruleset] = []
+        self._given: set[int] = set()  # ids of rulesets a newer matcher took over: not deleted by close()
+        spare = reuse._spare() if reuse is not None else {}
         try:
             for rp in plan.rulesets:
+                taken = spare.pop(_identity(rp), None)
+                if taken is not None:
+                    assert reuse is not None
+                    reuse._given.add(id(taken))
+                    self._rulesets.append(taken)
+                    continue  # warmed up already; and the old matcher may still be in use: no call here
                 rs = _Ruleset(rp)
                 self._rulesets.append(rs)
                 # Create the session now: durable_rules spends ~100 us building it on the first message,
@@ -113,6 +138,10 @@ class Matcher:
                 if self._assert(rs, [_WARM_UP]):
                     raise MatcherError("a rule fired for the warm-up message, which no rule can match")
         except (_dre.error, MatcherError) as exc:
+            if reuse is not None:  # give back what was taken over: the old matcher still runs on it
+                taken_back = [rs for rs in self._rulesets if id(rs) in reuse._given]
+                reuse._given.difference_update(id(rs) for rs in taken_back)
+                self._rulesets = [rs for rs in self._rulesets if rs not in taken_back]
             self.close()
             raise MatcherError(f"durable_rules refused a compiled ruleset: {exc}") from exc
         self._by_type: dict[tuple[ItemKind, str], list[_Ruleset]] = {}
@@ -177,10 +206,17 @@ class Matcher:
             raise MatcherError(f"durable_rules fired an unknown rule {exc} in {rs.plan.name}") from exc
         return out
 
+    def _spare(self) -> dict[str, _Ruleset]:
+        """This matcher's rulesets not yet taken over, by what they are."""
+        return {_identity(rs.plan): rs for rs in self._rulesets if rs.handle is not None and id(rs) not in self._given}
+
     def close(self) -> None:
-        """Free the durable_rules rulesets; the matcher cannot be used afterwards."""
+        """Free the durable_rules rulesets (but those a newer matcher took over); the matcher cannot be
+        used afterwards."""
         with self._lock:
             for rs in self._rulesets:
+                if id(rs) in self._given:
+                    continue
                 if rs.handle is not None:
                     # Nothing more can be done for a handle the engine no longer knows.
                     with contextlib.suppress(_dre.error):

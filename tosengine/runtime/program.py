@@ -78,10 +78,13 @@ class Program:
     """Checked policies compiled for running: plan, matcher, compiled rules. Close it to free the matcher.
 
     `smoke_test` is the timeout (seconds) of the load-time check, in a subprocess, that durable_rules
-    neither crashes nor hangs on the compiled rulesets; None skips it.
+    neither crashes nor hangs on the compiled rulesets; None skips it. `reuse`: the program this one
+    replaces, whose unchanged durable_rules rulesets it takes over.
     """
 
-    def __init__(self, policies: CheckedPolicySet, *, smoke_test: float | None = None) -> None:
+    def __init__(
+        self, policies: CheckedPolicySet, *, smoke_test: float | None = None, reuse: Program | None = None
+    ) -> None:
         self.policies = policies
         self.plan: Plan = compile_policy_set(policies)
         if smoke_test is not None:
@@ -98,7 +101,8 @@ class Program:
         ]
         self.ladder: Ladder | None = policies.ladder
         self.fingerprints = {cr.rule.id: fingerprint(cr.rule) for cr in self.rules}
-        self.matcher = Matcher(self.plan)
+        # A reload takes over the rulesets that did not change (see Matcher).
+        self.matcher: Matcher = Matcher(self.plan, reuse=reuse.matcher if reuse is not None else None)
 
     def close(self) -> None:
         """Free the durable_rules rulesets."""
