@@ -371,3 +371,103 @@ def test_state_size_is_safe_to_read_while_threads_process() -> None:
         th.join()
     engine.close()
     assert not errors and sizes[-1]["obligations"] <= 3200
+
+
+# ---------------------------------------------------------------- sensitive values, on every path
+
+
+SENSITIVE = """
+policy: logins
+clause: You will not collect our users' passwords.
+severity: critical
+action: disable
+sensitive: [data.password, data.cards.0.number]
+rules:
+  - id: offsite
+    match: event.type == "account.login" and event.data.origin != "facebook.com"
+    key: event.data.password
+    subject: '"pw:" + event.data.password'
+    message: "{event.subject} typed {event.data.password} and card {event.data.cards} on {event.data.origin}"
+    emit: {fact: login.leaked, data: {pw: event.data.password, origin: event.data.origin}}
+  - id: leaked-twice
+    threshold:
+      match: fact.type == "login.leaked"
+      count: 2
+      within: 1h
+    key: fact.data.pw
+"""
+
+
+def test_check_refuses_what_it_cannot_mask_and_warns_when_a_rule_renders_a_sensitive_field() -> None:
+    checked, diags = check_sources([Source("p.yaml", SENSITIVE)])
+    assert checked is not None
+    assert [(d.severity, d.code) for d in diags] == [("warning", "sensitive-read")]
+    _, diags = check_sources(
+        [Source("p.yaml", SENSITIVE.replace("data.cards.0.number]", "data.cards.0.number, subject]"))]
+    )
+    assert [(d.code, "cannot be masked" in d.message) for d in diags if d.severity == "error"] == [
+        ("invalid-value", True)
+    ]
+
+
+def test_no_sensitive_value_is_stored_or_shown_anywhere(tmp_path: Path, db_url: str) -> None:
+    secrets = ["hunter2-p4ssw0rd", "4111111111111111"]
+    policies = _policies(tmp_path, SENSITIVE)
+    events = [
+        ev(
+            f"s{i}",
+            "account.login",
+            f"account:{i}",
+            timedelta(minutes=i),
+            origin="evil.example",
+            password=secrets[0],
+            cards=[{"number": secrets[1]}],
+        )
+        for i in range(3)
+    ]
+    lines = [json.dumps(e) for e in events]
+    lines.insert(1, '{"id": "bad", "data": {"password": "' + secrets[0] + '", "oops"')  # not JSON: still masked
+    stream = tmp_path / "s.jsonl"
+    stream.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    outputs = [
+        _tosengine("replay", str(stream), "--policies", str(policies), "--db", db_url, fmt)
+        for fmt in ("--format=json", "--format=table")
+    ]
+    assert outputs[0].returncode == 1 and '"repeat_of"' not in outputs[0].stdout
+    listed = _tosengine("audit", "list", "--db", db_url, "--format", "json")
+    violations = [json.loads(x) for x in listed.stdout.splitlines()]
+    assert {v["rule"] for v in violations} == {"logins/offsite", "logins/leaked-twice"}
+    subject = violations[0]["subject"]
+    assert subject.startswith("masked:hmac-sha256:")  # built from the password: masked at the source
+    outputs += [
+        listed,
+        _tosengine("audit", "list", "--db", db_url),
+        _tosengine("audit", "export", "--subject", subject, "--db", db_url, "--format", "html"),
+        _tosengine("audit", "export", "--subject", subject, "--db", db_url),
+        *(_tosengine("explain", v["id"], "--db", db_url) for v in violations),
+    ]
+    for p in outputs:
+        for secret in secrets:
+            assert secret not in p.stdout + p.stderr, p.args
+    # Every table, every text and binary column, the checkpoints decompressed.
+    import zlib
+
+    from sqlalchemy import MetaData
+
+    eng = create_engine(db_url)
+    meta = MetaData()
+    meta.reflect(eng)
+    stored: list[str] = []
+    with eng.connect() as c:
+        for table in meta.sorted_tables:
+            for row in c.execute(table.select()):
+                for value in row:
+                    if isinstance(value, bytes | memoryview):
+                        stored.append(zlib.decompress(bytes(value)).decode("utf-8"))
+                    elif value is not None:
+                        stored.append(str(value))
+    eng.dispose()
+    blob = "\n".join(stored)
+    assert "masked:hmac-sha256:" in blob
+    for secret in secrets:
+        assert secret not in blob

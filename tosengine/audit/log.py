@@ -9,7 +9,6 @@ the hash chain under a lock (BEGIN IMMEDIATE on SQLite, LOCK TABLE on PostgreSQL
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import os
 import secrets
@@ -41,6 +40,7 @@ from tosengine.audit.models import (
 from tosengine.audit.models import Checkpoint as CheckpointRow
 from tosengine.errors import AuditError, EventError
 from tosengine.events import EventRecord
+from tosengine.masking import Masker
 from tosengine.policy.model import CheckedPolicySet
 from tosengine.violation import Repeat, RuleFailure, Violation, format_time
 
@@ -173,11 +173,12 @@ class AuditLog:
         with database_errors(url, "open"):
             if upgrade:
                 upgrade_database(self.engine)
-            self._salt = self._load_salt()
+            self.salt = self._load_salt()
         self.batch_size = batch_size
         self.key = key if key is not None else audit_key()
         self.partition = partition
-        self._sensitive: tuple[tuple[str, ...], ...] = ()
+        # Masks the policies' sensitive paths (register_policies sets the paths) with this log's salt.
+        self.masker = Masker(self.salt)
         self._queued = Batch()
         self._sqlite = self.engine.dialect.name == "sqlite"
         mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
@@ -191,7 +192,7 @@ class AuditLog:
 
     def register_policies(self, policies: CheckedPolicySet) -> None:
         """Remember the policy versions in use (with their file text) and the paths to mask."""
-        self._sensitive = policies.sensitive
+        self.masker = Masker(self.salt, policies.sensitive)
         now = datetime.now(UTC)
         for p in policies.policies:
             self._queued.policies.append(
@@ -200,22 +201,12 @@ class AuditLog:
 
     def mask(self, body: dict[str, Any]) -> dict[str, Any]:
         """A copy of an event with every sensitive path replaced by a salted hash of its value."""
-        if not self._sensitive:
-            return body
-        out: dict[str, Any] = json.loads(_json(body))
-        for path in self._sensitive:
-            cur: Any = out
-            for part in path[:-1]:
-                cur = cur.get(part) if isinstance(cur, dict) else None
-            if isinstance(cur, dict) and path[-1] in cur:
-                digest = hmac.new(self._salt, _json(cur[path[-1]]).encode(), hashlib.sha256).hexdigest()[:24]
-                cur[path[-1]] = f"masked:hmac-sha256:{digest}"
-        return out
+        return self.masker.event(body)
 
     @property
     def masks(self) -> bool:
         """Whether any path is sensitive (then stored events are masked)."""
-        return bool(self._sensitive)
+        return bool(self.masker.paths)
 
     def queued(self) -> int:
         """How many rows are waiting to be written."""
@@ -233,7 +224,7 @@ class AuditLog:
         the repeat records of the once_per windows it closed."""
         if event is not None:
             text = event.text
-            if text is None or self._sensitive:
+            if text is None or self.masker.paths:
                 # Not hashed, so not canonical: pydantic-core's encoder is ~4x json.dumps.
                 text = to_json(self.mask(event.evidence())).decode()
             time = event.time
@@ -307,7 +298,7 @@ class AuditLog:
             "line": error.line,
             "field": _fit(error.field),
             "reason": _text(error.problem),
-            "raw": _text(raw[:1_000_000]),
+            "raw": _text(self.masker.text(raw)[:1_000_000]),
         }
         blob = _json([row["origin"], row["line"], row["field"], row["reason"], row["raw"]])
         row["digest"] = hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()

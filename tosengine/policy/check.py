@@ -17,6 +17,7 @@ from typing import Any
 
 from tosengine.durations import parse_duration
 from tosengine.errors import PolicyError
+from tosengine.masking import expr_reads_sensitive
 from tosengine.policy.context import FileContext, suggest
 from tosengine.policy.diagnostics import Diagnostic, Span
 from tosengine.policy.expr import FUNCTIONS, Expr, ExprSyntaxError, ListLit, Lit, Path, parse_expression, walk
@@ -321,8 +322,13 @@ def _check_ladder(ctx: FileContext, draft: PolicyDraft) -> None:
         draft.ladder = Ladder(draft.id, within, tuple(steps), counts, ctx.at(lb))
 
 
+# Attributes the engine needs as they are (identity, routing, time): a policy cannot have them masked.
+_UNMASKABLE = ("id", "type", "time", "subject", "source", "specversion")
+
+
 def _check_sensitive(ctx: FileContext, draft: PolicyDraft) -> None:
-    """`sensitive`: event paths the audit log stores only as salted hashes."""
+    """`sensitive`: event paths the audit log stores only as salted hashes; and a warning for each rule
+    that renders one into a key, subject, message or emitted fact (stored masked there too)."""
     raw = ctx.doc.value.get("sensitive", [])
     if not isinstance(raw, list) or not all(isinstance(x, str) and _SENSITIVE.fullmatch(x) for x in raw):
         ctx.error(
@@ -331,7 +337,34 @@ def _check_sensitive(ctx: FileContext, draft: PolicyDraft) -> None:
             "`sensitive` lists event paths such as data.password (no `event.` prefix)",
         )
         return
-    draft.sensitive = tuple(tuple(x.split(".")) for x in raw)
+    paths = []
+    for n, x in enumerate(raw):
+        path = tuple(x.split("."))
+        if path[0] in _UNMASKABLE:
+            ctx.error(
+                ctx.at(("sensitive", n)),
+                "invalid-value",
+                f"`{x}` cannot be masked: the engine needs `{path[0]}` as it is",
+                "mark a field under `data` (or an extension attribute) as sensitive",
+            )
+            continue
+        paths.append(path)
+    draft.sensitive = tuple(paths)
+    for rule in draft.rules:
+        for c in rule.conditions():
+            if c.role in ("key", "subject", "message", "emit") and expr_reads_sensitive(c.expr, draft.sensitive):
+                ctx.diags.append(
+                    Diagnostic(
+                        ctx.source.path,
+                        rule.span,
+                        "sensitive-read",
+                        f"rule `{rule.name}` renders a sensitive field into its {c.role}: the value is masked there, "
+                        "so two events compare by their masks",
+                        severity="warning",
+                        source_line=ctx.lines[rule.span.line - 1] if rule.span.line <= len(ctx.lines) else "",
+                    )
+                )
+                break
 
 
 FilePass = Callable[[FileContext, PolicyDraft], None]
@@ -659,7 +692,8 @@ def _check_file(source: Source, diags: list[Diagnostic]) -> Policy | None:
     draft = PolicyDraft()
     for _name, check in FILE_PASSES:
         check(ctx, draft)
-    return draft.finish(source) if len(diags) == before else None
+    failed = any(d.severity == "error" for d in diags[before:])
+    return draft.finish(source) if not failed else None
 
 
 def _check_file_safely(source: Source, diags: list[Diagnostic]) -> Policy | None:

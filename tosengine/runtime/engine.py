@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import secrets
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -23,6 +24,7 @@ from typing import Any
 from tosengine.audit.log import AuditLog, Checkpoint
 from tosengine.errors import AuditError, EventError, TosEngineError
 from tosengine.events import MAX_EVENT, Event, EventRecord, parse_record, validate_record
+from tosengine.masking import Masker
 from tosengine.policy.check import check_policy_set, check_sources
 from tosengine.policy.compile import Plan
 from tosengine.policy.model import CheckedPolicySet
@@ -94,7 +96,9 @@ class Engine:
         # case on one); the engine then leaves closing it to its owner.
         self._owns_program = program is None
         self._program = program if program is not None else Program(policies, smoke_test=smoke_test)
-        self._pipeline = Pipeline(self._program)
+        # Without an audit log, values rendered from sensitive fields are masked with a salt of this engine's.
+        self._masker = Masker(secrets.token_bytes(16), policies.sensitive)
+        self._pipeline = Pipeline(self._program, self._masker)
         self._state = PartitionState(self._options)
         self._lock = threading.RLock()  # the state and the audit log's queue
         self._commit = threading.Lock()  # one transaction at a time, in order (group commit)
@@ -121,6 +125,9 @@ class Engine:
             if self._audit is not None:
                 self._audit.partition = self.partition
                 self._audit.register_policies(policies)
+                # With one, the log's salt: masks are stable across processes (keys in checkpoints, chains).
+                self._masker = self._audit.masker
+                self._pipeline = Pipeline(self._program, self._masker)
                 if self._resume():
                     # The log now says which policies the events recorded from here on are processed with.
                     self.checkpoint()
@@ -163,10 +170,14 @@ class Engine:
         with self._lock:
             doc = save_state(self._state, self._program, self.partition)
             state, dropped = load_state(doc, program, self._options)
-            old, self._program, self._pipeline, self._state = self._program, program, Pipeline(program), state
-            self._changed += 1
             if self._audit is not None:
                 self._audit.register_policies(policies)
+                self._masker = self._audit.masker
+            else:
+                self._masker = Masker(self._masker.salt, policies.sensitive)
+            pipeline = Pipeline(program, self._masker)
+            old, self._program, self._pipeline, self._state = self._program, program, pipeline, state
+            self._changed += 1
             self._report_dropped(dropped, "reload")
         if self._owns_program:
             old.close()
@@ -489,7 +500,7 @@ class Engine:
             if stored.rules != self._program.fingerprints and first is not None:
                 program = self._program_of(stored.policies) or self._program
             state, dropped = load_state(doc, program, self._options)
-        pipeline = Pipeline(program) if program is not self._program else self._pipeline
+        pipeline = Pipeline(program, self._masker) if program is not self._program else self._pipeline
         n = 0
         if first is not None:
             for body in itertools.chain([first], tail):

@@ -17,7 +17,7 @@ from tosengine.policy.model import Template
 from tosengine.policy.regex import compile_pattern
 from tosengine.violation import format_time
 
-__all__ = ["MISSING", "Env", "Fn", "compile_expr", "compile_template", "lookup", "truthy"]
+__all__ = ["MISSING", "Env", "Fn", "Render", "compile_expr", "compile_template", "lookup", "truthy"]
 
 
 class _Missing:
@@ -273,7 +273,23 @@ def render_value(v: Any) -> str:
     return json.dumps(v, ensure_ascii=False, default=str)
 
 
-def compile_template(t: Template) -> Callable[[Env], str]:
-    """Compile a message template to `env -> text`."""
-    parts: list[str | Fn] = [p if isinstance(p, str) else compile_expr(p) for p in t.parts]
-    return lambda env: "".join(p if isinstance(p, str) else render_value(p(env)) for p in parts)
+Render = Callable[[Env, Callable[[Any], str]], str]
+
+
+def compile_template(t: Template, sensitive: Callable[[Expr], bool] = lambda e: False) -> Render:
+    """Compile a message template to `(env, mask) -> text`: a placeholder that reads a sensitive field
+    (as `sensitive` says) shows `mask(value)`, never the value."""
+    parts: list[str | tuple[Fn, bool]] = [p if isinstance(p, str) else (compile_expr(p), sensitive(p)) for p in t.parts]
+
+    def render(env: Env, mask: Callable[[Any], str]) -> str:
+        out = []
+        for p in parts:
+            if isinstance(p, str):
+                out.append(p)
+            else:
+                fn, masked = p
+                v = fn(env)
+                out.append(mask(v) if masked and v is not MISSING else render_value(v))
+        return "".join(out)
+
+    return render

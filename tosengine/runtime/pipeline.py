@@ -20,6 +20,7 @@ from pydantic_core import to_json
 
 from tosengine.errors import TosEngineError
 from tosengine.events import EventRecord
+from tosengine.masking import Masker
 from tosengine.runtime.evaluate import MISSING, Env
 from tosengine.runtime.items import Firing, Item
 from tosengine.runtime.kinds import Roles
@@ -57,10 +58,12 @@ def _merge(items: list[Item]) -> tuple[EventRecord, ...]:
 
 
 class Pipeline:
-    """The stages of one Program, run on whichever PartitionState they are given."""
+    """The stages of one Program, run on whichever PartitionState they are given. `masker` masks what a
+    rule renders from a sensitive field (keys, subjects, message parts, emitted data)."""
 
-    def __init__(self, program: Program) -> None:
+    def __init__(self, program: Program, masker: Masker) -> None:
         self.program = program
+        self.masker = masker
 
     # ------------------------------------------------------------------ entry points
 
@@ -185,10 +188,11 @@ class Pipeline:
             "rule %s failed on event %r (recorded as an evaluation error): %s", error.rule, error.event_id, error.error
         )
 
-    @staticmethod
-    def _key(cr: CompiledRule, item: Item) -> str | None:
+    def _key(self, cr: CompiledRule, item: Item) -> str | None:
         v = item.fields.get("subject") if cr.key is None else cr.key({item.kind: item.fields})
-        return v if type(v) is str and v else None
+        if type(v) is not str or not v:
+            return None
+        return self.masker.value(v) if cr.mask_key else v
 
     def _fire(self, state: PartitionState, f: Firing, call: Outcome) -> None:
         """A rule matched: unless its once_per window holds the match, record the violation, and queue its
@@ -200,7 +204,7 @@ class Pipeline:
         if cr.subject is not None:
             v = cr.subject(f.env)
             if type(v) is str and v:  # nothing, an empty string or a non-string: the key
-                subject = v
+                subject = self.masker.value(v) if cr.mask_subject else v
         if rule.once_per is not None and state.once.suppress(cr, key, subject, time, f.items[-1]):
             return  # counted in the window's repeat record; no violation, no facts
         events = _merge(f.items)
@@ -211,13 +215,17 @@ class Pipeline:
         # Every expression is evaluated before any state changes: an error leaves the state as it was.
         message = ""
         if rule.violation:
-            message = cr.message(f.env) if cr.message is not None else f"{pol.title}: {rule.id} ({subject})"
+            message = (
+                cr.message(f.env, self.masker.value)
+                if cr.message is not None
+                else f"{pol.title}: {rule.id} ({subject})"
+            )
         data: dict[str, Any] = {}
         if cr.emit is not None:
-            for name, fn in cr.emit:
+            for name, fn, masked in cr.emit:
                 v = fn(f.env)
                 if v is not MISSING:
-                    data[name] = v
+                    data[name] = self.masker.value(v) if masked else v
         if rule.violation:
             vid = violation_id("violation", rule.id, key, hashed, causes)
             now = state.clock.settled

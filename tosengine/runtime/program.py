@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, fields, is_dataclass
 from datetime import timedelta
 from typing import Any
 
+from tosengine.masking import expr_reads_sensitive
 from tosengine.policy.compile import Plan, compile_policy_set
+from tosengine.policy.expr import Expr
 from tosengine.policy.model import CheckedPolicySet, Ladder, Policy, Rule
-from tosengine.runtime.evaluate import Env, Fn, compile_expr, compile_template
+from tosengine.runtime.evaluate import Fn, Render, compile_expr, compile_template
 from tosengine.runtime.kinds import RuntimeKind, runtime_kind
 from tosengine.runtime.matcher import Matcher
 from tosengine.runtime.smoke import smoke_spec
@@ -68,10 +69,14 @@ class CompiledRule:
     kind: RuntimeKind
     key: Fn | None
     subject: Fn | None
-    message: Callable[[Env], str] | None
-    emit: tuple[tuple[str, Fn], ...] | None
+    message: Render | None
+    emit: tuple[tuple[str, Fn, bool], ...] | None  # (name, value, whether the value reads a sensitive field)
     joined: dict[tuple[str, int], Fn | None]
     spec: Any
+    # Whether the key or subject reads a sensitive field: then its value is masked where it is computed,
+    # so the state, the facts, the audit log and the output only ever hold the mask.
+    mask_key: bool = False
+    mask_subject: bool = False
 
 
 class Program:
@@ -93,7 +98,8 @@ class Program:
         for t in self.plan.triggers:
             joined[t.rule][(t.role, t.step)] = compile_expr(t.joined) if t.joined is not None else None
         self.rules: list[CompiledRule] = [
-            _compile_rule(i, rule, policies.policy(rule.policy), joined[i]) for i, rule in enumerate(policies.rules)
+            _compile_rule(i, rule, policies.policy(rule.policy), joined[i], policies.sensitive)
+            for i, rule in enumerate(policies.rules)
         ]
         # Per trigger: the rest of its condition on the item itself, checked after durable_rules selects it.
         self.local: list[Fn | None] = [
@@ -109,8 +115,18 @@ class Program:
         self.matcher.close()
 
 
-def _compile_rule(index: int, rule: Rule, policy: Policy, joined: dict[tuple[str, int], Fn | None]) -> CompiledRule:
+def _compile_rule(
+    index: int,
+    rule: Rule,
+    policy: Policy,
+    joined: dict[tuple[str, int], Fn | None],
+    sensitive: tuple[tuple[str, ...], ...],
+) -> CompiledRule:
     kind = runtime_kind(rule.kind)
+
+    def reads(e: Expr) -> bool:
+        return expr_reads_sensitive(e, sensitive)
+
     return CompiledRule(
         index=index,
         rule=rule,
@@ -118,8 +134,10 @@ def _compile_rule(index: int, rule: Rule, policy: Policy, joined: dict[tuple[str
         kind=kind,
         key=compile_expr(rule.key) if rule.key is not None else None,
         subject=compile_expr(rule.subject) if rule.subject is not None else None,
-        message=compile_template(rule.message) if rule.message is not None else None,
-        emit=tuple((k, compile_expr(e)) for k, e in rule.emit.data) if rule.emit is not None else None,
+        message=compile_template(rule.message, reads) if rule.message is not None else None,
+        emit=tuple((k, compile_expr(e), reads(e)) for k, e in rule.emit.data) if rule.emit is not None else None,
         joined=joined,
         spec=kind.compile(rule),
+        mask_key=rule.key is not None and reads(rule.key),
+        mask_subject=rule.subject is not None and reads(rule.subject),
     )
