@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -44,9 +44,12 @@ from tosengine.masking import Masker
 from tosengine.policy.model import CheckedPolicySet
 from tosengine.violation import Repeat, RuleFailure, Violation, format_time
 
-__all__ = ["AuditError", "AuditLog", "Batch", "Checkpoint", "StoredCheckpoint", "audit_key"]
+__all__ = ["AuditError", "AuditLog", "Batch", "Checkpoint", "InTransaction", "StoredCheckpoint", "audit_key"]
 
 ENGINE_VERSION = f"tosengine {__version__}"
+
+# Work to run inside a batch's transaction, on its connection (see AuditLog.write).
+InTransaction = Callable[[Connection], None]
 
 
 def audit_key() -> bytes | None:
@@ -329,21 +332,23 @@ class AuditLog:
             self.put_back(batch)
             raise
 
-    def write(self, batch: Batch, checkpoint: Checkpoint | None = None) -> None:
+    def write(self, batch: Batch, checkpoint: Checkpoint | None = None, also: InTransaction | None = None) -> None:
         """Write a batch, and the checkpoint that covers it, in one transaction; AuditError on failure
-        (nothing of it is written then).
+        (nothing of it is written then). `also` runs last inside that transaction, for rows that must
+        commit with the batch or not at all (a Kafka worker's next offset and owner epoch); whatever it
+        raises rolls the whole transaction back.
 
         A row the database refuses for its data (DataError: validation should let none through) must not
         block the others: the batch is then written row by row, and a refused row goes to the dead letter
         with the database's reason."""
         try:
-            self._write(batch, checkpoint)
+            self._write(batch, checkpoint, also)
         except AuditError as exc:
             if not isinstance(exc.__cause__, DataError):
                 raise
-            self._write_apart(batch, checkpoint)
+            self._write_apart(batch, checkpoint, also)
 
-    def _write_apart(self, batch: Batch, checkpoint: Checkpoint | None) -> None:
+    def _write_apart(self, batch: Batch, checkpoint: Checkpoint | None, also: InTransaction | None) -> None:
         parts = ("policies", "events", "rejected", "errors", "violations", "repeats", "state_changes")
         for part in parts:
             for row in getattr(batch, part):
@@ -358,10 +363,10 @@ class AuditLog:
                     refused = EventError("", reason)
                     self.reject(raw, refused, origin=f"audit:{part}")
                     self._write(Batch(rejected=[self._queued.rejected.pop()]), None)
-        self._write(Batch(), checkpoint)
+        self._write(Batch(), checkpoint, also)
 
-    def _write(self, batch: Batch, checkpoint: Checkpoint | None) -> None:
-        if not batch and checkpoint is None:
+    def _write(self, batch: Batch, checkpoint: Checkpoint | None, also: InTransaction | None = None) -> None:
+        if not batch and checkpoint is None and also is None:
             return
         now = datetime.now(UTC)
         try:
@@ -390,6 +395,8 @@ class AuditLog:
                     conn.execute(insert(StateChange), [{**c, "recorded_at": now} for c in batch.state_changes])
                 if checkpoint is not None:
                     self._save_checkpoint(conn, checkpoint, now)
+                if also is not None:
+                    also(conn)
         except SQLAlchemyError as exc:
             raise AuditError(f"could not write to the audit log ({masked(self.url)}): {exc}") from exc
 

@@ -135,6 +135,8 @@ class ChainHead(Base):
     count: Mapped[int] = mapped_column(BigInteger)
     last_seq: Mapped[int] = mapped_column(BigInteger)
     hash: Mapped[str] = mapped_column(String(64))
+    # HMAC of (name, count, last_seq, hash) under the audit key; "" when the log is written without one.
+    mac: Mapped[str] = mapped_column(String(64), server_default="")
 
 
 class Meta(Base):

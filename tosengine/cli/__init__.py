@@ -15,14 +15,23 @@ from tosengine.cli.audit import AUDIT
 from tosengine.cli.check import CHECK
 from tosengine.cli.common import EXIT_OK, EXIT_USAGE, Command
 from tosengine.cli.db import DB
+from tosengine.cli.diff import DIFF
+from tosengine.cli.eval import EVAL
 from tosengine.cli.explain import EXPLAIN
+from tosengine.cli.produce import PRODUCE
 from tosengine.cli.replay import REPLAY
+from tosengine.cli.rules import RULES
+from tosengine.cli.schema import SCHEMA
+from tosengine.cli.serve import SERVE
 from tosengine.cli.test import TEST
+from tosengine.cli.worker import WORKER
 from tosengine.errors import TosEngineError
 
 __all__ = ["COMMANDS", "main"]
 
-COMMANDS: dict[str, Command] = {c.name: c for c in (CHECK, TEST, REPLAY, AUDIT, EXPLAIN, DB)}
+COMMANDS: dict[str, Command] = {
+    c.name: c for c in (CHECK, TEST, RULES, SCHEMA, EVAL, REPLAY, DIFF, AUDIT, EXPLAIN, DB, SERVE, WORKER, PRODUCE)
+}
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -1,0 +1,1 @@
+"""tosengine serve: CloudEvents over HTTP into an Engine (docs/serve.md)."""
