@@ -14,7 +14,8 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from tosengine import Engine, Violation, check_sources
-from tosengine.audit import AuditLog, VerifyResult, verify_chain
+from tosengine.audit import VerifyResult, verify_chain
+from tosengine.audit.reader import AuditReader
 from tosengine.events import parse_time
 from tosengine.policy.model import CheckedPolicySet
 from tosengine.policy.sources import Source
@@ -81,11 +82,8 @@ def pg_schema() -> Iterator[str]:
 
 def verify(url: str) -> VerifyResult:
     """`audit verify` of the log at `url`."""
-    log = AuditLog(url)
-    try:
+    with AuditReader(url) as log:
         return verify_chain(log.engine, log.key)
-    finally:
-        log.close()
 
 
 # Shared conformance cases (../shared/conformance) pinned by open issues: expected failures, strict, with

@@ -298,7 +298,15 @@ def test_with_a_key_an_attacker_who_rewrites_the_chain_is_still_caught(
     result = verify(url)
     assert not result.ok and result.bad_seq == 1
     monkeypatch.delenv("TOSENGINE_AUDIT_KEY")
-    assert verify(url).ok  # without the key, the forged chain would have passed
+    result = verify(url)  # without the key, a keyed log cannot be vouched for
+    assert not result.ok and "TOSENGINE_AUDIT_KEY" in result.problem
+    with eng.begin() as c:  # the attacker also removes the key check: without the key it now passes...
+        c.execute(text("DELETE FROM meta WHERE name = 'key_check'"))
+    eng.dispose()
+    assert verify(url).ok
+    monkeypatch.setenv("TOSENGINE_AUDIT_KEY", "a secret kept outside the database")
+    result = verify(url)  # ...which is why the verifier holds the key: with it, the forgery shows
+    assert not result.ok and "no key check" in result.problem
 
 
 @settings(max_examples=300, deadline=None)

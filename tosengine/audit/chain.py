@@ -8,7 +8,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["GENESIS", "HASHED", "HASHED_REPEATS", "canonical", "link_hash", "utc_text"]
+__all__ = ["GENESIS", "HASHED", "HASHED_REPEATS", "canonical", "head_mac", "key_check", "link_hash", "utc_text"]
 
 GENESIS = "0" * 64
 # The columns a row's hash covers, in a fixed order. `hash` itself is the only column left out.
@@ -75,3 +75,16 @@ def link_hash(row: dict[str, Any], key: bytes | None = None, columns: tuple[str,
     if key:
         return hmac.new(key, data, hashlib.sha256).hexdigest()
     return hashlib.sha256(data).hexdigest()
+
+
+def head_mac(key: bytes, name: str, count: int, last_seq: int, head_hash: str) -> str:
+    """HMAC-SHA-256, under the audit key, of a chain's head: who can write the database but does not
+    hold the key cannot move the head (to hide deleted rows at the end) and sign it again."""
+    data = json.dumps([name, count, last_seq, head_hash], separators=(",", ":")).encode("utf-8")
+    return hmac.new(key, b"tosengine chain head v1\n" + data, hashlib.sha256).hexdigest()
+
+
+def key_check(key: bytes) -> str:
+    """What the log stores (meta `key_check`) to recognise its key without revealing it: a writer or a
+    verifier with no key, or another key, is refused instead of appending rows no one can check."""
+    return hmac.new(key, b"tosengine audit key check v1", hashlib.sha256).hexdigest()

@@ -3,7 +3,7 @@
 Batches are Core `insert` executemany statements (about 5x the ORM); one transaction holds a batch's
 violations, events and rejections together, so either all of it is written or none. Violation ids
 are deterministic and UNIQUE, so replays and redeliveries add nothing; new violations are linked into
-the hash chain under a lock (BEGIN IMMEDIATE on SQLite, LOCK TABLE on PostgreSQL).
+the hash chain under a lock (BEGIN IMMEDIATE on SQLite, an advisory lock on PostgreSQL).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, SQLAlchemyError
 
 from tosengine._version import __version__
-from tosengine.audit.chain import GENESIS, HASHED, HASHED_REPEATS, link_hash
+from tosengine.audit.chain import GENESIS, HASHED, HASHED_REPEATS, head_mac, key_check, link_hash
 from tosengine.audit.connect import connect, database_errors, masked
 from tosengine.audit.migrate import upgrade_database
 from tosengine.audit.models import (
@@ -47,6 +47,9 @@ from tosengine.violation import Repeat, RuleFailure, Violation, format_time
 __all__ = ["AuditError", "AuditLog", "Batch", "Checkpoint", "InTransaction", "StoredCheckpoint", "audit_key"]
 
 ENGINE_VERSION = f"tosengine {__version__}"
+
+# The PostgreSQL advisory lock that serializes writers of one audit database ("tos" "audit" in ASCII).
+WRITER_LOCK = 0x746F735F6175
 
 # Work to run inside a batch's transaction, on its connection (see AuditLog.write).
 InTransaction = Callable[[Connection], None]
@@ -173,12 +176,12 @@ class AuditLog:
     ) -> None:
         self.url = url
         self.engine = connect(url)
+        self.key = key if key is not None else audit_key()
         with database_errors(url, "open"):
             if upgrade:
                 upgrade_database(self.engine)
-            self.salt = self._load_salt()
+            self.salt = self._load_meta()
         self.batch_size = batch_size
-        self.key = key if key is not None else audit_key()
         self.partition = partition
         # Masks the policies' sensitive paths (register_policies sets the paths) with this log's salt.
         self.masker = Masker(self.salt)
@@ -423,8 +426,11 @@ class AuditLog:
         )
 
     def _lock(self, conn: Connection) -> None:
+        # One writer at a time extends the chains. On PostgreSQL an advisory lock for the transaction: it
+        # needs no privilege, so the writer role (docs/audit.md) holds no UPDATE, DELETE or TRUNCATE
+        # right on the chained tables, which LOCK TABLE in this mode would require.
         if conn.dialect.name == "postgresql":
-            conn.exec_driver_sql("LOCK TABLE violations IN SHARE ROW EXCLUSIVE MODE")
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITER_LOCK})")
 
     def _insert_ignore(self, model: type[Any], cols: list[str]) -> Any:
         table = model.__table__
@@ -467,6 +473,7 @@ class AuditLog:
             rows.append(row)
         conn.execute(insert(model), rows)
         values = {"count": count + len(rows), "last_seq": last_seq, "hash": prev}
+        values["mac"] = head_mac(self.key, chain, count + len(rows), last_seq, prev) if self.key else ""
         if head is None:
             conn.execute(insert(ChainHead), [{"name": chain, **values}])
         else:
@@ -544,11 +551,38 @@ class AuditLog:
                 found |= {(str(src), str(i)) for src, i in rows} & wanted
         return found
 
-    def _load_salt(self) -> bytes:
+    def _load_meta(self) -> bytes:
+        """The log's masking salt (made on first use); and refuse a key that is not the log's own.
+
+        A log written with TOSENGINE_AUDIT_KEY holds a check of that key: a writer without it, or with
+        another, would append rows whose hashes no one could verify, so it is refused. A key given to a
+        log that already holds rows written without one is refused too (its chain would change kind).
+        """
         with self.engine.begin() as conn:
-            row = conn.execute(select(Meta.value).where(Meta.name == "mask_salt")).first()
-            if row is not None:
-                return bytes.fromhex(row[0])
+            self._lock(conn)
+            meta = dict(
+                conn.execute(select(Meta.name, Meta.value).where(Meta.name.in_(("mask_salt", "key_check")))).all()
+            )
+            stored = meta.get("key_check")
+            if stored is not None and self.key is None:
+                raise AuditError(
+                    f"the audit log at {masked(self.url)} is keyed (its chain is an HMAC chain): set "
+                    "TOSENGINE_AUDIT_KEY to the key it was written with; nothing was written"
+                )
+            if stored is not None and self.key is not None and stored != key_check(self.key):
+                raise AuditError(
+                    f"TOSENGINE_AUDIT_KEY is not the key the audit log at {masked(self.url)} was written with; "
+                    "nothing was written"
+                )
+            if stored is None and self.key is not None:
+                if conn.execute(select(func.count()).select_from(ChainHead)).scalar():
+                    raise AuditError(
+                        f"the audit log at {masked(self.url)} was written without TOSENGINE_AUDIT_KEY: a keyed "
+                        "writer cannot continue its chain (start a new log to use a key); nothing was written"
+                    )
+                conn.execute(insert(Meta), [{"name": "key_check", "value": key_check(self.key)}])
+            if "mask_salt" in meta:
+                return bytes.fromhex(meta["mask_salt"])
             salt = secrets.token_hex(16)
             conn.execute(insert(Meta), [{"name": "mask_salt", "value": salt}])
             return bytes.fromhex(salt)

@@ -1,4 +1,4 @@
-"""`tosengine audit list|verify|export`: read the audit log (opened read-only: nothing is ever written)."""
+"""`tosengine audit list|verify|head|export`: read the audit log (opened read-only: nothing is ever written)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from tosengine.audit.casefile import export_html, export_json, subject_is_record
 from tosengine.audit.connect import database_errors
 from tosengine.audit.query import list_repeats, list_violations, repeat_json, row_json
 from tosengine.audit.reader import AuditReader
-from tosengine.audit.verify import verify_chain
+from tosengine.audit.verify import format_anchor, parse_anchor, read_anchor, verify_chain
 from tosengine.cli.common import EXIT_FINDINGS, EXIT_OK, Command, db_arg, db_url, printable, time_arg
 
 __all__ = ["AUDIT"]
@@ -29,6 +29,20 @@ def _arguments(a: argparse.ArgumentParser) -> None:
     al.add_argument("--no-repeats", action="store_true", help="leave out the repeat records (once_per windows)")
     av = asub.add_parser("verify", help="check the hash chain; exit 0 intact, 1 naming the first bad row")
     db_arg(av)
+    av.add_argument(
+        "--head",
+        metavar="HEAD",
+        help="also check the log against a head printed earlier by `audit head` (kept elsewhere): rows "
+        "deleted at the end since then are caught even without the audit key",
+    )
+    ah = asub.add_parser(
+        "head",
+        help="print the chains' head (one line) to keep elsewhere and check later with `verify --head`",
+        description="Print the current head of the violation and repeat chains as one line. Keep it somewhere "
+        "the database's writers cannot change (a ticket, a notary, another system); `audit verify --head "
+        "LINE` then proves that no row recorded up to that point was deleted or changed.",
+    )
+    db_arg(ah)
     ae = asub.add_parser("export", help="the case file of one subject: violations, clauses, evidence, chain check")
     db_arg(ae)
     ae.add_argument("--subject", required=True)
@@ -39,9 +53,13 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     url = db_url(args.db)
     with AuditReader(url) as log, database_errors(url, "read"):
         if args.audit_command == "verify":
-            result = verify_chain(log.engine, log.key)
+            anchor = parse_anchor(args.head) if args.head else None
+            result = verify_chain(log.engine, log.key, anchor)
             print(result.describe(), file=out)
             return EXIT_OK if result.ok else EXIT_FINDINGS
+        if args.audit_command == "head":
+            print(format_anchor(read_anchor(log.engine)), file=out)
+            return EXIT_OK
         if args.audit_command == "list":
             filters = {"subject": args.subject, "policy": args.policy, "since": args.since, "limit": args.limit}
             rows = list_violations(log.engine, **filters)
