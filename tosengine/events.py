@@ -2,8 +2,10 @@
 
 The engine works on EventRecord: the envelope's attributes, typed, and the `fields` rules read as
 `event.*`. The public pydantic model `Event` is built from a record for the API. The envelope's rules
-are written once, in ENVELOPE (the string attributes) and `_value_problem` (the values under them);
-the model, the dict path and the JSON-text path all validate through them.
+are written once, in ENVELOPE (the string attributes), `_meta_problem` (CloudEvents' other optional
+attributes) and `_value_problem` (the values under them); the model, the dict path and the JSON-text
+path all validate through them. How this reading of the envelope relates to CloudEvents' own
+conformance data is in docs/events.md.
 """
 
 from __future__ import annotations
@@ -37,7 +39,15 @@ _RFC3339 = re.compile(r"(\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(?:\.(\d+))
 _SUBJECT = re.compile(r"[a-z][a-z0-9_.-]*:.+", re.DOTALL)
 _TYPE = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 _EXTENSION = re.compile(r"[a-z0-9]{1,20}")
-_KNOWN = {"id", "type", "time", "subject", "source", "specversion", "data", "datacontenttype", "dataschema"}
+# RFC 2046 media type (RFC 2045 tokens): type "/" subtype, then optional `; name=value` parameters.
+_TOKEN = r"[!#$%&'*+.^_`{|}~0-9A-Za-z-]+"
+_MEDIA_TYPE = re.compile(rf'{_TOKEN}/{_TOKEN}(?:[ \t]*;[ \t]*{_TOKEN}=(?:{_TOKEN}|"(?:[^"\\]|\\.)*"))*[ \t]*')
+# An absolute URI (RFC 3986): a scheme, a colon, and no whitespace.
+_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[^\s]*")
+# The attributes DESIGN.md section 2 names, and CloudEvents' other optional members: checked when given
+# and kept in the record, so rules read them as `event.datacontenttype`, ... (docs/events.md).
+_CORE = frozenset({"id", "type", "time", "subject", "source", "specversion", "data"})
+_META = ("datacontenttype", "dataschema", "data_base64")
 # Bounds that keep one event from costing unbounded memory or time; generous for real producers.
 MAX_STRING = 1 << 20
 MAX_DEPTH = 32
@@ -89,6 +99,21 @@ def _envelope_problem(ident: str, etype: str, subject: str, source: str) -> tupl
             return name, f"must be at most {MAX_ID} characters"
         if "\x00" in v:
             return name, "must not contain the NUL character (\\u0000)"
+    return None
+
+
+def _meta_problem(name: str, value: Any) -> str | None:
+    """The problem with one of CloudEvents' optional members (`_META`), or None if it holds."""
+    if not isinstance(value, str):
+        return f"must be a string, got {type(value).__name__}"
+    if name == "datacontenttype":
+        if _MEDIA_TYPE.fullmatch(value) is None:
+            return "must be an RFC 2046 media type such as application/json or text/plain"
+    elif name == "dataschema":
+        if _URI.fullmatch(value) is None:
+            return "must be an absolute URI such as https://example.com/schema.json"
+    else:  # data_base64: binary data, which rules could not read as event.data.* (docs/events.md)
+        return "binary data is not accepted: send the event's attributes as a JSON object in `data`"
     return None
 
 
@@ -248,11 +273,11 @@ class Event(BaseModel):
 
 
 def _require_str(obj: dict[str, Any], name: str, required: bool) -> str:
-    if name not in obj:
+    v = obj.get(name)
+    if v is None:  # absent, or null: CloudEvents' JSON format reads a null attribute as absent
         if required:
             raise EventError(name, "is required")
         return ""
-    v = obj[name]
     if not isinstance(v, str):
         raise EventError(name, f"must be a string, got {type(v).__name__}")
     return v
@@ -265,21 +290,28 @@ def validate_event(obj: Any, *, line: int | None = None) -> Event:
     return event_of_record(validate_record(obj, line=line))
 
 
-def validate_record(obj: Any, *, line: int | None = None, text: str | None = None) -> EventRecord:
-    """Validate one decoded JSON value (or take an Event) as the engine's record of it."""
+def validate_record(
+    obj: Any, *, line: int | None = None, text: str | None = None, recorded: bool = False
+) -> EventRecord:
+    """Validate one decoded JSON value (or take an Event) as the engine's record of it.
+
+    `recorded`: the body of an event an audit log already accepted, read back to resume. An earlier
+    version accepted an empty `source` and any `datacontenttype` or `dataschema` (which it did not
+    keep); such a body is taken as that version took it, so a log it wrote still resumes.
+    """
     if isinstance(obj, Event):
         return record_of_event(obj)
     if not isinstance(obj, dict):
         raise EventError("", f"an event must be a JSON object, got {type(obj).__name__}", line=line)
     try:
-        return _validate(obj, text)
+        return _validate(obj, text, recorded)
     except EventError as exc:
         if line is not None and exc.line is None:
             raise EventError(exc.field, exc.problem, line=line) from None
         raise
 
 
-def _validate(obj: dict[str, Any], text: str | None) -> EventRecord:
+def _validate(obj: dict[str, Any], text: str | None, recorded: bool = False) -> EventRecord:
     ident, etype, time_text, subject = obj.get("id"), obj.get("type"), obj.get("time"), obj.get("subject")
     source = obj.get("source", "")
     if not (
@@ -290,6 +322,9 @@ def _validate(obj: dict[str, Any], text: str | None) -> EventRecord:
         and type(source) is str
     ):
         ident, etype, time_text, subject, source = (_require_str(obj, n, r) for n, r in ENVELOPE)
+    elif not source and "source" in obj and not recorded:
+        # CloudEvents: a non-empty URI-reference. Leaving it out is allowed here (DESIGN.md s. 2).
+        raise EventError("source", "must be a non-empty URI-reference when given (leave it out instead)")
     try:
         when = parse_time(time_text)
     except ValueError as exc:
@@ -300,19 +335,31 @@ def _validate(obj: dict[str, Any], text: str | None) -> EventRecord:
     if problem is not None:
         raise EventError(*problem)
     specversion = obj.get("specversion")
-    if "specversion" in obj and specversion != "1.0":
+    if specversion is not None and specversion != "1.0":
         raise EventError("specversion", 'must be "1.0" when given')
-    data = obj.get("data")
-    if "data" in obj and not isinstance(data, dict):
+    data = obj.get("data")  # null is absent
+    if data is not None and not isinstance(data, dict):
+        # DESIGN.md section 2 and the shared conformance suite: `data` is an object of attributes, which
+        # rules read as event.data.*; CloudEvents also allows text, numbers and lists (docs/events.md).
         raise EventError("data", f"must be an object when present, got {type(data).__name__}")
+    meta: dict[str, Any] = {}
     extensions: dict[str, Any] = {}
     if len(obj) > 4 + ("source" in obj) + ("specversion" in obj) + ("data" in obj):
         for name, value in obj.items():
-            if name in _KNOWN:
+            if name in _CORE:
                 continue
-            if type(name) is not str or not _EXTENSION.fullmatch(name):
+            if name not in _META and (type(name) is not str or not _EXTENSION.fullmatch(name)):
                 raise EventError(str(name), "extension attribute names must be 1-20 lowercase letters or digits")
-            extensions[name] = value
+            if value is None:
+                continue  # null is absent
+            if name not in _META:
+                extensions[name] = value
+                continue
+            found = _meta_problem(name, value)
+            if found is None:
+                meta[name] = value
+            elif not recorded or name == "data_base64":
+                raise EventError(name, found)
     # The four strings, inline (the usual case: short and ASCII), then data and extensions.
     if not (
         len(ident) + len(etype) + len(subject) + len(source) <= MAX_STRING
@@ -323,13 +370,15 @@ def _validate(obj: dict[str, Any], text: str | None) -> EventRecord:
         for name, v in (("id", ident), ("type", etype), ("subject", subject), ("source", source)):
             _check_value(name, v)
     _check_value("data", data)
-    for name, value in extensions.items():
+    for name, value in (*meta.items(), *extensions.items()):
         _check_value(name, value)
     fields: dict[str, Any] = {"id": ident, "type": etype, "time": when, "subject": subject, "source": source}
     if specversion is not None:
         fields["specversion"] = specversion
     if data is not None:
         fields["data"] = data
+    if meta:
+        fields.update(meta)
     if extensions:
         fields.update(extensions)
     return EventRecord(fields, time_text, text)

@@ -9,17 +9,19 @@ and the audit log records.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import logging
 import secrets
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from tosengine.audit.log import AuditLog, Checkpoint
 from tosengine.errors import AuditError, EventError, TosEngineError
@@ -39,7 +41,7 @@ from tosengine.violation import Repeat, Violation
 
 LOG = logging.getLogger("tosengine")
 
-__all__ = ["MAX_CLOCK_LEAD", "SMOKE_TEST_TIMEOUT", "Engine", "EventInput"]
+__all__ = ["MAX_CLOCK_LEAD", "SMOKE_TEST_TIMEOUT", "Engine", "EventInput", "Judgement", "ruleset_hash"]
 
 # Seconds the load-time smoke test of the compiled rulesets may take before the set is refused.
 SMOKE_TEST_TIMEOUT = 30.0
@@ -55,6 +57,31 @@ def validate_input(event: EventInput, max_size: int = MAX_EVENT) -> EventRecord:
     """The validated record of an event given as an Event, a decoded JSON object or its JSON text (of at
     most `max_size` characters)."""
     return parse_record(event, max_size=max_size) if isinstance(event, str) else validate_record(event)
+
+
+def ruleset_hash(policies: CheckedPolicySet) -> str:
+    """The one name of a set of policies: a hash of each policy's id and version (the content hash of its
+    file), in id order. Any change to any policy file gives another name; the audit log's policy versions
+    hold the texts behind it. Responses of `tosengine serve` and its metrics name the ruleset with it."""
+    blob = json.dumps(sorted((p.id, p.version) for p in policies.policies), separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """What became of one event given to `Engine.judge_many`.
+
+    `status` is "accepted" (processed; `violations` are the ones it caused, deadlines it passed
+    included), "duplicate" (a redelivered (source, id), not processed again; `conflict` when its body
+    differs from the copy processed, which the dead letter then records) or "rejected" (`error` names
+    the field and the problem). `ruleset` is the `ruleset_hash` of the policies that judged it.
+    """
+
+    status: Literal["accepted", "duplicate", "rejected"]
+    ruleset: str
+    violations: tuple[Violation, ...] = ()
+    error: EventError | None = None
+    conflict: bool = False
 
 
 class Engine:
@@ -96,6 +123,7 @@ class Engine:
         # case on one); the engine then leaves closing it to its owner.
         self._owns_program = program is None
         self._program = program if program is not None else Program(policies, smoke_test=smoke_test)
+        self._ruleset = ruleset_hash(self._program.policies)
         # Without an audit log, values rendered from sensitive fields are masked with a salt of this engine's.
         self._masker = Masker(secrets.token_bytes(16), policies.sensitive)
         self._pipeline = Pipeline(self._program, self._masker)
@@ -177,6 +205,7 @@ class Engine:
                 self._masker = Masker(self._masker.salt, policies.sensitive)
             pipeline = Pipeline(program, self._masker)
             old, self._program, self._pipeline, self._state = self._program, program, pipeline, state
+            self._ruleset = ruleset_hash(policies)
             self._changed += 1
             self._report_dropped(dropped, "reload")
         if self._owns_program:
@@ -190,6 +219,11 @@ class Engine:
     def policies(self) -> CheckedPolicySet:
         """The policies being run."""
         return self._program.policies
+
+    @property
+    def ruleset_hash(self) -> str:
+        """The `ruleset_hash` of the policies being run."""
+        return self._ruleset
 
     @property
     def plan(self) -> Plan:
@@ -273,6 +307,46 @@ class Engine:
         self._make_durable()
         return out
 
+    def judge_many(
+        self,
+        events: Sequence[EventInput],
+        *,
+        on_error: Callable[[int, EventInput, EventError], None] | None = None,
+    ) -> list[Judgement]:
+        """Process events in order as process_many does (matched in batches, committed together) and say
+        what became of each: one Judgement per event, in order. Returns once all of it is durable.
+
+        An invalid event does not stop the others: it is recorded in the dead letter, or, if `on_error`
+        is given, handed to it as process_many does (it may record it with `reject`: that row is then
+        committed with the rest).
+        """
+        out: list[Judgement | None] = [None] * len(events)
+
+        def refuse(pos: int, event: EventInput, exc: EventError) -> None:
+            if on_error is None:
+                self.reject(event, exc)
+            else:
+                on_error(pos, event, exc)
+            out[pos] = Judgement("rejected", self._ruleset, error=exc)
+
+        batch: list[tuple[int, EventInput, EventRecord]] = []
+        for pos, event in enumerate(events):
+            try:
+                batch.append((pos, event, validate_input(event, self.max_event_size)))
+            except EventError as exc:
+                refuse(pos, event, exc)
+                continue
+            if len(batch) == BATCH:
+                self._judge_batch(batch, out, refuse)
+                batch = []
+                if self._audit is not None and self._audit.queued() >= self._audit.batch_size:
+                    self._make_durable()  # commit as the batch fills: memory stays bounded
+        self._judge_batch(batch, out, refuse)
+        self._make_durable()
+        judged = [j for j in out if j is not None]
+        assert len(judged) == len(events)
+        return judged
+
     def restore(self) -> int:
         """How many events were replayed from the audit log when the engine opened.
 
@@ -297,6 +371,12 @@ class Engine:
         # A clock move is no event in the log, so the checkpoint is what keeps it.
         self.checkpoint()
         return out
+
+    def due(self, t: datetime) -> bool:
+        """Whether moving the clock to `t` would lapse an obligation or close a once_per window. Cheap (the
+        heads of the deadline heaps): a ticker asks it before calling advance_to, which checkpoints."""
+        with self._lock:
+            return self._state.due(t)
 
     def reject(self, raw: Any, error: EventError, origin: str = "api") -> None:
         """Record input that was not a valid event in the audit log's dead letter (no-op without one)."""
@@ -365,6 +445,32 @@ class Engine:
                         raise
                     on_error(pos, event, exc)
         return out
+
+    def _judge_batch(
+        self,
+        batch: list[tuple[int, EventInput, EventRecord]],
+        out: list[Judgement | None],
+        refuse: Callable[[int, EventInput, EventError], None],
+    ) -> None:
+        """Accept validated events in order as _accept_batch does, writing what became of each into `out`:
+        the partition's duplicate and conflict counters tell a redelivery from an event without violations."""
+        if not batch:
+            return
+        with self._lock:
+            self._check_open()
+            fired = self._program.matcher.match_many("event", [r.fields for _, _, r in batch])
+            for (pos, event, record), tids in zip(batch, fired, strict=True):
+                counts = self._state.counts
+                duplicates, conflicts = counts["duplicates"], counts["conflicts"]
+                try:
+                    violations = self._accept(record, tids)
+                except EventError as exc:  # refused by the engine (too far ahead of the clock)
+                    refuse(pos, event, exc)
+                    continue
+                if counts["duplicates"] != duplicates:
+                    out[pos] = Judgement("duplicate", self._ruleset, conflict=counts["conflicts"] != conflicts)
+                else:
+                    out[pos] = Judgement("accepted", self._ruleset, tuple(violations))
 
     def _accept(self, record: EventRecord, fired: list[int] | None) -> list[Violation]:
         """One valid event through the pipeline (the lock is held), its results queued for the audit log.
@@ -504,7 +610,7 @@ class Engine:
         n = 0
         if first is not None:
             for body in itertools.chain([first], tail):
-                pipeline.accept(state, validate_record(body))
+                pipeline.accept(state, validate_record(body, recorded=True))
                 n += 1
         if program is not self._program:
             state, dropped = load_state(save_state(state, program, self.partition), self._program, self._options)

@@ -1,1 +1,33 @@
-"""tosengine serve: CloudEvents over HTTP into an Engine (docs/serve.md)."""
+"""tosengine serve: CloudEvents over HTTP into an Engine (docs/serve.md).
+
+`create_app` is the ASGI app's factory (`uvicorn --factory tosengine.serve:create_app`, configured from
+the environment); `tosengine serve` runs it on uvicorn with draining, JSON logs and SIGHUP reloads.
+Names are imported when first used (PEP 562), so the command line loads the web server only to serve.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tosengine.serve.app import create_app as create_app
+    from tosengine.serve.config import ServeConfig as ServeConfig
+
+# Public name -> the module that defines it.
+_HOMES = {"ServeConfig": "tosengine.serve.config", "create_app": "tosengine.serve.app"}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'tosengine.serve' has no attribute {name!r}")
+    value = getattr(import_module(home), name)
+    globals()[name] = value  # the next lookup is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOMES])
