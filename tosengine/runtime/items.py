@@ -21,10 +21,11 @@ class Item:
 
     `fields` is what the rule reads (`event.*` or `fact.*`); `events` are the records of the events
     behind it (for an event, itself), whose ids are `evidence`; `chain` (facts only) is the derived
-    facts behind it, itself last, as `explain` shows them.
+    facts behind it, itself last, as `explain` shows them. `pos` is the item's place in the one order
+    every Kafka worker agrees on (tosengine/kafka/position.py); None in a single process.
     """
 
-    __slots__ = ("causes", "chain", "events", "evidence", "fields", "id", "kind", "seq", "time")
+    __slots__ = ("causes", "chain", "events", "evidence", "fields", "id", "kind", "pos", "seq", "time")
 
     def __init__(
         self,
@@ -46,6 +47,7 @@ class Item:
         self.events = events
         self.causes: tuple[str, ...] = (ident,) if kind == "fact" else ()
         self.chain = chain
+        self.pos: tuple[Any, ...] | None = None
 
     @classmethod
     def of_event(cls, record: EventRecord, seq: int) -> Item:

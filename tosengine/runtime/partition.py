@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from tosengine.policy.model import Ladder
 from tosengine.runtime.clock import Clock
-from tosengine.runtime.items import Firing
+from tosengine.runtime.items import Firing, Item
 from tosengine.runtime.kinds import RUNTIME_KINDS, KindStore, StateOptions
 from tosengine.runtime.kinds.sequence import SequenceStore
 from tosengine.runtime.ladder import LadderState
@@ -132,6 +132,16 @@ class PartitionState:
                 return repeat
             close_at = self.once.next_close()  # that window had suppressed nothing: the next one
         return best.pop_due(rules, now) if best is not None else None
+
+    def peek_lapse(self) -> tuple[KindStore, datetime, Item, int] | None:
+        """The obligation that lapses next whatever the clock, left in place: its store, deadline, opening
+        item and rule index (a Kafka worker lapses it once the watermark passes; tosengine/kafka/stage.py)."""
+        best: tuple[KindStore, datetime, Item, int] | None = None
+        for store in self._lapsing:
+            head = store.peek_due()
+            if head is not None and (best is None or head[0] < best[1]):
+                best = (store, *head)
+        return best
 
     def due(self, now: datetime) -> bool:
         """Whether anything may be due at `now` (cheap: heads of the heaps only)."""

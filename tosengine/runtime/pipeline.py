@@ -12,6 +12,7 @@ import json
 import logging
 import zlib
 from collections import deque
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -24,6 +25,7 @@ from tosengine.masking import Masker
 from tosengine.runtime.evaluate import MISSING, Env
 from tosengine.runtime.items import Firing, Item
 from tosengine.runtime.kinds import Roles
+from tosengine.runtime.order import Pos, child_pos, lapse_pos
 from tosengine.runtime.partition import PartitionState
 from tosengine.runtime.program import CompiledRule, Program
 from tosengine.violation import Repeat, RuleFailure, Violation, evidence_key, format_time, violation_id
@@ -46,6 +48,7 @@ class Outcome:
     errors: list[RuleFailure] = field(default_factory=list)
     queue: deque[Item] = field(default_factory=deque)  # derived items still to offer
     conflict: bool = False  # the event was a redelivered (source, id) with another body: not processed
+    positions: list[Pos] = field(default_factory=list)  # each violation's position, when items have them
 
 
 def _merge(items: list[Item]) -> tuple[EventRecord, ...]:
@@ -59,17 +62,41 @@ def _merge(items: list[Item]) -> tuple[EventRecord, ...]:
 
 class Pipeline:
     """The stages of one Program, run on whichever PartitionState they are given. `masker` masks what a
-    rule renders from a sensitive field (keys, subjects, message parts, emitted data)."""
+    rule renders from a sensitive field (keys, subjects, message parts, emitted data).
 
-    def __init__(self, program: Program, masker: Masker) -> None:
+    A Kafka worker runs one key group's rules on each partition (`rules`: their indices; None: all) and
+    climbs the escalation ladder elsewhere (`climb=False`: violations keep their rule's action and step
+    0; tosengine/kafka/ladder.py records the step). Its entry points are the `*_at` methods below: they
+    never offer derived facts themselves (the worker routes them) and lapse obligations only when told.
+    """
+
+    def __init__(
+        self, program: Program, masker: Masker, *, rules: Collection[int] | None = None, climb: bool = True
+    ) -> None:
         self.program = program
         self.masker = masker
+        self.only = frozenset(rules) if rules is not None else None
+        self.climb = climb
 
     # ------------------------------------------------------------------ entry points
 
     def accept(self, state: PartitionState, record: EventRecord, fired: list[int] | None = None) -> Outcome | None:
         """Run one valid event through the pipeline; its violations (deadlines it passed included), or
         None for a redelivery. `fired`: the event's matched triggers, if already known."""
+        call = self._admit(state, record)
+        if call is None or call.conflict:
+            return call
+        self._advance(state, record.time, call)
+        state.seq += 1
+        item = Item("event", record.fields, record.time, state.seq, record.id, (record.id,), (record,))
+        self._offer(state, item, fired, call)
+        self._drain(state, call)
+        self._lapse_overdue(state, call)
+        return call
+
+    def _admit(self, state: PartitionState, record: EventRecord) -> Outcome | None:
+        """Drop a redelivery (None; an outcome marked `conflict` if its body differs from the copy seen);
+        otherwise remember the event and start its outcome."""
         key = f"{len(record.source)}:{record.source}{record.id}"  # identity(), inline on the hot path
         digest = zlib.crc32(
             record.text.encode("utf-8", "surrogatepass") if record.text is not None else to_json(record.evidence())
@@ -81,15 +108,8 @@ class Pipeline:
                 return Outcome(conflict=True)  # dropped as a copy, but its body differs: the engine records it
             return None
         state.counts["events"] += 1
-        call = Outcome()
         state.redelivery.remember(key, record.time, digest)
-        self._advance(state, record.time, call)
-        state.seq += 1
-        item = Item("event", record.fields, record.time, state.seq, record.id, (record.id,), (record,))
-        self._offer(state, item, fired, call)
-        self._drain(state, call)
-        self._lapse_overdue(state, call)
-        return call
+        return Outcome()
 
     def advance_to(self, state: PartitionState, t: datetime) -> Outcome:
         """Move the clock to `t` without an event: the violations of the deadlines it passed, and the repeat
@@ -99,16 +119,88 @@ class Pipeline:
         self._lapse_overdue(state, call)
         return call
 
+    # ------------------------------------------------------------------ one item at its position (Kafka)
+
+    def accept_at(self, state: PartitionState, record: EventRecord, pos: Pos) -> Outcome | None:
+        """Run one event at its position (runtime/order.py) without offering what it derives: the facts are
+        left in the outcome's queue, with their positions, for the worker to route; obligations lapse only
+        through `lapse_next`. None for a redelivery."""
+        call = self._admit(state, record)
+        if call is None or call.conflict:
+            return call
+        self._advance(state, record.time, call, lapse=False)
+        state.seq += 1
+        item = Item("event", record.fields, record.time, state.seq, record.id, (record.id,), (record,))
+        item.pos = pos
+        self._offer(state, item, None, call)
+        return call
+
+    def offer_at(self, state: PartitionState, item: Item) -> Outcome:
+        """Offer a fact derived elsewhere (its `pos` set) to this pipeline's rules, as `accept_at` does an
+        event. Its time moves this partition's clock: the clock of the whole stream was there already."""
+        call = Outcome()
+        self._advance(state, item.time, call, lapse=False)
+        state.seq += 1
+        item.seq = state.seq
+        self._offer(state, item, None, call)
+        return call
+
+    def next_lapse(self, state: PartitionState) -> Pos | None:
+        """The position of the obligation that lapses next, if any is open."""
+        head = state.peek_lapse()
+        if head is None:
+            return None
+        _, deadline, opened_by, rule = head
+        assert opened_by.pos is not None, "an obligation opened outside a worker has no position"
+        return lapse_pos(deadline, opened_by.pos, rule)
+
+    def lapse_next(self, state: PartitionState) -> Outcome:
+        """Lapse the obligation `next_lapse` names, whatever the clock (the worker calls this once the
+        watermark is past its position); its facts are left in the queue, as `accept_at` leaves them."""
+        call = Outcome()
+        head = state.peek_lapse()
+        if head is None:
+            return call
+        store, deadline, opened_by, rule = head
+        assert opened_by.pos is not None
+        at = lapse_pos(deadline, opened_by.pos, rule)
+        self._advance(state, max(deadline, state.clock.now or deadline), call, lapse=False)
+        due = store.pop_next(self.program.rules)
+        if due is not None:
+            try:
+                self._fire(state, due, call, (at, 0))
+            except Exception as exc:  # recorded against the rule and the obligation's event, as in _offer
+                self._contain(state, due.rule, due.items[-1], exc, call)
+        return call
+
+    def advance_at(self, state: PartitionState, t: datetime) -> Outcome:
+        """Move the clock to `t` without lapsing obligations (the worker lapses them in order first): once_per
+        windows that end by `t` close, and what is behind it is forgotten."""
+        call = Outcome()
+        self._advance(state, t, call, lapse=False)
+        return call
+
     # ------------------------------------------------------------------ clock
 
-    def _advance(self, state: PartitionState, t: datetime, call: Outcome) -> None:
+    def _advance(self, state: PartitionState, t: datetime, call: Outcome, lapse: bool = True) -> None:
         """Move the clock; lapse obligations due strictly before it, each with its chain, in order;
-        then forget what is behind it."""
+        then forget what is behind it. Without `lapse`, only once_per windows close (a worker lapses
+        obligations at their positions)."""
         if not state.clock.advance(t):
             return
-        self._lapse_overdue(state, call)  # judged against the settled clock: see Clock
+        if lapse:
+            self._lapse_overdue(state, call)  # judged against the settled clock: see Clock
+        else:
+            self._close_windows(state, t, call)
         state.clock.settle()
         state.sweep(self.program.rules, self.program.ladder, t)
+
+    def _close_windows(self, state: PartitionState, now: datetime, call: Outcome) -> None:
+        while state.once.has_closing_by(now):
+            repeat = state.once.pop_closed(self.program.rules, now)
+            if repeat is not None:
+                state.counts["repeats"] += 1
+                call.repeats.append(repeat)
 
     def _lapse_overdue(self, state: PartitionState, call: Outcome) -> None:
         now = state.clock.now
@@ -148,9 +240,12 @@ class Pipeline:
         env: Env = {item.kind: item.fields}
         by_rule: dict[int, Roles] = {}
         triggers = program.plan.triggers
+        only = self.only
         for tid in fired:
             local = program.local[tid]
             t = triggers[tid]
+            if only is not None and t.rule not in only:
+                continue  # another key group's rule: another worker partition runs it
             try:
                 if local is not None and local(env) is not True:
                     continue
@@ -167,8 +262,9 @@ class Pipeline:
                 if key is None:
                     state.counts["skipped_no_key"] += 1
                     continue
-                for firing in state.stores[cr.kind.name].offer(cr, key, item, by_rule[ri], now):
-                    self._fire(state, firing, call)
+                firings = state.stores[cr.kind.name].offer(cr, key, item, by_rule[ri], now)
+                for n, firing in enumerate(firings):
+                    self._fire(state, firing, call, None if item.pos is None else (item.pos, n))
             except Exception as exc:  # one rule's failure on one item is recorded; the others go on
                 self._contain(state, cr, item, exc, call)
 
@@ -194,9 +290,10 @@ class Pipeline:
             return None
         return self.masker.value(v) if cr.mask_key else v
 
-    def _fire(self, state: PartitionState, f: Firing, call: Outcome) -> None:
+    def _fire(self, state: PartitionState, f: Firing, call: Outcome, at: tuple[Pos, int] | None = None) -> None:
         """A rule matched: unless its once_per window holds the match, record the violation, and queue its
-        violation fact and emitted fact, all against the rule's subject."""
+        violation fact and emitted fact, all against the rule's subject. `at`: the position of the item
+        (or lapse) that made the rule fire and the firing's index there, to place what it derives."""
         cr, key, time = f.rule, f.key, f.time
         rule, pol = cr.rule, cr.policy
         state.fired[rule.id] += 1
@@ -230,7 +327,10 @@ class Pipeline:
             vid = violation_id("violation", rule.id, key, hashed, causes)
             now = state.clock.settled
             assert now is not None
-            action, step = state.ladder.climb(self.program.ladder, pol.id, subject, time, rule.action, now)
+            if self.climb:
+                action, step = state.ladder.climb(self.program.ladder, pol.id, subject, time, rule.action, now)
+            else:
+                action, step = rule.action, 0
             call.violations.append(
                 Violation(
                     id=vid,
@@ -270,7 +370,11 @@ class Pipeline:
                 "time": time,
                 "id": vid,
             }
-            call.queue.append(Item("fact", fields, time, state.seq, vid, evidence, events, (*chain, me)))
+            fact = Item("fact", fields, time, state.seq, vid, evidence, events, (*chain, me))
+            if at is not None:
+                fact.pos = child_pos(at[0], cr.index, at[1], 0)
+                call.positions.append(fact.pos)
+            call.queue.append(fact)
             state.counts["facts"] += 1
         if cr.emit is not None:
             assert rule.emit is not None
@@ -285,5 +389,8 @@ class Pipeline:
                 "data": json.loads(json.dumps(data, default=str)),
             }
             fields = {"type": rule.emit.fact, "subject": subject, "time": time, "id": fid, "data": data}
-            call.queue.append(Item("fact", fields, time, state.seq, fid, evidence, events, (*chain, me)))
+            fact = Item("fact", fields, time, state.seq, fid, evidence, events, (*chain, me))
+            if at is not None:
+                fact.pos = child_pos(at[0], cr.index, at[1], 1)
+            call.queue.append(fact)
             state.counts["facts"] += 1

@@ -23,7 +23,19 @@ from tosengine.runtime.kinds import StateOptions
 from tosengine.runtime.partition import PartitionState
 from tosengine.runtime.program import CompiledRule, Program, ladder_fingerprint
 
-__all__ = ["FORMAT", "VERSION", "Decoder", "Encoder", "StateFormatError", "load_state", "pack", "save_state", "unpack"]
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "Decoder",
+    "Encoder",
+    "StateFormatError",
+    "from_json_value",
+    "json_value",
+    "load_state",
+    "pack",
+    "save_state",
+    "unpack",
+]
 
 FORMAT = "tosengine.state"
 VERSION = 1
@@ -36,30 +48,36 @@ class StateFormatError(TosEngineError):
     """A checkpoint this tosengine cannot read: another format, a newer version, or damaged."""
 
 
-def _value(v: Any) -> Any:
+def json_value(v: Any) -> Any:
     """A value of a fact's fields as JSON: times and durations tagged, `$` keys escaped."""
     if isinstance(v, datetime):
         return {"$t": v.isoformat()}
     if isinstance(v, timedelta):
         return {"$d": [v.days, v.seconds, v.microseconds]}
     if isinstance(v, dict):
-        return {("$" + k if k.startswith("$") else k): _value(x) for k, x in v.items()}
+        return {("$" + k if k.startswith("$") else k): json_value(x) for k, x in v.items()}
     if isinstance(v, list | tuple):
-        return [_value(x) for x in v]
+        return [json_value(x) for x in v]
     return v
 
 
-def _unvalue(v: Any) -> Any:
+def from_json_value(v: Any) -> Any:
+    """A fact's field value back from `json_value`'s JSON."""
     if isinstance(v, dict):
         if len(v) == 1 and "$t" in v:
             return datetime.fromisoformat(v["$t"])
         if len(v) == 1 and "$d" in v:
             days, seconds, micros = v["$d"]
             return timedelta(days=days, seconds=seconds, microseconds=micros)
-        return {(k[1:] if k.startswith("$$") else k): _unvalue(x) for k, x in v.items()}
+        return {(k[1:] if k.startswith("$$") else k): from_json_value(x) for k, x in v.items()}
     if isinstance(v, list):
-        return [_unvalue(x) for x in v]
+        return [from_json_value(x) for x in v]
     return v
+
+
+def _tuples(v: Any) -> Any:
+    """A position read back from JSON: its lists as tuples again (positions compare as tuples)."""
+    return tuple(_tuples(x) for x in v) if isinstance(v, list) else v
 
 
 class Encoder:
@@ -91,7 +109,14 @@ class Encoder:
         if it.kind == "event":
             data: dict[str, Any] = {"e": self.record(it.events[0]), "s": it.seq}
         else:
-            data = {"f": _value(it.fields), "s": it.seq, "r": [self.record(r) for r in it.events], "c": list(it.chain)}
+            data = {
+                "f": json_value(it.fields),
+                "s": it.seq,
+                "r": [self.record(r) for r in it.events],
+                "c": list(it.chain),
+            }
+        if it.pos is not None:  # a Kafka worker's item: its place in the order the workers agree on
+            data["p"] = it.pos
         at = self._item_at[id(it)] = len(self.items)
         self.items.append(data)
         return at
@@ -124,7 +149,7 @@ class Decoder:
             if "e" in raw:
                 it = Item.of_event(self._records[raw["e"]], raw["s"])
             else:
-                fields = _unvalue(raw["f"])
+                fields = from_json_value(raw["f"])
                 events = tuple(self._records[i] for i in raw["r"])
                 it = Item(
                     "fact",
@@ -136,6 +161,8 @@ class Decoder:
                     events,
                     tuple(raw["c"]),
                 )
+            if "p" in raw:
+                it.pos = _tuples(raw["p"])
             self._items[at] = it
         return it
 

@@ -56,6 +56,14 @@ class KindStore(Protocol):
         """The earliest firing due strictly before `now`, removed; None if there is none."""
         ...
 
+    def peek_due(self) -> tuple[datetime, Item, int] | None:
+        """The next thing due, left in place: (its deadline, the item that opened it, its rule's index)."""
+        ...
+
+    def pop_next(self, rules: Sequence[CompiledRule]) -> Firing | None:
+        """The next thing due (the one `peek_due` names), removed and fired, whatever the clock."""
+        ...
+
     def size(self) -> dict[str, int]:
         """How much state is held, by what."""
         ...
@@ -88,5 +96,13 @@ class NoDeadlines:
         return None
 
     def pop_due(self, rules: Sequence[CompiledRule], now: datetime) -> Firing | None:
+        """Nothing is ever due."""
+        return None
+
+    def peek_due(self) -> tuple[datetime, Item, int] | None:
+        """Nothing is ever due."""
+        return None
+
+    def pop_next(self, rules: Sequence[CompiledRule]) -> Firing | None:
         """Nothing is ever due."""
         return None

@@ -93,19 +93,37 @@ class ExpectStore:
         """The earliest open obligation whose deadline is strictly before `now`, closed and fired."""
         while (due := self.deadlines.pop_before(now)) is not None:
             deadline, (ri, key, ob) = due
-            if not ob.open:
-                continue
-            ob.open = False
-            obs = self.obligations.get((ri, key))
-            if obs is not None:
-                obs.remove(ob)
-                if not obs:
-                    del self.obligations[(ri, key)]
-            after = ob.after
-            return Firing(
-                rules[ri], key, deadline, [after], {"after": after.fields, after.kind: after.fields}, deadline=deadline
-            )
+            if ob.open:
+                return self._lapse(rules, ri, key, ob, deadline)
         return None
+
+    def peek_due(self) -> tuple[datetime, Item, int] | None:
+        """The earliest open obligation, left in place: (deadline, its `after` item, its rule's index)."""
+        if self.next_due() is None:
+            return None
+        deadline, _, (ri, _key, ob) = self.deadlines.entries[0]
+        return deadline, ob.after, ri
+
+    def pop_next(self, rules: Sequence[CompiledRule]) -> Firing | None:
+        """The earliest open obligation (the one `peek_due` names), closed and fired whatever the clock:
+        a Kafka worker lapses it when the watermark passes it (tosengine/kafka/stage.py)."""
+        while self.deadlines.entries:
+            deadline, (ri, key, ob) = self.deadlines.pop()
+            if ob.open:
+                return self._lapse(rules, ri, key, ob, deadline)
+        return None
+
+    def _lapse(self, rules: Sequence[CompiledRule], ri: int, key: str, ob: Obligation, deadline: datetime) -> Firing:
+        ob.open = False
+        obs = self.obligations.get((ri, key))
+        if obs is not None:
+            obs.remove(ob)
+            if not obs:
+                del self.obligations[(ri, key)]
+        after = ob.after
+        return Firing(
+            rules[ri], key, deadline, [after], {"after": after.fields, after.kind: after.fields}, deadline=deadline
+        )
 
     def save(self, rules: Sequence[CompiledRule], enc: Encoder) -> list[Any]:
         """[[rule id, key, [[the after item, deadline], ...]], ...]: the open obligations."""

@@ -1,0 +1,139 @@
+"""Kafka workers as separate processes on librdkafka's mock cluster, writing to PostgreSQL.
+
+Three workers share the group: one is killed with SIGKILL mid-stream, one joins late, one is paused with
+SIGSTOP past its session timeout and resumed (a zombie, fenced out of the partitions it lost). Once an
+event at the end time has reached every input partition, the audit log holds exactly the violations of
+`replay --dry-run` on the same events, none twice, and `audit verify` passes. A test against a real
+broker runs when TOSENGINE_KAFKA_BOOTSTRAP is set.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.kafka_cluster import (
+    ROOT,
+    WorkerProcess,
+    distinct_times,
+    dry_run_ids,
+    end_event,
+    mock_cluster,
+    produce,
+    scalar,
+    violation_ids,
+    wait_for,
+)
+from tests.support import pg_schema, verify
+
+SEED = ROOT / "examples" / "seed-cases.jsonl"
+REAL = os.environ.get("TOSENGINE_KAFKA_BOOTSTRAP")
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[str]:
+    with mock_cluster() as bootstrap:
+        yield bootstrap
+
+
+@pytest.fixture(scope="module")
+def stream() -> tuple[list[str], str, list[str]]:
+    """The seed cases with distinct times, an end event, and the dry run's violation ids over both."""
+    lines = distinct_times(SEED.read_text(encoding="utf-8").splitlines())
+    end = end_event(lines)
+    return lines, end, dry_run_ids([*lines, end])
+
+
+def _names() -> tuple[str, str]:
+    tag = uuid.uuid4().hex[:8]
+    return f"in-{tag}", f"g-{tag}"
+
+
+def _settled(db: str, expected: list[str]) -> bool:
+    return sorted(violation_ids(db)) == sorted(expected)
+
+
+def test_killed_late_and_zombie_workers_write_exactly_the_dry_run(
+    cluster: str, stream: tuple[list[str], str, list[str]], tmp_path: Path
+) -> None:
+    lines, end, expected = stream
+    topic, group = _names()
+    chunks = [lines[i::1][k * len(lines) // 6 : (k + 1) * len(lines) // 6] for i in (0,) for k in range(6)]
+    with pg_schema() as db:
+        produce(cluster, topic, chunks[0], binary=True)  # makes the topic; binary mode on the way
+        w1 = WorkerProcess(cluster, topic, group, db, tmp_path / "w1.log")
+        w2 = WorkerProcess(cluster, topic, group, db, tmp_path / "w2.log")
+        workers = [w1, w2]
+        try:
+            produce(cluster, topic, chunks[1])
+            wait_for(lambda: (scalar(db, "SELECT count(*) FROM events") or 0) >= len(chunks[0]) // 2, 120, "progress")
+            w1.signal(signal.SIGKILL)  # mid-stream: its partitions move after its session times out
+            produce(cluster, topic, chunks[2])
+            w3 = WorkerProcess(cluster, topic, group, db, tmp_path / "w3.log")  # joins late
+            workers.append(w3)
+            produce(cluster, topic, chunks[3])
+            wait_for(lambda: any(line.get("message") == "assigned" for line in w3.lines()), 120, "w3's assignment")
+            w2.signal(signal.SIGSTOP)  # past its 6 s session timeout: its partitions go to w3
+            produce(cluster, topic, chunks[4])
+            time.sleep(12)
+            w2.signal(signal.SIGCONT)  # a zombie now, until it notices
+            produce(cluster, topic, chunks[5])
+            produce(cluster, topic, [end], every_partition=True)
+            try:
+                wait_for(lambda: _settled(db, expected), 240, "the audit log to hold the dry run's violations")
+            except AssertionError as exc:
+                got = violation_ids(db)
+                missing, extra = set(expected) - set(got), set(got) - set(expected)
+                events = scalar(db, "SELECT count(*) FROM events")
+                raise AssertionError(
+                    f"{exc}: {len(missing)} of {len(expected)} missing, {len(extra)} extra, "
+                    f"{events} of {len(lines) + 1} events recorded; the workers' logs are in {tmp_path}"
+                ) from None
+            time.sleep(2)  # anything late would show now
+            for w in (w2, w3):
+                w.signal(signal.SIGTERM)
+            assert w2.wait() == 0 and w3.wait() == 0
+        finally:
+            for w in workers:
+                if w.proc.poll() is None:
+                    w.signal(signal.SIGCONT)
+                    w.signal(signal.SIGKILL)
+                    w.wait()
+        ids = violation_ids(db)
+        assert len(ids) == len(set(ids)), "a violation recorded twice"
+        assert sorted(ids) == sorted(expected)
+        assert verify(db).ok
+        assert scalar(db, "SELECT count(*) FROM events") == len(lines) + 1
+        zombie = [line for line in w2.lines() if line.get("message") in ("lost", "fenced: ") or "fenced" in str(line)]
+        assert zombie, "w2 never noticed it had lost its partitions"
+
+
+@pytest.mark.skipif(not REAL, reason="a real Kafka broker is tested when TOSENGINE_KAFKA_BOOTSTRAP is set")
+def test_two_workers_on_a_real_broker_write_exactly_the_dry_run(
+    stream: tuple[list[str], str, list[str]], tmp_path: Path
+) -> None:
+    assert REAL is not None
+    lines, end, expected = stream
+    topic, group = _names()
+    with pg_schema() as db:
+        produce(REAL, topic, lines)
+        workers = [WorkerProcess(REAL, topic, group, db, tmp_path / f"w{i}.log") for i in range(2)]
+        try:
+            produce(REAL, topic, [end], every_partition=True)
+            wait_for(lambda: _settled(db, expected), 300, "the audit log to hold the dry run's violations")
+            for w in workers:
+                w.signal(signal.SIGTERM)
+            assert all(w.wait() == 0 for w in workers)
+        finally:
+            for w in workers:
+                if w.proc.poll() is None:
+                    w.signal(signal.SIGKILL)
+                    w.wait()
+        assert sorted(violation_ids(db)) == sorted(expected)
+        assert verify(db).ok
