@@ -52,9 +52,12 @@ def test_one_failing_case_exits_1_and_shows_only_its_diff(tmp_path: Path) -> Non
     p = tosengine("test", str(tmp_path), "--coverage")
     assert p.returncode == 1
     assert "1 passed, 1 failed" in p.stdout
-    assert f"{tmp_path / 'no-scraping_test.yaml'}:8: FAIL this case expects the wrong subject" in p.stdout
-    assert "- expected policy=no-scraping rule=headless subject=account:3" in p.stdout
-    assert "no-scraping/headless account:2 [v2]" in p.stdout
+    assert f"{tmp_path / 'no-scraping_test.yaml'}:8:5: FAIL this case expects the wrong subject" in p.stdout
+    assert "- expected (line 12) rule=no-scraping/headless subject=account:3" in p.stdout
+    assert "nearest: no-scraping/headless with subject=account:2 (expected account:3)" in p.stdout
+    # The whole violation: what a reader compares the expectation with.
+    assert "no-scraping/headless  subject=account:2  key=account:2  severity=medium  action=warn" in p.stdout
+    assert "evidence=[v2]" in p.stdout
     assert "headless views are caught" not in p.stdout
     assert "not covered: no-scraping/never-fires" in p.stdout
 
@@ -75,3 +78,4 @@ def test_expect_absent_reports_the_violation_that_should_not_be_there(tmp_path: 
     p = tosengine("test", str(tmp_path))
     assert p.returncode == 1
     assert "+ unexpected no-scraping/headless account:1 [v1]" in p.stdout
+    assert "matches expect_absent (line 7) rule=no-scraping/headless" in p.stdout

@@ -1,19 +1,15 @@
-"""Behaviour as data: the one loader of YAML case files, for `tosengine test` and the test suites.
+"""Behaviour as data: behaviour case file (YAML) -> Case, for the conformance suite and tests/cases/.
 
-Two shapes of file share it:
-
-* a **policy test file** (`*_test.yaml` beside the policies, run by `tosengine test`): `tests:`, a
-  list of cases over the directory's policies (docs/policy-language.md, "Testing policies");
-* a **behaviour case** (the shared conformance suite's format, and tests/cases/): one case with its
-  own `policies`, `events`, `generate` blocks, `until` and `want` (../shared/conformance/README.md).
-
-Both expand to Case: the events in order (templates filled, times made absolute), the time to move
-the clock to afterwards, and what the violations must and must not be.
+A **behaviour case** (the shared conformance suite's format, and tests/cases/) is one case with its own
+`policies`, `events`, `generate` blocks, `until` and `want` (../shared/conformance/README.md). It
+expands to Case: the events in order (templates filled, times made absolute), the time to move the
+clock to afterwards, and what the violations must be. Policy authors' `*_test.yaml` files, which run
+against a directory's policies, are checked by policy/testfile.py with the policy checker's
+diagnostics, and run by tosengine/testing.py.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -31,11 +27,10 @@ __all__ = [
     "expand_generate",
     "fill",
     "load_behaviour_case",
-    "load_policy_tests",
     "when",
 ]
 
-DEFAULT_START = "2026-01-01T00:00:00Z"
+DEFAULT_START = "2026-01-01T00:00:00Z"  # policy tests start here too (policy/testfile.py)
 
 
 class CaseError(TosEngineError):
@@ -82,7 +77,7 @@ def _rfc3339(t: datetime) -> str:
 def _every(text: Any, where: str) -> timedelta:
     d = parse_duration(str(text), compound=True) if isinstance(text, str) else None
     if d is None:
-        raise CaseError(f"{where}: `every` is a duration such as 9s or 1h30m")
+        raise CaseError(f"{where}: `every` is a duration such as 500ms, 9s or 1h30m")
     return d
 
 
@@ -120,91 +115,6 @@ def load_behaviour_case(path: str | Path) -> Case:
         rejected=list(doc.get("want_rejected") or []),
         split_at=doc.get("split_at"),
     )
-
-
-# ---------------------------------------------------------------- policy test files
-
-
-_REL = re.compile(r"\+(\S+)")
-
-
-def _at(value: Any, start: datetime, where: str) -> datetime:
-    """A time in a policy test: RFC 3339, or relative to the case's start like +3d or +1h30m."""
-    if isinstance(value, str):
-        m = _REL.fullmatch(value.strip())
-        d = parse_duration(m[1], compound=True) if m else None
-        if d is not None:
-            return start + d
-        try:
-            return parse_time(value)
-        except ValueError:
-            pass
-    raise CaseError(f"{where}: a time is RFC 3339 or relative like +3d or +1h30m")
-
-
-def _events(raw_events: list[Any], start: datetime, slug: str, where: str) -> tuple[list[dict[str, Any]], datetime]:
-    """A case's events with absolute times and default ids (`<case>-<n>`), `repeat:` entries expanded."""
-    events: list[dict[str, Any]] = []
-    last = start
-    for raw in raw_events:
-        if not isinstance(raw, dict):
-            raise CaseError(f"{where}: event #{len(events) + 1} must be a mapping")
-        if "repeat" in raw:
-            every = _every(raw.get("every", "0s"), where)
-            base = _at(raw["time"], start, where) if "time" in raw else last
-            for i in range(int(raw["repeat"])):
-                e = fill(dict(raw["event"]), i)
-                last = base + i * every
-                e["time"] = last.isoformat()
-                e["id"] = str(e.get("id", f"{slug}-{len(events) + 1}"))
-                events.append(e)
-            continue
-        e = dict(raw)
-        last = _at(e["time"], start, where) if "time" in e else last
-        e["time"] = last.isoformat()
-        e["id"] = str(e.get("id", f"{slug}-{len(events) + 1}"))
-        events.append(e)
-    return events, last
-
-
-def load_policy_tests(path: str | Path, policy_id: str) -> list[Case]:
-    """The cases of one `*_test.yaml`; `policy_id` is the policy its patterns name by default."""
-    doc, spans = _load_located(Path(path))
-    cases = doc.get("tests") if isinstance(doc, dict) else None
-    if not isinstance(cases, list) or not cases:
-        raise CaseError(f"{path}:1: a test file has `tests:`, a list of cases")
-    out: list[Case] = []
-    for i, raw in enumerate(cases):
-        line = spans(("tests", i))
-        where = f"{path}:{line}"
-        if not isinstance(raw, dict):
-            out.append(Case(str(path), line, f"case {i + 1}", [], error="a case is a mapping"))
-            continue
-        name = str(raw.get("name") or f"case at line {line}")
-        try:
-            start = _at(raw.get("start", DEFAULT_START), parse_time(DEFAULT_START), where)
-            slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-            events, last = _events(raw.get("events") or [], start, slug, where)
-            until = _at(raw["advance"], last, where) if "advance" in raw else None
-        except CaseError as exc:
-            out.append(Case(str(path), line, name, [], error=f"CaseError: {exc}"))
-            continue
-        except (KeyError, TypeError, ValueError) as exc:
-            out.append(Case(str(path), line, name, [], error=f"{type(exc).__name__}: {exc}"))
-            continue
-        out.append(
-            Case(
-                str(path),
-                line,
-                name,
-                events,
-                until,
-                expect=[{"policy": policy_id, **x} for x in raw.get("expect") or []],
-                expect_absent=[{"policy": policy_id, **x} for x in raw.get("expect_absent") or []],
-                expect_repeats=[{"policy": policy_id, **x} for x in raw.get("expect_repeats") or []],
-            )
-        )
-    return out
 
 
 def _load(path: Path) -> Any:

@@ -21,7 +21,7 @@ from tosengine.policy.sources import Source
 from tosengine.policy.yaml import load_yaml
 from tosengine.text import printable
 
-__all__ = ["Explanation", "explain_violation"]
+__all__ = ["Explanation", "evidence_reads", "explain_violation", "rule_conditions"]
 
 
 class ExplainError(TosEngineError):
@@ -98,27 +98,20 @@ def _value(obj: Any, parts: tuple[str, ...]) -> Any:
     return obj
 
 
-def explain_violation(engine: Engine, violation_id: str) -> Explanation:
-    """Build the explanation of one violation from the audit log at `engine`."""
-    with Session(engine) as s:
-        row = s.scalars(select(ViolationRow).where(ViolationRow.id == violation_id)).first()
-        if row is None:
-            raise ExplainError(f"no violation {violation_id} in the audit log")
-        v = row_json(row)
-        evidence_events: list[dict[str, Any]] = json.loads(row.evidence_events)
-        pv = s.scalars(
-            select(PolicyVersion).where(PolicyVersion.policy == row.policy, PolicyVersion.version == row.policy_version)
-        ).first()
-    if pv is None:
-        raise ExplainError(f"policy version {v['policy_version']} of {v['policy']} is not in the audit log")
-    checked, _ = check_sources([Source(pv.path, pv.text)])
-    name = v["rule"].split("/", 1)[1]
-    rule = next((r for r in checked.rules if r.name == name), None) if checked else None
-    raw_policy = load_yaml(pv.text).value or {}  # the rule and macros as the author wrote them
-    raw_rule = next((r for r in raw_policy.get("rules", []) if isinstance(r, dict) and r.get("id") == name), {})
-    kind = rule.kind if rule is not None else "?"
+def _raw_rule(policy_text: str, name: str) -> dict[str, Any]:
+    """The rule as the author wrote it in the policy file (empty if the file has no such rule)."""
+    raw_policy = load_yaml(policy_text).value or {}
+    rules = raw_policy.get("rules", []) if isinstance(raw_policy, dict) else []
+    return next((r for r in rules if isinstance(r, dict) and r.get("id") == name), {})
+
+
+def rule_conditions(policy_text: str, name: str, kind: str) -> list[tuple[str, str]]:
+    """What decided a rule's match, as the author wrote it: its kind's conditions, its key, and the macros
+    they use, as (field, text) pairs."""
+    raw_policy = load_yaml(policy_text).value or {}
+    raw_rule = _raw_rule(policy_text, name)
     conditions: list[tuple[str, str]] = []
-    body = raw_rule.get(kind, {}) if isinstance(raw_rule, dict) else {}
+    body = raw_rule.get(kind, {})
     if kind == "match":
         conditions.append(("match", str(body)))
     elif kind == "sequence":
@@ -135,17 +128,50 @@ def explain_violation(engine: Engine, violation_id: str) -> Explanation:
     conditions += [
         (f"macro {m}", " ".join(str(t).split())) for m, t in macros.items() if re.search(rf"\b{re.escape(m)}\b", used)
     ]
+    return conditions
+
+
+def evidence_reads(
+    rule: Rule | None, evidence_events: list[dict[str, Any]]
+) -> list[tuple[dict[str, Any], list[tuple[str, Any]]]]:
+    """Each evidence event with the fields the rule's conditions read from it, and their values (as the
+    events are given: masked ones stay masked)."""
     reads = _reads(rule) if rule is not None else {}
     # Which root names each evidence event: sequences bind steps in order, expect binds `after`.
     roots_of: list[set[str]] = [{"event"} for _ in evidence_events]
     if rule is not None and isinstance(rule.body, Sequence) and len(evidence_events) == len(rule.body.steps):
         roots_of = [{"event", s.name} for s in rule.body.steps]
-    if kind == "expect":
+    if rule is not None and rule.kind == "expect":
         roots_of = [{"event", "after"} for _ in evidence_events]
-    evidence = []
+    out = []
     for ev, roots in zip(evidence_events, roots_of, strict=True):
         paths = sorted({p for r in roots for p in reads.get(r, set())})
-        evidence.append((ev, [(".".join(p), _value(ev, p)) for p in paths]))
+        out.append((ev, [(".".join(p), _value(ev, p)) for p in paths]))
+    return out
+
+
+def explain_violation(engine: Engine, violation_id: str) -> Explanation:
+    """Build the explanation of one violation from the audit log at `engine`."""
+    with Session(engine) as s:
+        row = s.scalars(select(ViolationRow).where(ViolationRow.id == violation_id)).first()
+        if row is None:
+            raise ExplainError(f"no violation {violation_id} in the audit log")
+        v = row_json(row)
+        evidence_events: list[dict[str, Any]] = json.loads(row.evidence_events)
+        pv = s.scalars(
+            select(PolicyVersion).where(PolicyVersion.policy == row.policy, PolicyVersion.version == row.policy_version)
+        ).first()
+    if pv is None:
+        raise ExplainError(f"policy version {v['policy_version']} of {v['policy']} is not in the audit log")
+    checked, _ = check_sources([Source(pv.path, pv.text)])
+    name = v["rule"].split("/", 1)[1]
+    rule = next((r for r in (*checked.rules, *checked.disabled) if r.name == name), None) if checked else None
+    kind = rule.kind if rule is not None else "?"
+    conditions = rule_conditions(pv.text, name, kind)
+    evidence = evidence_reads(rule, evidence_events)
+    reads = _reads(rule) if rule is not None else {}
+    raw_rule = _raw_rule(pv.text, name)
+    body = raw_rule.get(kind, {})
     fulfilment = ""
     if kind == "expect" and isinstance(body, dict):
         after = evidence_events[0] if evidence_events else {}

@@ -63,6 +63,8 @@ class Violation:
     key: str = ""  # the partition key the rule's state is kept under ("" means the subject)
     evidence_sources: tuple[str, ...] = ()  # the source of each evidence event, in the same order
     once_per: timedelta | None = None  # the rule's window: a repeat record may follow this violation
+    # "shadow": a shadow rule's violation (policy/model.py, Rule.mode): recorded, acted on by no one.
+    mode: str = "enforce"
 
     def to_json(self) -> dict[str, Any]:
         """The violation as DESIGN.md section 4 prints it (`--format json`)."""
@@ -82,6 +84,7 @@ class Violation:
             "policy_version": self.policy_version,
             "causes": list(self.causes),
             "ladder_step": self.ladder_step,
+            "mode": self.mode,
         }
 
 

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from tosengine._version import __version__
 from tosengine.audit.models import ChainHead, PolicyVersion, RepeatRow, ViolationRow
-from tosengine.audit.query import list_violations, row_json
+from tosengine.audit.query import list_repeats, list_violations, row_json
 from tosengine.audit.verify import VerifyResult
 from tosengine.errors import TosEngineError
 from tosengine.events import parse_time
@@ -282,12 +282,18 @@ def _chain(s: Session, verification: VerifyResult) -> dict[str, Any]:
 
 
 def build_case(
-    engine: Engine, subject: str, verification: VerifyResult, *, produced_at: datetime | None = None
+    engine: Engine,
+    subject: str,
+    verification: VerifyResult,
+    *,
+    produced_at: datetime | None = None,
+    mode: str = "enforce",
 ) -> dict[str, Any]:
-    """The case file of `subject` as data: header, timeline, violations with their explanation, repeats."""
-    rows = list_violations(engine, subject=subject)
+    """The case file of `subject` as data: header, timeline, violations with their explanation, repeats.
+    `mode`: the violations it holds, enforce (the default: what was acted on), shadow or all."""
+    rows = list_violations(engine, subject=subject, mode=mode)
+    repeat_rows = list_repeats(engine, subject=subject, mode=mode)
     with Session(engine) as s:
-        repeat_rows = list(s.scalars(select(RepeatRow).where(RepeatRow.subject == subject).order_by(RepeatRow.seq)))
         texts = _policy_texts(s)
         chain = _chain(s, verification)
     by_version = {(p.policy, p.version): p for p in texts}
@@ -385,6 +391,7 @@ def build_case(
     return {
         "case_file": CASE_FILE_FORMAT,
         "subject": subject,
+        "mode": mode,
         "produced_at": format_time((produced_at or datetime.now(UTC)).replace(microsecond=0)),
         "engine_version": __version__,
         "times": "All times are UTC (RFC 3339, Z).",
@@ -405,17 +412,27 @@ def build_case(
 
 
 def export_json(
-    engine: Engine, subject: str, verification: VerifyResult, *, produced_at: datetime | None = None
+    engine: Engine,
+    subject: str,
+    verification: VerifyResult,
+    *,
+    produced_at: datetime | None = None,
+    mode: str = "enforce",
 ) -> dict[str, Any]:
     """The case file for one subject as data (`audit export --format json`)."""
-    return build_case(engine, subject, verification, produced_at=produced_at)
+    return build_case(engine, subject, verification, produced_at=produced_at, mode=mode)
 
 
 def export_html(
-    engine: Engine, subject: str, verification: VerifyResult, *, produced_at: datetime | None = None
+    engine: Engine,
+    subject: str,
+    verification: VerifyResult,
+    *,
+    produced_at: datetime | None = None,
+    mode: str = "enforce",
 ) -> str:
     """The case file as one self-contained HTML page (`audit export --format html`)."""
-    return render_html(build_case(engine, subject, verification, produced_at=produced_at))
+    return render_html(build_case(engine, subject, verification, produced_at=produced_at, mode=mode))
 
 
 # --- HTML ----------------------------------------------------------------------------------------
@@ -548,6 +565,7 @@ def _violation(n: int, v: dict[str, Any]) -> str:
         ("key", _e(v["key"])),
         ("severity", _e(v["severity"])),
         ("action", f"<strong>{_e(v['action'])}</strong>"),
+        *([("mode", "<strong>shadow</strong>: recorded, acted on by no one")] if v.get("mode") == "shadow" else []),
         ("message", _e(v["message"])),
         ("recorded at (UTC)", _e(v["recorded_at"]) + f" by tosengine {_e(v['engine_version'])}"),
         ("place in the audit log", f"#{_e(v['seq'])}, hash <code>{_e(v['hash'])}</code>"),
@@ -653,6 +671,13 @@ def _header(case: dict[str, Any]) -> str:
             f"{_e(s['repeated_matches'])} further match(es), from {span}",
         ),
         ("strongest action", _e(s["strongest_action"] or "-")),
+        *(
+            [("violations shown", "enforce and shadow (shadow: recorded, acted on by no one)")]
+            if case.get("mode") == "all"
+            else [("violations shown", "shadow only: recorded, acted on by no one")]
+            if case.get("mode") == "shadow"
+            else []
+        ),
     ]
     pv = [
         [

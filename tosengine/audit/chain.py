@@ -8,7 +8,17 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["GENESIS", "HASHED", "HASHED_REPEATS", "canonical", "head_mac", "key_check", "link_hash", "utc_text"]
+__all__ = [
+    "GENESIS",
+    "HASHED",
+    "HASHED_IF_SET",
+    "HASHED_REPEATS",
+    "canonical",
+    "head_mac",
+    "key_check",
+    "link_hash",
+    "utc_text",
+]
 
 GENESIS = "0" * 64
 # The columns a row's hash covers, in a fixed order. `hash` itself is the only column left out.
@@ -34,6 +44,11 @@ HASHED = (
     "prev_hash",
 )
 
+
+# Columns added after rows were first chained: a row's hash covers one only when its value is not the
+# default every earlier row holds, so rows written before the column existed verify as they did, and
+# changing the value either way (to or from the default) still breaks the hash.
+HASHED_IF_SET = {"mode": "enforce"}
 
 # The same for a repeat record (its own chain).
 HASHED_REPEATS = (
@@ -66,6 +81,9 @@ def utc_text(t: datetime) -> str:
 def canonical(row: dict[str, Any], columns: tuple[str, ...] = HASHED) -> bytes:
     """Canonical JSON of the hashed columns: sorted keys, no spaces, UTF-8."""
     values = {k: utc_text(row[k]) if isinstance(row[k], datetime) else row[k] for k in columns}
+    for k, default in HASHED_IF_SET.items():
+        if row.get(k, default) != default:
+            values[k] = row[k]
     return json.dumps(values, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 

@@ -271,6 +271,7 @@ class AuditLog:
                         }
                     ),
                     "engine_version": ENGINE_VERSION,
+                    "mode": v.mode,
                 }
             )
         for e in errors:

@@ -63,6 +63,9 @@ class ViolationRow(Base):
     engine_version: Mapped[str] = mapped_column(String(40))
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+    # enforce, or shadow: a shadow rule's violation, acted on by no one (migration 0008; hashed only when
+    # not the default, so rows from before the column verify as they did: audit/chain.py).
+    mode: Mapped[str] = mapped_column(String(10), server_default="enforce")
 
 
 class AcceptedEvent(Base):

@@ -6,13 +6,20 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, Select, select, tuple_
 from sqlalchemy.orm import Session
 
-from tosengine.audit.models import RepeatRow, ViolationRow
+from tosengine.audit.models import PolicyVersion, RepeatRow, ViolationRow
+from tosengine.policy.check import check_sources
+from tosengine.policy.sources import Source
 from tosengine.violation import format_time
 
-__all__ = ["list_repeats", "list_violations", "repeat_json", "row_json"]
+__all__ = ["MODES", "list_repeats", "list_violations", "repeat_json", "row_json", "tagged_rules"]
+
+# What `--mode` selects: a violation's mode, or "all".
+MODES = ("enforce", "shadow", "all")
+# (rule id, policy version) pairs: a rule as one version of its policy file declared it.
+RuleVersions = set[tuple[str, str]]
 
 
 def _aware(t: datetime) -> datetime:
@@ -40,7 +47,25 @@ def row_json(row: ViolationRow) -> dict[str, Any]:
         "recorded_at": format_time(_aware(row.recorded_at)),
         "seq": row.seq,
         "hash": row.hash,
+        "mode": row.mode,
     }
+
+
+def tagged_rules(engine: Engine, tags: set[str]) -> RuleVersions:
+    """The (rule, policy version) pairs whose rule carries one of `tags` in that version of its policy,
+    read from the policy texts the audit log keeps (a rule's tags may change from version to version)."""
+    out: RuleVersions = set()
+    with Session(engine) as s:
+        for pv in s.scalars(select(PolicyVersion)):
+            checked, _ = check_sources([Source(pv.path, pv.text)])
+            if checked is None:
+                continue
+            out |= {(r.id, pv.version) for r in (*checked.rules, *checked.disabled) if set(r.tags) & tags}
+    return out
+
+
+def _mode_filter(q: Select[Any], mode: str) -> Select[Any]:
+    return q if mode == "all" else q.where(ViolationRow.mode == mode)
 
 
 def list_violations(
@@ -50,9 +75,14 @@ def list_violations(
     policy: str | None = None,
     since: datetime | None = None,
     limit: int | None = None,
+    mode: str = "enforce",
+    rules: RuleVersions | None = None,
 ) -> list[ViolationRow]:
-    """Violations in chain order, filtered; all of them unless `limit` is given."""
-    q = select(ViolationRow).order_by(ViolationRow.seq)
+    """Violations in chain order, filtered; all of them unless `limit` is given. `mode`: enforce (the
+    default: what is acted on), shadow or all; `rules`: only these (rule, policy version) pairs."""
+    q = _mode_filter(select(ViolationRow).order_by(ViolationRow.seq), mode)
+    if rules is not None:
+        q = q.where(tuple_(ViolationRow.rule, ViolationRow.policy_version).in_(sorted(rules)))
     if subject is not None:
         q = q.where(ViolationRow.subject == subject)
     if policy is not None:
@@ -93,9 +123,17 @@ def list_repeats(
     since: datetime | None = None,
     limit: int | None = None,
     repeat_of: str | None = None,
+    mode: str = "all",
+    rules: RuleVersions | None = None,
 ) -> list[RepeatRow]:
-    """Repeat records in chain order, filtered as list_violations filters (`since` on the window's end)."""
+    """Repeat records in chain order, filtered as list_violations filters (`since` on the window's end;
+    `mode` and `rules` are those of the violation each repeats)."""
     q = select(RepeatRow).order_by(RepeatRow.seq)
+    if mode != "all" or rules is not None:
+        of = _mode_filter(select(ViolationRow.id), mode)
+        if rules is not None:
+            of = of.where(tuple_(ViolationRow.rule, ViolationRow.policy_version).in_(sorted(rules)))
+        q = q.where(RepeatRow.repeat_of.in_(of))
     if subject is not None:
         q = q.where(RepeatRow.subject == subject)
     if policy is not None:

@@ -9,10 +9,11 @@ from typing import TextIO
 
 from tosengine.audit.casefile import export_html, export_json, subject_is_recorded, suggest_subjects
 from tosengine.audit.connect import database_errors
-from tosengine.audit.query import list_repeats, list_violations, repeat_json, row_json
+from tosengine.audit.query import MODES, list_repeats, list_violations, repeat_json, row_json, tagged_rules
 from tosengine.audit.reader import AuditReader
 from tosengine.audit.verify import format_anchor, parse_anchor, read_anchor, verify_chain
 from tosengine.cli.common import EXIT_FINDINGS, EXIT_OK, Command, db_arg, db_url, printable, time_arg
+from tosengine.cli.rules import tag_arg
 
 __all__ = ["AUDIT"]
 
@@ -27,6 +28,8 @@ def _arguments(a: argparse.ArgumentParser) -> None:
     al.add_argument("--limit", type=int, metavar="N", help="at most N violations")
     al.add_argument("--format", choices=("table", "json"), default="table")
     al.add_argument("--no-repeats", action="store_true", help="leave out the repeat records (once_per windows)")
+    _mode_arg(al)
+    tag_arg(al, "violations")
     av = asub.add_parser("verify", help="check the hash chain; exit 0 intact, 1 naming the first bad row")
     db_arg(av)
     av.add_argument(
@@ -47,6 +50,16 @@ def _arguments(a: argparse.ArgumentParser) -> None:
     db_arg(ae)
     ae.add_argument("--subject", required=True)
     ae.add_argument("--format", choices=("json", "html"), default="json")
+    _mode_arg(ae)
+
+
+def _mode_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--mode",
+        choices=MODES,
+        default="enforce",
+        help="enforce (the default: what is acted on), shadow (violations of shadow rules), or all",
+    )
 
 
 def _run(args: argparse.Namespace, out: TextIO) -> int:
@@ -61,19 +74,22 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
             print(format_anchor(read_anchor(log.engine)), file=out)
             return EXIT_OK
         if args.audit_command == "list":
+            rules = tagged_rules(log.engine, set(args.tags)) if args.tags else None
             filters = {"subject": args.subject, "policy": args.policy, "since": args.since, "limit": args.limit}
-            rows = list_violations(log.engine, **filters)
-            repeats = list_repeats(log.engine, **filters) if not args.no_repeats else []
+            rows = list_violations(log.engine, **filters, mode=args.mode, rules=rules)
+            repeats = list_repeats(log.engine, **filters, mode=args.mode, rules=rules) if not args.no_repeats else []
             if args.format == "table":
-                out.write(f"{'TIME':24} {'RULE':48} {'SUBJECT':28} {'SEVERITY':8} {'ACTION':14} ID\n")
+                mode = "  MODE" if args.mode == "all" else ""
+                out.write(f"{'TIME':24} {'RULE':48} {'SUBJECT':28} {'SEVERITY':8} {'ACTION':14} ID{mode}\n")
             for r in rows:
                 j = row_json(r)
                 if args.format == "json":
                     out.write(json.dumps(j, ensure_ascii=False) + "\n")
                 else:
+                    shadow = "  shadow" if args.mode == "all" and j["mode"] == "shadow" else ""
                     out.write(
                         f"{j['time']:24} {j['rule']:48} {printable(j['subject']):28} {j['severity']:8} "
-                        f"{j['action']:14} {j['id']}\n"
+                        f"{j['action']:14} {j['id']}{shadow}\n"
                     )
             for rr in repeats:
                 j = repeat_json(rr)
@@ -103,9 +119,10 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
             return EXIT_FINDINGS
         result = verify_chain(log.engine, log.key)
         if args.format == "html":
-            out.write(export_html(log.engine, args.subject, result) + "\n")
+            out.write(export_html(log.engine, args.subject, result, mode=args.mode) + "\n")
         else:
-            out.write(json.dumps(export_json(log.engine, args.subject, result), ensure_ascii=False, indent=2) + "\n")
+            case = export_json(log.engine, args.subject, result, mode=args.mode)
+            out.write(json.dumps(case, ensure_ascii=False, indent=2) + "\n")
         return EXIT_OK
 
 

@@ -5,14 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
+from tosengine.errors import PolicyError
 from tosengine.events import parse_time
 from tosengine.text import printable
 from tosengine.violation import Repeat, Violation, format_time
+
+if TYPE_CHECKING:
+    from tosengine.policy.model import CheckedPolicySet
 
 __all__ = [
     "EXIT_FINDINGS",
@@ -21,6 +26,7 @@ __all__ = [
     "Command",
     "db_arg",
     "db_url",
+    "load_policies",
     "policies_dir",
     "print_repeat",
     "print_violation",
@@ -45,6 +51,24 @@ class Command:
 def policies_dir(given: str | None) -> str:
     """The policy directory: as given, else $TOSENGINE_POLICIES, else ./policies."""
     return given or os.environ.get("TOSENGINE_POLICIES", "policies")
+
+
+def load_policies(given: str | None) -> CheckedPolicySet | None:
+    """The checked policy set of the directory `given` (policies_dir's default), or None after printing
+    every diagnostic (or the missing directory) to stderr: the caller exits with EXIT_USAGE."""
+    # Imported here: the commands that read no policies (audit, db) do not load the checker.
+    from tosengine.policy.check import check_policy_set
+    from tosengine.policy.sources import read_schemas, read_sources
+
+    directory = policies_dir(given)
+    try:
+        return check_policy_set(read_sources(directory), read_schemas(directory))
+    except PolicyError as exc:
+        for d in exc.diagnostics:
+            print(d.render(), file=sys.stderr)
+    except FileNotFoundError as exc:
+        print(f"tosengine: {exc}", file=sys.stderr)
+    return None
 
 
 def db_url(given: str | None) -> str:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator, Sequence
-from typing import BinaryIO, TextIO
+from typing import TextIO
 
 from tosengine.audit.log import AuditLog
 from tosengine.cli.common import (
@@ -15,17 +14,18 @@ from tosengine.cli.common import (
     Command,
     db_arg,
     db_url,
-    policies_dir,
+    load_policies,
     print_repeat,
     print_violation,
     printable,
     time_arg,
 )
-from tosengine.errors import EventError, PolicyError
+from tosengine.cli.progress import ProgressBar
+from tosengine.cli.rules import tag_arg
+from tosengine.errors import EventError
 from tosengine.ingest import Ingest
-from tosengine.policy.check import check_policy_set
+from tosengine.lines import input_size, read_lines
 from tosengine.policy.model import ACTIONS
-from tosengine.policy.sources import read_schemas, read_sources
 from tosengine.runtime.engine import SMOKE_TEST_TIMEOUT, Engine
 from tosengine.runtime.matcher import BATCH
 from tosengine.violation import Repeat, Violation
@@ -48,6 +48,7 @@ def _arguments(r: argparse.ArgumentParser) -> None:
     r.add_argument(
         "--format", choices=("table", "json"), default="table", help="table, or json: one violation per line"
     )
+    tag_arg(r, "print the violations")
     r.add_argument(
         "--summary",
         action="store_true",
@@ -56,44 +57,14 @@ def _arguments(r: argparse.ArgumentParser) -> None:
     )
 
 
-def _lines(files: Sequence[str], limit: int) -> Iterator[tuple[str, int, bytes, bool]]:
-    """(file, line number, raw bytes, whether the line was longer than `limit` bytes) for every line of
-    every input; a longer line is read past, not held (its first `limit` bytes are what is kept)."""
-    for name in files:
-        if name == "-":
-            yield from _read("<stdin>", sys.stdin.buffer, limit)
-        else:
-            with open(name, "rb") as fh:
-                yield from _read(name, fh, limit)
-
-
-def _read(label: str, stream: BinaryIO, limit: int) -> Iterator[tuple[str, int, bytes, bool]]:
-    n = 0
-    while raw := stream.readline(limit + 1):
-        n += 1
-        if len(raw) <= limit or raw.endswith(b"\n"):
-            yield label, n, raw, len(raw.rstrip(b"\r\n")) > limit
-            continue
-        while (rest := stream.readline(1 << 20)) and not rest.endswith(b"\n"):
-            pass  # the rest of an over-long line, dropped
-        yield label, n, raw, True
-
-
 def _rejected(origin: str, number: int, _text: str, exc: EventError) -> None:
     field = f"field `{exc.field}`: " if exc.field else ""
     print(printable(f"{origin}:{number}: rejected: {field}{exc.problem}"), file=sys.stderr)
 
 
 def _run(args: argparse.Namespace, out: TextIO) -> int:
-    directory = policies_dir(args.policies)
-    try:
-        policies = check_policy_set(read_sources(directory), read_schemas(directory))
-    except PolicyError as exc:
-        for d in exc.diagnostics:
-            print(d.render(), file=sys.stderr)
-        return EXIT_USAGE
-    except FileNotFoundError as exc:
-        print(f"tosengine: {exc}", file=sys.stderr)
+    policies = load_policies(args.policies)
+    if policies is None:
         return EXIT_USAGE
     url = None if args.dry_run else db_url(args.db)
     audit = AuditLog(url) if url is not None else None
@@ -105,9 +76,14 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
             file=sys.stderr,
         )
     summary = _Summary()
+    # --tag: the violations of rules carrying one of the tags are printed; all are recorded.
+    tagged = {r.id for r in policies.rules if set(r.tags) & set(args.tags)} if args.tags else None
 
     def acknowledge(violations: list[Violation], repeats: list[Repeat]) -> None:
         # Called only once the audit log holds them: nothing is printed that is not recorded.
+        if tagged is not None:
+            violations = [v for v in violations if v.rule in tagged]
+            repeats = [r for r in repeats if r.rule in tagged]
         for v in violations:
             if args.summary:
                 summary.add(v)
@@ -128,11 +104,12 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         batch_size=1 if "-" in args.files else BATCH,
         ack_every=0 if args.dry_run else 1000,
     )
-    with engine:
+    with engine, ProgressBar("replay", input_size(args.files), live=None if args.summary else out) as bar:
         if args.format == "table" and not args.summary:
             out.write(f"{'TIME':24} {'RULE':48} {'SUBJECT':28} {'SEVERITY':8} {'ACTION':14} EVIDENCE\n")
         try:
-            for name, n, raw, too_long in _lines(args.files, engine.max_event_size):
+            for name, n, raw, too_long in read_lines(args.files, engine.max_event_size):
+                bar.advance(len(raw))
                 if too_long:
                     ingest.reject(
                         name,

@@ -4,15 +4,16 @@ The checker is two ordered tables of named passes, as OPA's compiler stages are:
 each file in turn, each reading the document and filling in a draft of the policy; SET_PASSES then
 run across the files that passed on their own (duplicate ids, fact cycles, the ladder, event
 schemas). A rule is checked by its kind (policy/kinds.py) and by the option checks in RULE_OPTIONS,
-which every kind shares.
+which every kind shares. The known fields come from policy/fields.py (which `tosengine schema` turns
+into a JSON Schema), the drafts the passes fill in are in policy/drafts.py, and the rollout fields
+(`mode`, `enabled`, `tags`) are checked in policy/lifecycle.py.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import timedelta
+from dataclasses import dataclass
 from typing import Any
 
 from tosengine.durations import parse_duration
@@ -20,9 +21,12 @@ from tosengine.errors import PolicyError
 from tosengine.masking import expr_reads_sensitive
 from tosengine.policy.context import FileContext, suggest
 from tosengine.policy.diagnostics import Diagnostic, Span
+from tosengine.policy.drafts import PolicyDraft, RuleDraft
 from tosengine.policy.expr import FUNCTIONS, Expr, ExprSyntaxError, ListLit, Lit, Path, parse_expression, walk
+from tosengine.policy.fields import EMIT_FIELDS, LADDER_FIELDS, POLICY_FIELDS, RULE_OPTION_FIELDS, names
 from tosengine.policy.graph import check_fact_cycles
 from tosengine.policy.kinds import KINDS, RESERVED_NAMES, RuleKind
+from tosengine.policy.lifecycle import check_policy_lifecycle, option_enabled, option_mode, option_tags
 from tosengine.policy.model import (
     ACTIONS,
     SEVERITIES,
@@ -31,7 +35,6 @@ from tosengine.policy.model import (
     Ladder,
     Policy,
     Rule,
-    RuleBody,
     Template,
 )
 from tosengine.policy.resolve import Resolver, parse_template
@@ -46,100 +49,10 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _FACT = re.compile(r"[a-z0-9_]+(?:\.[a-z0-9_]+)*")
 _SENSITIVE = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*")
 RESERVED = RESERVED_NAMES | set(FUNCTIONS)
-POLICY_FIELDS = (
-    "policy",
-    "subject",
-    "title",
-    "clause",
-    "clause_ref",
-    "severity",
-    "action",
-    "key",
-    "params",
-    "lists",
-    "macros",
-    "rules",
-    "sensitive",
-    "ladder",
-)
-# The options every rule kind shares; a kind adds its own fields (KINDS[...].fields).
-OPTION_FIELDS = ("severity", "action", "key", "subject", "once_per", "message", "emit", "violation", "title")
-RULE_FIELDS = ("id", *(f for k in KINDS.values() for f in k.fields), *OPTION_FIELDS)
+# The names of the fields (policy/fields.py holds them with their schemas); a kind adds its own.
+OPTION_FIELDS = names(RULE_OPTION_FIELDS)
+RULE_FIELDS = ("id", *(f for k in KINDS.values() for f in k.field_names), *OPTION_FIELDS)
 MAX_RULES = 1000
-
-
-# ---------------------------------------------------------------- drafts: what the passes fill in
-
-
-@dataclass
-class PolicyDraft:
-    """A policy file as the file passes fill it in; `finish` builds the checked Policy."""
-
-    id: str = "?"
-    title: str = ""
-    clause: str = ""
-    clause_ref: str = ""
-    severity: str = "medium"
-    action: str = "warn"
-    key: Expr | None = None
-    subject: str | None = None  # the policy-level `subject` as written; each rule checks it with its names
-    rules: list[Rule] = field(default_factory=list)
-    ladder: Ladder | None = None
-    sensitive: tuple[tuple[str, ...], ...] = ()
-
-    def finish(self, source: Source) -> Policy:
-        return Policy(
-            id=self.id,
-            title=self.title or self.id,
-            clause=self.clause,
-            clause_ref=self.clause_ref,
-            severity=self.severity,
-            action=self.action,
-            path=source.path,
-            version=source.version,
-            rules=tuple(self.rules),
-            sensitive=self.sensitive,
-            text=source.text,
-            ladder=self.ladder,
-        )
-
-
-@dataclass
-class RuleDraft:
-    """A rule as the option checks fill it in: its kind and body are known, the options are being read."""
-
-    policy: str
-    name: str
-    kind: RuleKind
-    body: RuleBody | None  # None: the kind's own fields did not check (the options are still checked)
-    roots: frozenset[str]  # what the options may read
-    span: Span
-    severity: str
-    action: str
-    key: Expr | None
-    message: Template | None = None
-    emit: Emit | None = None
-    violation: bool = True
-    subject: Expr | None = None
-    once_per: timedelta | None = None
-
-    def finish(self) -> Rule | None:
-        if self.body is None:
-            return None
-        return Rule(
-            policy=self.policy,
-            name=self.name,
-            body=self.body,
-            severity=self.severity,
-            action=self.action,
-            key=self.key,
-            message=self.message,
-            emit=self.emit,
-            violation=self.violation,
-            span=self.span,
-            subject=self.subject,
-            once_per=self.once_per,
-        )
 
 
 # ---------------------------------------------------------------- file passes
@@ -148,7 +61,7 @@ class RuleDraft:
 def _check_header(ctx: FileContext, draft: PolicyDraft) -> None:
     """`policy`, `title`, `clause`, `clause_ref`; unknown and missing top-level fields."""
     doc = ctx.doc.value
-    ctx.known_fields((), POLICY_FIELDS, "a policy")
+    ctx.known_fields((), names(POLICY_FIELDS), "a policy")
     for name in ("policy", "clause", *(() if "ladder" in doc else ("rules",))):
         if name not in doc:
             ctx.error(Span(1, 1), "missing-field", f"missing required field `{name}`")
@@ -288,7 +201,9 @@ def _check_rules(ctx: FileContext, draft: PolicyDraft) -> None:
             )
             continue
         seen[rule.name] = i
-        draft.rules.append(rule)
+        # A disabled rule is checked like the others (enabling it later cannot break the set) but kept out of
+        # `rules`, which is all that compile, the runtime and the fact-cycle check read.
+        (draft.rules if rule.enabled else draft.disabled).append(rule)
 
 
 def _check_ladder(ctx: FileContext, draft: PolicyDraft) -> None:
@@ -300,7 +215,7 @@ def _check_ladder(ctx: FileContext, draft: PolicyDraft) -> None:
     if not isinstance(raw, dict):
         ctx.error(ctx.at(lb), "not-a-mapping", "`ladder` has within, steps and optional counts")
         return
-    ctx.known_fields(lb, ("within", "steps", "counts"), "a ladder")
+    ctx.known_fields(lb, names(LADDER_FIELDS), "a ladder")
     if "within" not in raw or "steps" not in raw:
         ctx.error(ctx.at(lb), "missing-field", "a ladder needs `within` and `steps`")
         return
@@ -350,7 +265,7 @@ def _check_sensitive(ctx: FileContext, draft: PolicyDraft) -> None:
             continue
         paths.append(path)
     draft.sensitive = tuple(paths)
-    for rule in draft.rules:
+    for rule in (*draft.rules, *draft.disabled):
         for c in rule.conditions():
             if c.role in ("key", "subject", "message", "emit") and expr_reads_sensitive(c.expr, draft.sensitive):
                 ctx.diags.append(
@@ -375,6 +290,7 @@ FILE_PASSES: tuple[tuple[str, FilePass], ...] = (
     ("lists", _check_lists),
     ("macros", _check_macros),
     ("defaults", _check_defaults),
+    ("lifecycle", check_policy_lifecycle),
     ("rules", _check_rules),
     ("ladder", _check_ladder),
     ("sensitive", _check_sensitive),
@@ -396,7 +312,7 @@ def _rule_kind(ctx: FileContext, base: Key, raw: dict[str, Any]) -> RuleKind | N
         return None
     kind = kinds[0]
     for f in raw:
-        owner = next((k for k in KINDS.values() if f in k.fields[1:]), None)
+        owner = next((k for k in KINDS.values() if f in k.field_names[1:]), None)
         if owner is not None and owner is not kind:
             ctx.error(
                 ctx.key_at((*base, f)),
@@ -495,7 +411,7 @@ def _option_emit(ctx: FileContext, base: Key, raw: dict[str, Any], rule: RuleDra
     if not isinstance(emit, dict) or "fact" not in emit:
         ctx.error(ctx.at(path), "invalid-value", "`emit` is {fact: name, data: {field: expression, ...}}")
         return False
-    ctx.known_fields(path, ("fact", "data"), "an emit")
+    ctx.known_fields(path, names(EMIT_FIELDS), "an emit")
     fact = emit["fact"]
     if not isinstance(fact, str) or not _FACT.fullmatch(fact) or fact == "violation":
         ctx.error(
@@ -584,6 +500,9 @@ RULE_OPTIONS: tuple[tuple[str, RuleOption], ...] = (
     ("message", _option_message),
     ("emit", _option_emit),
     ("violation", _option_violation),
+    ("mode", option_mode),
+    ("enabled", option_enabled),
+    ("tags", option_tags),
 )
 
 
@@ -598,6 +517,7 @@ class SetContext:
     policies: list[Policy]
     diags: list[Diagnostic]
     schemas: list[Source] | None
+    partial: bool = False  # some files of the set were checked alone: other policies may exist
 
     @property
     def lines(self) -> dict[str, list[str]]:
@@ -640,6 +560,8 @@ def _check_ladders(sc: SetContext) -> None:
             )
         )
     for p, ladder in ladders[:1]:
+        if sc.partial:
+            break  # checked without the rest of its directory: the counted policies may be there
         for missing in sorted((ladder.counts or frozenset()) - ids):
             sc.diags.append(
                 Diagnostic(
@@ -706,11 +628,13 @@ def _check_file_safely(source: Source, diags: list[Diagnostic]) -> Policy | None
 
 
 def check_sources(
-    sources: list[Source], schemas: list[Source] | None = None
+    sources: list[Source], schemas: list[Source] | None = None, *, partial: bool = False
 ) -> tuple[CheckedPolicySet | None, list[Diagnostic]]:
     """Check every file; return the policy set (None if any error) and all diagnostics, sorted.
 
     `schemas` are event schema files (`*.schema.yaml`); with them, fields no event has are errors.
+    `partial`: the files are some of a directory's (`tosengine check FILE`), so a ladder may count
+    policies that are not among them.
     """
     diags: list[Diagnostic] = []
     # Rule order is part of the semantics (the order derived facts are queued): always by path.
@@ -718,7 +642,7 @@ def check_sources(
     policies = [p for p in (_check_file_safely(s, diags) for s in ordered) if p is not None]
     # Passes across files run on the policies that passed on their own, so one broken file does not
     # hide a cycle elsewhere.
-    sc = SetContext(ordered, policies, diags, schemas)
+    sc = SetContext(ordered, policies, diags, schemas, partial)
     for _name, check in SET_PASSES:
         check(sc)
     diags.sort(key=lambda d: d.sort_key)

@@ -106,7 +106,7 @@ class FileContext:
             self.error(
                 self.at(path),
                 "invalid-value",
-                "a duration is a whole number with s, m, h or d, at most 36500d: 30s 10m 2h 14d",
+                "a duration is a number with ms, s, m, h or d, at most 36500d: 500ms 30s 10m 2h 14d",
             )
             return None
         if d <= timedelta(0):

@@ -28,6 +28,7 @@ CODES: dict[str, str] = {
     "limit": "a policy exceeds a fixed limit of the engine",
     "unsafe-file": "a file in the policy directory is a symbolic link or lies outside it, and is not read",
     "sensitive-read": "a warning: a rule renders a sensitive field into a key, subject, message or fact (masked there)",
+    "disabled-rule": "a warning: a policy test names a rule with `enabled: false`, which never fires",
 }
 
 

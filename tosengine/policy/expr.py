@@ -120,7 +120,7 @@ class ExprSyntaxError(TosEngineError):
 _TOKEN = re.compile(
     r"""
     (?P<ws>\s+)
-  | (?P<duration>\d+[smhd](?![A-Za-z0-9_]))
+  | (?P<duration>\d+(?:\.\d+)?(?:ms|[smhd])(?![A-Za-z0-9_]))
   | (?P<number>\d+\.\d+|\d+)(?![A-Za-z_])
   | (?P<string>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')
   | (?P<name>[A-Za-z_][A-Za-z0-9_]*)

@@ -18,11 +18,21 @@ from typing import Any
 from tosengine.errors import PolicyError
 from tosengine.policy.context import FileContext
 from tosengine.policy.expr import DurationLit, Expr
+from tosengine.policy.fields import DURATION, EXPR, Field, names, obj
 from tosengine.policy.model import Expect, Match, RuleBody, Sequence, Step, Threshold
 from tosengine.policy.resolve import Resolver
 from tosengine.policy.yaml import Key
 
-__all__ = ["KINDS", "MAX_COUNT", "MAX_STEPS", "RESERVED_NAMES", "RuleKind", "kind_of"]
+__all__ = [
+    "EXPECT_FIELDS",
+    "KINDS",
+    "MAX_COUNT",
+    "MAX_STEPS",
+    "RESERVED_NAMES",
+    "THRESHOLD_FIELDS",
+    "RuleKind",
+    "kind_of",
+]
 
 MAX_STEPS = 16  # durable_rules' MAX_MESSAGE_FRAMES; kept as a language limit
 MAX_COUNT = 100_000
@@ -39,9 +49,14 @@ class RuleKind:
     so they are checked even when the kind's own fields are broken)."""
 
     name: str
-    fields: tuple[str, ...]  # rule-level fields that belong to this kind, its own name first
+    fields: tuple[Field, ...]  # rule-level fields that belong to this kind, its own name first
     check: Callable[[FileContext, Key, dict[str, Any]], RuleBody | None]
     roots: Callable[[dict[str, Any]], frozenset[str]]
+
+    @property
+    def field_names(self) -> tuple[str, ...]:
+        """The names of the rule-level fields this kind owns, its own name first."""
+        return names(self.fields)
 
 
 def _item_roots(_raw: dict[str, Any]) -> frozenset[str]:
@@ -58,6 +73,18 @@ def _check_match(ctx: FileContext, base: Key, raw: dict[str, Any]) -> Match | No
 
 # ---------------------------------------------------------------- threshold
 
+THRESHOLD_FIELDS: tuple[Field, ...] = (
+    Field("match", EXPR, "the condition each counted item holds", True),
+    Field(
+        "count",
+        {"oneOf": [{"type": "integer", "minimum": 2, "maximum": MAX_COUNT}, {"type": "string"}]},
+        "how many items in the window fire the rule (or a param's name)",
+        True,
+    ),
+    Field("within", DURATION, "the window [t - within, t]", True),
+    Field("distinct", EXPR, "count different values of this expression instead of items"),
+)
+
 
 def _check_threshold(ctx: FileContext, base: Key, raw: dict[str, Any]) -> Threshold | None:
     t = raw["threshold"]
@@ -65,8 +92,8 @@ def _check_threshold(ctx: FileContext, base: Key, raw: dict[str, Any]) -> Thresh
     if not isinstance(t, dict):
         ctx.error(ctx.at(tb), "not-a-mapping", "`threshold` has match, count, within and optional distinct")
         return None
-    ctx.known_fields(tb, ("match", "count", "within", "distinct"), "a threshold")
-    missing = [f for f in ("match", "count", "within") if f not in t]
+    ctx.known_fields(tb, names(THRESHOLD_FIELDS), "a threshold")
+    missing = [f.name for f in THRESHOLD_FIELDS if f.required and f.name not in t]
     for f in missing:
         ctx.error(ctx.at(tb), "missing-field", f"a threshold needs `{f}`")
     if missing:
@@ -130,11 +157,22 @@ def _sequence_roots(raw: dict[str, Any]) -> frozenset[str]:
 
 # ---------------------------------------------------------------- expect
 
+EXPECT_FIELDS: tuple[Field, ...] = (
+    Field("after", EXPR, "what opens the obligation", True),
+    Field("fulfilled_by", EXPR, "what fulfils it (may read `after`)", True),
+    Field(
+        "within",
+        {"anyOf": [DURATION, EXPR]},
+        "the deadline after `after`: a duration such as 14d, or an expression like days(after.data.due_days)",
+        True,
+    ),
+)
+
 
 def _within(ctx: FileContext, path: Key) -> Expr | None:
     """A deadline offset: a duration literal, or an expression over `after` that is a duration."""
     raw = ctx.value(path)
-    if isinstance(raw, str) and re.fullmatch(r"\s*\d+[smhd]\s*", raw):
+    if isinstance(raw, str) and re.fullmatch(r"\s*\d+(\.\d+)?(ms|[smhd])\s*", raw):
         d = ctx.duration(path)
         return DurationLit(d, ctx.at(path)) if d is not None else None
     e = ctx.condition(path, {"after"})
@@ -154,8 +192,8 @@ def _check_expect(ctx: FileContext, base: Key, raw: dict[str, Any]) -> Expect | 
     if not isinstance(x, dict):
         ctx.error(ctx.at(xb), "not-a-mapping", "`expect` has after, fulfilled_by and within")
         return None
-    ctx.known_fields(xb, ("after", "fulfilled_by", "within"), "an expect")
-    missing = [f for f in ("after", "fulfilled_by", "within") if f not in x]
+    ctx.known_fields(xb, names(EXPECT_FIELDS), "an expect")
+    missing = [f.name for f in EXPECT_FIELDS if f.required and f.name not in x]
     for f in missing:
         ctx.error(ctx.at(xb), "missing-field", f"an expect needs `{f}`")
     if missing:
@@ -184,10 +222,42 @@ def _expect_roots(_raw: dict[str, Any]) -> frozenset[str]:
 KINDS: Mapping[str, RuleKind] = {
     k.name: k
     for k in (
-        RuleKind("match", ("match",), _check_match, _item_roots),
-        RuleKind("threshold", ("threshold",), _check_threshold, _item_roots),
-        RuleKind("sequence", ("sequence", "within"), _check_sequence, _sequence_roots),
-        RuleKind("expect", ("expect",), _check_expect, _expect_roots),
+        RuleKind("match", (Field("match", EXPR, "each item it holds for is a violation"),), _check_match, _item_roots),
+        RuleKind(
+            "threshold",
+            (Field("threshold", obj(THRESHOLD_FIELDS), "a count in a sliding event-time window"),),
+            _check_threshold,
+            _item_roots,
+        ),
+        RuleKind(
+            "sequence",
+            (
+                Field(
+                    "sequence",
+                    {
+                        "type": "array",
+                        "minItems": 2,
+                        "maxItems": MAX_STEPS,
+                        "items": {
+                            "type": "object",
+                            "minProperties": 1,
+                            "maxProperties": 1,
+                            "additionalProperties": EXPR,
+                        },
+                    },
+                    "ordered, correlated items: a list of `- step_name: condition`",
+                ),
+                Field("within", DURATION, "a sequence's bound: the last item's time minus the first's"),
+            ),
+            _check_sequence,
+            _sequence_roots,
+        ),
+        RuleKind(
+            "expect",
+            (Field("expect", obj(EXPECT_FIELDS), "an obligation with a deadline"),),
+            _check_expect,
+            _expect_roots,
+        ),
     )
 }
 

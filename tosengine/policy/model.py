@@ -11,6 +11,7 @@ from tosengine.policy.expr import Expr
 
 __all__ = [
     "ACTIONS",
+    "MODES",
     "SEVERITIES",
     "TRIGGER_ROLES",
     "CheckedPolicySet",
@@ -31,6 +32,8 @@ __all__ = [
 
 SEVERITIES = ("low", "medium", "high", "critical")
 ACTIONS = ("none", "warn", "restrict", "disable", "permanent_ban", "legal_referral")
+# enforce: violations are acted on and climb the ladder; shadow: recorded as such, acted on by no one.
+MODES = ("enforce", "shadow")
 ItemKind = Literal["event", "fact"]
 
 
@@ -177,6 +180,11 @@ class Rule:
     span: Span
     subject: Expr | None = None  # who the violation is against; None: the key's value
     once_per: timedelta | None = None  # one violation per (key, subject) per this long; the rest are repeats
+    # Shadow: its violations are recorded with mode=shadow, never climb the ladder, and are facts only for
+    # other shadow rules (the rule's own `mode`, else its policy's).
+    mode: str = "enforce"
+    enabled: bool = True  # false: checked, listed, but kept out of the engine (Policy.disabled)
+    tags: tuple[str, ...] = ()  # the policy's tags, then the rule's own: what --tag filters select
 
     @property
     def id(self) -> str:
@@ -232,6 +240,10 @@ class Policy:
     sensitive: tuple[tuple[str, ...], ...] = ()
     text: str = field(default="", repr=False, compare=False)  # the file as read: what `version` hashes
     ladder: Ladder | None = None
+    mode: str = "enforce"  # the default of its rules
+    tags: tuple[str, ...] = ()
+    # Rules with `enabled: false`: checked like the others, but not in `rules`, so no engine runs them.
+    disabled: tuple[Rule, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -245,6 +257,11 @@ class CheckedPolicySet:
     def rules(self) -> tuple[Rule, ...]:
         """All rules of all policies, in order."""
         return tuple(r for p in self.policies for r in p.rules)
+
+    @property
+    def disabled(self) -> tuple[Rule, ...]:
+        """The rules kept out of the engine (`enabled: false`), in order."""
+        return tuple(r for p in self.policies for r in p.disabled)
 
     @property
     def ladder(self) -> Ladder | None:

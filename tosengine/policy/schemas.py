@@ -94,7 +94,7 @@ def check_event_fields(
     """A diagnostic for each `event.data.*` (or step/after) path that no event of its types can have."""
     diags: list[Diagnostic] = []
     for pol in policies.policies:
-        for rule in pol.rules:
+        for rule in (*pol.rules, *pol.disabled):  # a disabled rule is checked for when it is enabled
             for c in rule.body.conditions():
                 binds = dict(c.binds)
                 for p in walk(c.expr):
