@@ -457,6 +457,8 @@ def _rule(
         rule["subject"] = _pick(draw, SUBJECT_EXPRS).replace("ROOT", root)
     if _chance(draw, 30) and rule.get("violation", True):
         rule["once_per"] = _pick(draw, DURATIONS)
+    if _chance(draw, 15):  # shadow: recorded as such, climbs no ladder, a fact only for shadow rules
+        rule["mode"] = "shadow"
     return rule
 
 
@@ -643,7 +645,7 @@ def event_streams(draw: Draw) -> tuple[list[dict[str, Any]], str | None]:
 # ---------------------------------------------------------------- running both sides
 
 Signature = tuple[
-    str, str, str, str, datetime, tuple[str, ...], tuple[str, ...], str, str, int, str, str, tuple[str, ...]
+    str, str, str, str, datetime, tuple[str, ...], tuple[str, ...], str, str, int, str, str, tuple[str, ...], str
 ]
 
 
@@ -669,6 +671,7 @@ def signature(v: Violation) -> Signature:
         v.message,
         v.key,
         v.evidence_sources,
+        v.mode,
     )
 
 
@@ -688,6 +691,7 @@ def repeat_signature(r: Repeat) -> Signature:
         f"{format_time(r.first)}..{format_time(r.last)}",
         r.key,
         r.evidence_sources,
+        "",  # a repeat's mode is its violation's
     )
 
 
@@ -731,8 +735,8 @@ def _show(vs: Iterable[Signature]) -> str:
     return (
         "\n".join(
             f"  {format_time(t)} {rule} {subject} key={key} evidence={list(ev)} sources={list(src)} "
-            f"causes={list(c)} id={vid} {severity}/{action} step={step} message={message!r}"
-            for vid, _, rule, subject, t, ev, c, severity, action, step, message, key, src in rows
+            f"causes={list(c)} id={vid} {severity}/{action} step={step} mode={mode} message={message!r}"
+            for vid, _, rule, subject, t, ev, c, severity, action, step, message, key, src, mode in rows
         )
         or "  (none)"
     )

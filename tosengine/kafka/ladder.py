@@ -42,7 +42,7 @@ class LadderPartition(PartitionRuntime):
         # The stream's settled clock was at or before the violation's time (items come in time order), so
         # the window is measured from the violation's own time.
         action, step = self.state.ladder.climb(
-            self.topology.program.ladder, v.policy, v.subject, v.time, v.action, v.time
+            self.topology.program.ladder, v.policy, v.subject, v.time, v.action, v.time, count=v.mode != "shadow"
         )
         self.rows.violations.append(dataclasses.replace(v, action=action, ladder_step=step))
         return []

@@ -25,12 +25,21 @@ class LadderState:
         self.expiry: DueHeap[str] = DueHeap()
 
     def climb(
-        self, ladder: Ladder | None, policy: str, subject: str, time: datetime, action: str, now: datetime
+        self,
+        ladder: Ladder | None,
+        policy: str,
+        subject: str,
+        time: datetime,
+        action: str,
+        now: datetime,
+        *,
+        count: bool = True,
     ) -> tuple[str, int]:
         """(recorded action, ladder step) for a violation at `time`.
 
         A subject's n-th counted violation within the window is recorded at least at steps[n-1]; a
-        violation of a policy the ladder does not count records the step without climbing.
+        violation of a policy the ladder does not count records the step without climbing. A shadow
+        violation (`count=False`) is recorded at the step it would reach, and adds nothing to the count.
         """
         if ladder is None:
             return action, 0
@@ -46,11 +55,17 @@ class LadderState:
             else:
                 self.seen.pop(subject, None)
             return action, min(n, len(ladder.steps))
+        step = min(n + 1, len(ladder.steps))
+        if not count:
+            if seen:
+                self.seen[subject] = seen
+            else:
+                self.seen.pop(subject, None)
+            return max(action, ladder.steps[step - 1], key=ACTIONS.index), step
         pos = bisect.bisect_right(seen, time)  # after equal times: the order of a late violation
         self.seen[subject] = (*seen[:pos], time, *seen[pos:])
         if not seen:
             self.expiry.push(self.seen[subject][-1] + ladder.within, subject)
-        step = min(n + 1, len(ladder.steps))
         return max(action, ladder.steps[step - 1], key=ACTIONS.index), step
 
     def save(self) -> list[list[Any]]:

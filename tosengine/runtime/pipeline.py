@@ -241,11 +241,15 @@ class Pipeline:
         by_rule: dict[int, Roles] = {}
         triggers = program.plan.triggers
         only = self.only
+        # A shadow rule's violations and facts reach only other shadow rules (docs/lifecycle.md).
+        shadow = item.kind == "fact" and item.fields.get("mode") == "shadow"
         for tid in fired:
             local = program.local[tid]
             t = triggers[tid]
             if only is not None and t.rule not in only:
                 continue  # another key group's rule: another worker partition runs it
+            if shadow and program.rules[t.rule].rule.mode != "shadow":
+                continue
             try:
                 if local is not None and local(env) is not True:
                     continue
@@ -328,7 +332,9 @@ class Pipeline:
             now = state.clock.settled
             assert now is not None
             if self.climb:
-                action, step = state.ladder.climb(self.program.ladder, pol.id, subject, time, rule.action, now)
+                action, step = state.ladder.climb(
+                    self.program.ladder, pol.id, subject, time, rule.action, now, count=rule.mode != "shadow"
+                )
             else:
                 action, step = rule.action, 0
             call.violations.append(
@@ -353,6 +359,7 @@ class Pipeline:
                     key=key,
                     evidence_sources=tuple(e.source for e in events),
                     once_per=rule.once_per,
+                    mode=rule.mode,
                 )
             )
             if rule.once_per is not None:
@@ -370,6 +377,8 @@ class Pipeline:
                 "time": time,
                 "id": vid,
             }
+            if rule.mode == "shadow":
+                fields["mode"] = "shadow"
             fact = Item("fact", fields, time, state.seq, vid, evidence, events, (*chain, me))
             if at is not None:
                 fact.pos = child_pos(at[0], cr.index, at[1], 0)
@@ -389,6 +398,8 @@ class Pipeline:
                 "data": json.loads(json.dumps(data, default=str)),
             }
             fields = {"type": rule.emit.fact, "subject": subject, "time": time, "id": fid, "data": data}
+            if rule.mode == "shadow":
+                fields["mode"] = "shadow"
             fact = Item("fact", fields, time, state.seq, fid, evidence, events, (*chain, me))
             if at is not None:
                 fact.pos = child_pos(at[0], cr.index, at[1], 1)

@@ -355,7 +355,11 @@ class _Reference:
             self.offer(self.queue.popleft())
 
     def offer(self, item: _Item) -> None:
+        # A shadow rule's violations and facts reach only other shadow rules (docs/lifecycle.md).
+        shadow = item.kind == "fact" and item.value.get("mode") == "shadow"
         for rule in self.rules:
+            if shadow and rule.mode != "shadow":
+                continue
             handler = HANDLERS.get(rule.kind)
             if handler is None:
                 raise ValueError(f"the reference evaluator has no semantics for rule kind {rule.kind!r}")
@@ -460,8 +464,9 @@ class _Reference:
 
     # -------------------------------------------------------- firing
 
-    def climb(self, policy: str, subject: str, time: datetime, action: str) -> tuple[str, int]:
-        """The escalation ladder (docs/semantics.md): the recorded action and the subject's step."""
+    def climb(self, policy: str, subject: str, time: datetime, action: str, count: bool = True) -> tuple[str, int]:
+        """The escalation ladder (docs/semantics.md): the recorded action and the subject's step. A shadow
+        violation (`count=False`) reads the step it would reach without adding to the subject's count."""
         ladder = self.set.ladder
         if ladder is None or self.settled is None:
             return action, 0
@@ -470,7 +475,8 @@ class _Reference:
         n = sum(1 for t in seen if lo <= t <= time and t >= self.settled - ladder.within)
         if ladder.counts is not None and policy not in ladder.counts:
             return action, min(n, len(ladder.steps))
-        seen.append(time)
+        if count:
+            seen.append(time)
         step = min(n + 1, len(ladder.steps))
         return max(action, ladder.steps[step - 1], key=ACTIONS.index), step
 
@@ -496,7 +502,7 @@ class _Reference:
         if rule.violation:
             policy = self.policies[rule.policy]
             vid = violation_id("violation", rule.id, key, hashed, causes)
-            action, step = self.climb(rule.policy, subject, time, rule.action)
+            action, step = self.climb(rule.policy, subject, time, rule.action, count=rule.mode != "shadow")
             message = (
                 _render(rule.message, env) if rule.message is not None else f"{policy.title}: {rule.id} ({subject})"
             )
@@ -520,6 +526,7 @@ class _Reference:
                     key=key,
                     evidence_sources=tuple(src for src, _ in evidence),
                     once_per=rule.once_per,
+                    mode=rule.mode,
                 )
             )
             if rule.once_per is not None:
@@ -535,11 +542,15 @@ class _Reference:
                 "time": time,
                 "id": vid,
             }
+            if rule.mode == "shadow":
+                fact["mode"] = "shadow"
             self.queue.append(_Item("fact", fact, self.next_pos(), evidence))
         if rule.emit is not None:
             data = {name: v for name, e in rule.emit.data if (v := evaluate_expr(e, env)) is not ABSENT}
             eid = violation_id("emit", rule.id, key, hashed, causes)
             emitted = {"type": rule.emit.fact, "subject": subject, "time": time, "data": data, "id": eid}
+            if rule.mode == "shadow":
+                emitted["mode"] = "shadow"
             self.queue.append(_Item("fact", emitted, self.next_pos(), evidence))
 
 
