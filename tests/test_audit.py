@@ -329,3 +329,21 @@ def test_stored_event_times_do_not_depend_on_how_the_producer_wrote_them(
     text = local.strftime("%Y-%m-%dT%H:%M:%S") + frac + offset
     parsed = parse_time(text)
     assert _sqlite_time(parsed, text) == _sqlite_time(parsed)
+
+
+def test_processes_that_open_a_fresh_postgres_log_at_once_all_succeed() -> None:
+    """Kafka workers (or a replay beside serve) started together on a new database: each migrates it,
+    and every one must start; none may fail on tables another has just created."""
+    with pg_schema() as url:
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "tosengine", "db", "upgrade", "--db", url],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(6)
+        ]
+        results = [(p.wait(timeout=120), p.stderr.read() if p.stderr else "") for p in procs]
+        assert [code for code, _ in results] == [0] * 6, [err for _, err in results]
+        assert verify(url).ok

@@ -18,6 +18,9 @@ from tosengine.errors import AuditError
 
 __all__ = ["alembic_config", "head_revision", "migrations_dir", "upgrade_database"]
 
+# The PostgreSQL advisory lock that serializes migrations of one database ("tos" "migr" in ASCII).
+MIGRATION_LOCK = 0x746F736D696772
+
 
 def migrations_dir() -> Path:
     """Where the installed migrations are (a directory Alembic can read)."""
@@ -45,6 +48,11 @@ def upgrade_database(engine: Engine) -> None:
     """Bring the database to the latest schema (idempotent)."""
     cfg = alembic_config()
     with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            # Two processes opening a fresh database at once (Kafka workers, a replay beside serve) would
+            # both create the tables; the loser failed on a duplicate. The second now waits here, then
+            # finds the schema at head.
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
         conn.commit()
