@@ -438,7 +438,22 @@ def _rss(what: str = "VmRSS") -> float:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    # The services have their own options and start their own processes: `python -m bench serve ...` and
+    # `python -m bench kafka ...` are `python -m bench.serve ...` and `python -m bench.kafka ...`.
+    if len(sys.argv) > 1 and sys.argv[1] in ("serve", "kafka"):
+        if sys.argv[1] == "serve":
+            from bench import serve
+
+            serve.main(sys.argv[2:])
+            return 0
+        from bench import kafka
+
+        return kafka.main(sys.argv[2:])
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        epilog="also: `python -m bench serve [--events N ...]` and `python -m bench kafka [--events N]` "
+        "(the services against in-process process_many and replay; bench/serve.py, bench/kafka.py)",
+    )
     p.add_argument(
         "what", nargs="?", default="pack", choices=("pack", "latency", "rules", "memory", "restart", "threads", "all")
     )
