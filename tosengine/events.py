@@ -10,8 +10,10 @@ conformance data is in docs/events.md.
 
 from __future__ import annotations
 
+import binascii
 import math
 import re
+from base64 import b64decode
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -112,9 +114,36 @@ def _meta_problem(name: str, value: Any) -> str | None:
     elif name == "dataschema":
         if _URI.fullmatch(value) is None:
             return "must be an absolute URI such as https://example.com/schema.json"
-    else:  # data_base64: binary data, which rules could not read as event.data.* (docs/events.md)
-        return "binary data is not accepted: send the event's attributes as a JSON object in `data`"
+    else:  # data_base64: binary data, kept as its base64 text (rules read `event.data_base64`)
+        try:
+            b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            return "must be base64 (RFC 4648)"
     return None
+
+
+def _is_json_type(media_type: str) -> bool:
+    """Whether a datacontenttype says the data is JSON: application/json or a `+json` type."""
+    base = media_type.split(";", 1)[0].strip().lower()
+    return base == "application/json" or base.endswith("+json")
+
+
+def _data_problem(data: Any, obj: dict[str, Any]) -> str | None:
+    """The problem with `data` that is not an object, or None when it is text the event declares as such.
+
+    DESIGN.md section 2 (and the shared conformance suite) make `data` the object of attributes rules
+    read as event.data.*; JSON data (no datacontenttype, or a JSON one) must be that. CloudEvents also
+    carries text: a string with a non-JSON datacontenttype (`text/plain`) is accepted as such, and rules
+    see `event.data` as that string (docs/events.md)."""
+    ctype = obj.get("datacontenttype")
+    if type(data) is str and type(ctype) is str and _MEDIA_TYPE.fullmatch(ctype) and not _is_json_type(ctype):
+        return None
+    if type(ctype) is str and _MEDIA_TYPE.fullmatch(ctype) and not _is_json_type(ctype):
+        return f"must be a string with datacontenttype {ctype!r}, got {type(data).__name__}"
+    return (
+        f"must be an object when present, got {type(data).__name__} "
+        "(text data needs a non-JSON datacontenttype such as text/plain)"
+    )
 
 
 def parse_time(text: str) -> datetime:
@@ -244,7 +273,8 @@ class Event(BaseModel):
     subject: str
     source: str = ""
     specversion: Literal["1.0"] | None = None
-    data: Annotated[dict[str, Any] | None, SkipValidation] = None
+    # An object; or, with a non-JSON datacontenttype such as text/plain, text (docs/events.md).
+    data: Annotated[dict[str, Any] | str | None, SkipValidation] = None
     extensions: Annotated[dict[str, Any], SkipValidation] = {}
     # The exact timestamp text as received, so evidence shows what the producer sent.
     time_text: str = ""
@@ -256,6 +286,10 @@ class Event(BaseModel):
             raise ValueError(f"{problem[0]}: {problem[1]}")
         if self.time.tzinfo is None:
             raise ValueError("time: must have a UTC offset")
+        if self.data is not None and type(self.data) is not dict:
+            text_problem = _data_problem(self.data, self.extensions)
+            if text_problem is not None:
+                raise ValueError(f"data: {text_problem}")
         for name, value in (("data", self.data), *self.extensions.items()):
             found = _value_problem(value, 0)
             if found is not None:
@@ -338,10 +372,12 @@ def _validate(obj: dict[str, Any], text: str | None, recorded: bool = False) -> 
     if specversion is not None and specversion != "1.0":
         raise EventError("specversion", 'must be "1.0" when given')
     data = obj.get("data")  # null is absent
-    if data is not None and not isinstance(data, dict):
-        # DESIGN.md section 2 and the shared conformance suite: `data` is an object of attributes, which
-        # rules read as event.data.*; CloudEvents also allows text, numbers and lists (docs/events.md).
-        raise EventError("data", f"must be an object when present, got {type(data).__name__}")
+    if data is not None and type(data) is not dict:
+        found = _data_problem(data, obj)
+        if found is not None:
+            raise EventError("data", found)
+    if data is not None and obj.get("data_base64") is not None:
+        raise EventError("data_base64", "must not be given together with data")
     meta: dict[str, Any] = {}
     extensions: dict[str, Any] = {}
     if len(obj) > 4 + ("source" in obj) + ("specversion" in obj) + ("data" in obj):
@@ -358,7 +394,7 @@ def _validate(obj: dict[str, Any], text: str | None, recorded: bool = False) -> 
             found = _meta_problem(name, value)
             if found is None:
                 meta[name] = value
-            elif not recorded or name == "data_base64":
+            elif not recorded:
                 raise EventError(name, found)
     # The four strings, inline (the usual case: short and ASCII), then data and extensions.
     if not (
