@@ -195,6 +195,12 @@ def violation_ids(url: str) -> list[str]:
 
 def dry_run_ids(lines: list[str], policies: str = "policies") -> list[str]:
     """The violation ids `tosengine replay --dry-run --format json` gives for these events."""
+    return list(dry_run(lines, policies))
+
+
+def dry_run(lines: list[str], policies: str = "policies") -> dict[str, dict[str, Any]]:
+    """The violations `tosengine replay --dry-run --format json` gives for these events, by id (repeat
+    records left out), in the order it prints them."""
     path = ROOT / ".pytest_cache" / f"dry-{os.getpid()}-{time.monotonic_ns()}.jsonl"
     path.parent.mkdir(exist_ok=True)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -220,13 +226,24 @@ def dry_run_ids(lines: list[str], policies: str = "policies") -> list[str]:
     finally:
         path.unlink(missing_ok=True)
     assert p.returncode == 0, p.stderr
-    return [d["id"] for d in map(json.loads, p.stdout.splitlines()) if "repeat_of" not in d]
+    return {d["id"]: d for d in map(json.loads, p.stdout.splitlines()) if "repeat_of" not in d}
+
+
+def describe(violation: dict[str, Any]) -> str:
+    """One violation of `dry_run` in a line: rule, subject, time, ladder step, evidence and causes."""
+    return (
+        f"{violation.get('rule')} against {violation.get('subject')} at {violation.get('time')} "
+        f"(id {violation.get('id')}, step {violation.get('ladder_step')}, evidence {violation.get('evidence')}, "
+        f"causes {violation.get('causes')})"
+    )
 
 
 __all__ = [
     "ROOT",
     "WorkerProcess",
+    "describe",
     "distinct_times",
+    "dry_run",
     "dry_run_ids",
     "end_event",
     "mock_cluster",

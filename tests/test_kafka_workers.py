@@ -3,8 +3,9 @@
 Three workers share the group: one is killed with SIGKILL mid-stream, one joins late, one is paused with
 SIGSTOP past its session timeout and resumed (a zombie, fenced out of the partitions it lost). Once an
 event at the end time has reached every input partition, the audit log holds exactly the violations of
-`replay --dry-run` on the same events, none twice, and `audit verify` passes. A test against a real
-broker runs when TOSENGINE_KAFKA_BOOTSTRAP is set.
+`replay --dry-run` on the same events, none twice, and `audit verify` passes (on a timeout it names the
+violations missing). A worker given back a partition it had been fenced out of (and so paused) reads it
+again. A test against a real broker runs when TOSENGINE_KAFKA_BOOTSTRAP is set.
 """
 
 from __future__ import annotations
@@ -15,14 +16,17 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from confluent_kafka import TopicPartition
 
 from tests.kafka_cluster import (
     ROOT,
     WorkerProcess,
+    describe,
     distinct_times,
-    dry_run_ids,
+    dry_run,
     end_event,
     mock_cluster,
     produce,
@@ -30,7 +34,12 @@ from tests.kafka_cluster import (
     violation_ids,
     wait_for,
 )
-from tests.support import pg_schema, verify
+from tests.support import pg_schema, policy_set, verify
+from tests.test_kafka_offsets import POLICY
+from tosengine.kafka.clients import connect, prepare_topics
+from tosengine.kafka.records import Record
+from tosengine.kafka.topology import HOME
+from tosengine.kafka.worker import Worker, WorkerSettings
 
 SEED = ROOT / "examples" / "seed-cases.jsonl"
 REAL = os.environ.get("TOSENGINE_KAFKA_BOOTSTRAP")
@@ -43,11 +52,14 @@ def cluster() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def stream() -> tuple[list[str], str, list[str]]:
-    """The seed cases with distinct times, an end event, and the dry run's violation ids over both."""
+def stream() -> tuple[list[str], str, dict[str, dict[str, Any]]]:
+    """The seed cases with distinct times, an end event, and the dry run's violations over both (by id)."""
     lines = distinct_times(SEED.read_text(encoding="utf-8").splitlines())
     end = end_event(lines)
-    return lines, end, dry_run_ids([*lines, end])
+    return lines, end, dry_run([*lines, end])
+
+
+_EVENT = '{"id":"e1","type":"bad","time":"2026-01-01T00:00:00Z","subject":"account:1","source":"s"}'
 
 
 def _names() -> tuple[str, str]:
@@ -55,12 +67,12 @@ def _names() -> tuple[str, str]:
     return f"in-{tag}", f"g-{tag}"
 
 
-def _settled(db: str, expected: list[str]) -> bool:
+def _settled(db: str, expected: dict[str, dict[str, Any]]) -> bool:
     return sorted(violation_ids(db)) == sorted(expected)
 
 
 def test_killed_late_and_zombie_workers_write_exactly_the_dry_run(
-    cluster: str, stream: tuple[list[str], str, list[str]], tmp_path: Path
+    cluster: str, stream: tuple[list[str], str, dict[str, dict[str, Any]]], tmp_path: Path
 ) -> None:
     lines, end, expected = stream
     topic, group = _names()
@@ -91,9 +103,10 @@ def test_killed_late_and_zombie_workers_write_exactly_the_dry_run(
                 got = violation_ids(db)
                 missing, extra = set(expected) - set(got), set(got) - set(expected)
                 events = scalar(db, "SELECT count(*) FROM events")
+                named = "".join(f"\n  missing: {describe(expected[i])}" for i in sorted(missing))
                 raise AssertionError(
                     f"{exc}: {len(missing)} of {len(expected)} missing, {len(extra)} extra, "
-                    f"{events} of {len(lines) + 1} events recorded; the workers' logs are in {tmp_path}"
+                    f"{events} of {len(lines) + 1} events recorded; the workers' logs are in {tmp_path}{named}"
                 ) from None
             time.sleep(2)  # anything late would show now
             for w in (w2, w3):
@@ -114,9 +127,50 @@ def test_killed_late_and_zombie_workers_write_exactly_the_dry_run(
         assert zombie, "w2 never noticed it had lost its partitions"
 
 
+def test_a_partition_a_worker_was_fenced_out_of_is_read_when_it_is_assigned_again(cluster: str) -> None:
+    # The zombie pauses a partition it finds fenced; when it then loses it and the group gives it back
+    # (one worker ends up owning everything), it must read it: librdkafka keeps an application's pause
+    # across unassign and assign, and a partition owned but never read holds every frontier downstream.
+    topic, group = _names()
+    produce(cluster, topic, [_EVENT])  # makes the input topic
+    with pg_schema() as db:
+        worker = Worker(policy_set(POLICY), WorkerSettings(cluster, topic, group, db))
+        try:
+            worker._stages = prepare_topics(worker.settings, worker.topology)
+            worker.producer, worker.consumer = connect(worker.settings)
+            home = worker.topology.topic(HOME)
+            tp = TopicPartition(home, 0)
+
+            def send_and_read(what: str) -> None:
+                mark = Record.watermark("in/0", (1, 0))
+                worker.producer.produce(home, value=mark.value, partition=0, headers=mark.headers())
+                assert worker.producer.flush(30) == 0
+                _, high = worker.consumer.get_watermark_offsets(tp, timeout=30)
+
+                def read() -> bool:
+                    for msg in worker.consumer.consume(100, 0.2):
+                        worker._dispatch(msg)
+                    return worker.owned[(home, 0)].part.next_offset == high
+
+                wait_for(read, 15, f"the worker to read {home}/0 {what}", every=0)
+
+            worker._on_assign(worker.consumer, [tp])
+            send_and_read("once assigned")
+            worker._fenced(worker.owned[(home, 0)].part.name)  # another worker claimed it: paused, dropped
+            worker._on_lost(worker.consumer, [tp])
+            worker.consumer.incremental_unassign([tp])
+            worker.consumer.consume(10, 1.0)  # the unassignment done
+            worker._on_assign(worker.consumer, [TopicPartition(home, 0)])  # and the group gives it back
+            send_and_read("once assigned again")
+        finally:
+            worker.consumer.close()
+            worker.audit.engine.dispose()
+            worker.program.close()
+
+
 @pytest.mark.skipif(not REAL, reason="a real Kafka broker is tested when TOSENGINE_KAFKA_BOOTSTRAP is set")
 def test_two_workers_on_a_real_broker_write_exactly_the_dry_run(
-    stream: tuple[list[str], str, list[str]], tmp_path: Path
+    stream: tuple[list[str], str, dict[str, dict[str, Any]]], tmp_path: Path
 ) -> None:
     assert REAL is not None
     lines, end, expected = stream

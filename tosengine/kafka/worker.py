@@ -67,6 +67,9 @@ class Worker:
         self._stop = threading.Event()
         self.routers: dict[int, Router] = {}
         self._fenced_tps: set[tuple[str, int]] = set()  # partitions this worker was fenced out of
+        # Partitions this worker paused (fenced, paced, a failing database). librdkafka keeps a pause across
+        # unassign and assign: one of these assigned again must be resumed, or it is owned and never read.
+        self._paused: set[tuple[str, int]] = set()
         self.owned: dict[tuple[str, int], _Owned] = {}
         self._stages: dict[str, str] = {}  # topic -> stage
         self._failed_write = 0.0  # when the database last refused a write (0: it did not)
@@ -200,8 +203,18 @@ class Worker:
         for i, router in self.routers.items():
             if (i in ahead) != router.paused:
                 tp = TopicPartition(self.settings.topic, i)
-                (self.consumer.pause if i in ahead else self.consumer.resume)([tp])
+                (self._pause if i in ahead else self._resume)([tp])
                 router.paused = i in ahead
+
+    def _pause(self, tps: list[TopicPartition]) -> None:
+        """Stop fetching these partitions (and remember it: see `_on_assign`)."""
+        self.consumer.pause(tps)
+        self._paused.update((tp.topic, tp.partition) for tp in tps)
+
+    def _resume(self, tps: list[TopicPartition]) -> None:
+        """Fetch these partitions again."""
+        self.consumer.resume(tps)
+        self._paused.difference_update((tp.topic, tp.partition) for tp in tps)
 
     # ------------------------------------------------------------------ writes and commits
 
@@ -222,12 +235,12 @@ class Worker:
         except AuditError as exc:
             LOG.error("audit write failed, will retry: %s", exc)
             if not was_failing:  # consume nothing more until the database takes writes again
-                self.consumer.pause(self.consumer.assignment())
+                self._pause(self.consumer.assignment())
             self._failed_write = time.monotonic()
             return
         if was_failing:
             held = {i for i, r in self.routers.items() if r.paused}
-            self.consumer.resume(
+            self._resume(
                 [
                     tp
                     for tp in self.consumer.assignment()
@@ -245,7 +258,7 @@ class Worker:
             return
         owned = self.owned.pop(key)
         self.writer.forget(name)
-        self.consumer.pause([TopicPartition(owned.topic, owned.index)])
+        self._pause([TopicPartition(owned.topic, owned.index)])
         self._fenced_tps.add(key)
         self.metrics.rebalances.labels("fenced").inc()
         LOG.warning("fenced: another worker owns it now", extra={"partition": name})
@@ -301,6 +314,15 @@ class Worker:
             part.next_offset = claim.next_offset  # where reading resumes: a record past it was lost
             tp.offset = claim.next_offset if claim.next_offset is not None else OFFSET_BEGINNING
         consumer.incremental_assign(partitions)
+        # librdkafka keeps an application's pause across unassign and assign: a partition this worker paused
+        # before it lost it (fenced out of it, its router paced) comes back paused, and would be owned and
+        # never read, its frontier, and every frontier downstream, stuck. A new owner starts reading (while
+        # the database refuses writes, it is resumed with the rest once it takes them again).
+        again = [
+            TopicPartition(tp.topic, tp.partition) for tp in partitions if (tp.topic, tp.partition) in self._paused
+        ]
+        if again and not self._failed_write:
+            self._resume(again)
         self.metrics.rebalances.labels("assigned").inc(len(partitions))
         LOG.info("assigned", extra={"partitions": [f"{tp.topic}/{tp.partition}" for tp in partitions]})
 
