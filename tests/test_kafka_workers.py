@@ -141,27 +141,32 @@ def test_a_partition_a_worker_was_fenced_out_of_is_read_when_it_is_assigned_agai
             home = worker.topology.topic(HOME)
             tp = TopicPartition(home, 0)
 
-            def send_and_read(what: str) -> None:
+            def send_and_read(what: str) -> list[int]:
                 mark = Record.watermark("in/0", (1, 0))
                 worker.producer.produce(home, value=mark.value, partition=0, headers=mark.headers())
                 assert worker.producer.flush(30) == 0
                 _, high = worker.consumer.get_watermark_offsets(tp, timeout=30)
+                offsets: list[int] = []
 
                 def read() -> bool:
                     for msg in worker.consumer.consume(100, 0.2):
+                        if msg.error() is None:
+                            offsets.append(msg.offset() or 0)
                         worker._dispatch(msg)
                     return worker.owned[(home, 0)].part.next_offset == high
 
                 wait_for(read, 15, f"the worker to read {home}/0 {what}", every=0)
+                return offsets
 
             worker._on_assign(worker.consumer, [tp])
-            send_and_read("once assigned")
+            assert send_and_read("once assigned") == [0]
             worker._fenced(worker.owned[(home, 0)].part.name)  # another worker claimed it: paused, dropped
             worker._on_lost(worker.consumer, [tp])
             worker.consumer.incremental_unassign([tp])
             worker.consumer.consume(10, 1.0)  # the unassignment done
             worker._on_assign(worker.consumer, [TopicPartition(home, 0)])  # and the group gives it back
-            send_and_read("once assigned again")
+            # From where its claim says (nothing was written: the start), not from where it had paused.
+            assert send_and_read("once assigned again") == [0, 1]
         finally:
             worker.consumer.close()
             worker.audit.engine.dispose()
