@@ -85,7 +85,9 @@ class Ingest:
         before = self.rejected
         self._pending.extend(
             self.engine.process_many(
-                [text for _, _, text in batch], on_error=lambda pos, _event, exc: self.reject(*batch[pos], exc)
+                [text for _, _, text in batch],
+                on_error=lambda pos, _event, exc: self.reject(*batch[pos], exc),
+                durable=False,  # acknowledge() flushes before anything is handed over
             )
         )
         self.accepted += len(batch) - (self.rejected - before)

@@ -275,7 +275,11 @@ class Engine:
         return out
 
     def process_many(
-        self, events: Iterable[EventInput], *, on_error: Callable[[int, EventInput, EventError], None] | None = None
+        self,
+        events: Iterable[EventInput],
+        *,
+        on_error: Callable[[int, EventInput, EventError], None] | None = None,
+        durable: bool = True,
     ) -> list[Violation]:
         """Process events in order; the same results as calling process() on each, faster: events are
         matched by durable_rules in batches of up to matcher.BATCH.
@@ -283,6 +287,11 @@ class Engine:
         An invalid event raises EventError, after the events before it were processed (their violations
         are in the audit log), unless `on_error` is given: then it is called with the event's position
         in `events`, the input and the error, nothing is recorded for it, and processing goes on.
+
+        `durable=False` returns before the rows are committed: they go with the next full batch of the
+        audit log, or with `flush()`, `checkpoint()` or `close()`. For a caller that acts on the
+        violations only after its own `flush()` (Ingest): a commit per call of a few hundred events
+        would cost it a transaction each.
         """
         out: list[Violation] = []
         batch: list[tuple[int, EventInput, EventRecord]] = []
@@ -304,7 +313,8 @@ class Engine:
                 if self._audit is not None and self._audit.queued() >= self._audit.batch_size:
                     self._make_durable()  # commit as the batch fills: memory stays bounded
         out.extend(self._accept_batch(batch, on_error))
-        self._make_durable()
+        if durable or (self._audit is not None and self._audit.queued() >= self._audit.batch_size):
+            self._make_durable()
         return out
 
     def judge_many(
