@@ -14,7 +14,7 @@ from typing import Any, Final
 from tosengine.durations import format_duration
 from tosengine.policy.expr import Binary, Call, DurationLit, Expr, ListLit, Lit, Path, Unary
 from tosengine.policy.model import Template
-from tosengine.policy.regex import compile_pattern
+from tosengine.policy.regex import compile_search
 from tosengine.violation import format_time
 
 __all__ = ["MISSING", "Env", "Fn", "Render", "compile_expr", "compile_template", "lookup", "truthy"]
@@ -221,9 +221,9 @@ def compile_expr(e: Expr) -> Fn:
         if e.func == "matches":
             pat = e.args[1]
             assert isinstance(pat, Lit) and isinstance(pat.value, str)
-            rx = compile_pattern(pat.value)
+            search = compile_search(pat.value)
             s = args[0]
-            return lambda env: type(v := s(env)) is str and rx.search(v) is not None
+            return lambda env: type(v := s(env)) is str and search(v)
         if e.func == "startswith":
             a0, a1 = args
             return lambda env: _startswith(a0(env), a1(env))
