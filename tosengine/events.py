@@ -372,30 +372,20 @@ def _validate(obj: dict[str, Any], text: str | None, recorded: bool = False) -> 
     if specversion is not None and specversion != "1.0":
         raise EventError("specversion", 'must be "1.0" when given')
     data = obj.get("data")  # null is absent
-    if data is not None and type(data) is not dict:
-        found = _data_problem(data, obj)
-        if found is not None:
-            raise EventError("data", found)
-    if data is not None and obj.get("data_base64") is not None:
-        raise EventError("data_base64", "must not be given together with data")
-    meta: dict[str, Any] = {}
-    extensions: dict[str, Any] = {}
+    if data is not None:
+        if type(data) is not dict:
+            found = _data_problem(data, obj)
+            if found is not None:
+                raise EventError("data", found)
+        if obj.get("data_base64") is not None:
+            raise EventError("data_base64", "must not be given together with data")
+    fields: dict[str, Any] = {"id": ident, "type": etype, "time": when, "subject": subject, "source": source}
+    if specversion is not None:
+        fields["specversion"] = specversion
+    if data is not None:
+        fields["data"] = data
     if len(obj) > 4 + ("source" in obj) + ("specversion" in obj) + ("data" in obj):
-        for name, value in obj.items():
-            if name in _CORE:
-                continue
-            if name not in _META and (type(name) is not str or not _EXTENSION.fullmatch(name)):
-                raise EventError(str(name), "extension attribute names must be 1-20 lowercase letters or digits")
-            if value is None:
-                continue  # null is absent
-            if name not in _META:
-                extensions[name] = value
-                continue
-            found = _meta_problem(name, value)
-            if found is None:
-                meta[name] = value
-            elif not recorded:
-                raise EventError(name, found)
+        _read_optional(obj, fields, recorded)  # adds CloudEvents' optional members and the extensions
     # The four strings, inline (the usual case: short and ASCII), then data and extensions.
     if not (
         len(ident) + len(etype) + len(subject) + len(source) <= MAX_STRING
@@ -405,19 +395,37 @@ def _validate(obj: dict[str, Any], text: str | None, recorded: bool = False) -> 
     ):  # type is ASCII by its pattern
         for name, v in (("id", ident), ("type", etype), ("subject", subject), ("source", source)):
             _check_value(name, v)
-    _check_value("data", data)
-    for name, value in (*meta.items(), *extensions.items()):
-        _check_value(name, value)
-    fields: dict[str, Any] = {"id": ident, "type": etype, "time": when, "subject": subject, "source": source}
-    if specversion is not None:
-        fields["specversion"] = specversion
-    if data is not None:
-        fields["data"] = data
-    if meta:
-        fields.update(meta)
-    if extensions:
-        fields.update(extensions)
+    if data is not None and (bad := _value_problem(data, 0)) is not None:
+        raise EventError("data" + "".join(reversed(bad[0])), bad[1])
+    if len(fields) > 5 + (specversion is not None) + (data is not None):
+        for name, value in fields.items():
+            if name not in _CORE:
+                _check_value(name, value)
     return EventRecord(fields, time_text, text)
+
+
+def _read_optional(obj: dict[str, Any], fields: dict[str, Any], recorded: bool) -> None:
+    """Add to `fields` CloudEvents' optional members (`_META`), then the extensions, each in the order
+    given; a null one is absent. Their values are checked by the caller, after the envelope's strings."""
+    meta: dict[str, Any] = {}
+    extensions: dict[str, Any] = {}
+    for name, value in obj.items():
+        if name in _CORE:
+            continue
+        if name not in _META and (type(name) is not str or not _EXTENSION.fullmatch(name)):
+            raise EventError(str(name), "extension attribute names must be 1-20 lowercase letters or digits")
+        if value is None:
+            continue  # null is absent
+        if name not in _META:
+            extensions[name] = value
+            continue
+        found = _meta_problem(name, value)
+        if found is None:
+            meta[name] = value
+        elif not recorded:
+            raise EventError(name, found)
+    fields.update(meta)
+    fields.update(extensions)
 
 
 _RECORD = {"id", "type", "time", "subject", "source", "specversion", "data"}
