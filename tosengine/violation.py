@@ -26,10 +26,15 @@ def evidence_key(source: str, ident: str) -> str | list[str]:
     return [source, ident] if source else ident
 
 
+# json.dumps with these options builds an encoder on every call; the ids are hashed per firing. The
+# encoder holds no state between calls.
+_ID_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def violation_id(kind: str, rule: str, key: str, evidence: list[str | list[str]], causes: tuple[str, ...]) -> str:
     """sha256 over a canonical JSON of what identifies a match (evidence as `evidence_key` gives it):
     replays give the same id; one id from two sources is two events, so two violations."""
-    blob = json.dumps([kind, rule, key, evidence, list(causes)], ensure_ascii=False, separators=(",", ":"))
+    blob = _ID_JSON.encode([kind, rule, key, evidence, list(causes)])
     return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 

@@ -143,8 +143,12 @@ def _sqlite_time(t: datetime, text: str = "") -> str:
     return t.isoformat(" ", "microseconds")[:26]  # without the "+00:00"
 
 
+# The canonical JSON of the audit log's columns; built once (json.dumps with options builds one per call).
+_CANONICAL = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
 def _json(v: Any) -> str:
-    return json.dumps(v, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return _CANONICAL.encode(v)
 
 
 def _text(v: str) -> str:

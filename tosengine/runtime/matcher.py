@@ -163,7 +163,7 @@ class Matcher:
 
     def match_many(self, kind: ItemKind, items: list[dict[str, Any]]) -> list[list[int]]:
         """match() of each item, with one durable_rules call per ruleset and batch instead of per item."""
-        fired: list[set[int]] = [set() for _ in items]
+        fired: list[list[int]] = [[] for _ in items]
         by_ruleset: dict[int, tuple[_Ruleset, list[int]]] = {}
         for i, fields in enumerate(items):
             for rs in self.rulesets_for(kind, fields.get("type")):
@@ -174,8 +174,9 @@ class Matcher:
                     chunk = members[start : start + rs.batch]
                     messages = [rs.project(items[i], _BATCH_HEADS[j]) for j, i in enumerate(chunk)]
                     for j, tid in self._assert(rs, messages):
-                        fired[chunk[j]].add(tid)
-        return [sorted(f) for f in fired]
+                        fired[chunk[j]].append(tid)
+        # Most items fire one trigger or none: only the others need sorting (and, defensively, deduping).
+        return [f if len(f) < 2 else sorted(set(f)) for f in fired]
 
     def _assert(self, rs: _Ruleset, messages: list[str]) -> list[tuple[int, int]]:
         """Assert messages m0, m1, ... as facts, and retract them all (even after a failure, so the next

@@ -259,14 +259,15 @@ class Pipeline:
             by_rule.setdefault(t.rule, []).append((t.role, t.step))
         now = state.clock.settled
         assert now is not None  # items are offered only after an event set the clock
-        for ri in sorted(by_rule):
+        stores = state.stores
+        for ri in sorted(by_rule) if len(by_rule) > 1 else by_rule:  # most items reach one rule
             cr = program.rules[ri]
             try:
-                key = self._key(cr, item)
+                key = self._key(cr, item, env)
                 if key is None:
                     state.counts["skipped_no_key"] += 1
                     continue
-                firings = state.stores[cr.kind.name].offer(cr, key, item, by_rule[ri], now)
+                firings = stores[cr.kind.name].offer(cr, key, item, by_rule[ri], now)
                 for n, firing in enumerate(firings):
                     self._fire(state, firing, call, None if item.pos is None else (item.pos, n))
             except Exception as exc:  # one rule's failure on one item is recorded; the others go on
@@ -288,8 +289,10 @@ class Pipeline:
             "rule %s failed on event %r (recorded as an evaluation error): %s", error.rule, error.event_id, error.error
         )
 
-    def _key(self, cr: CompiledRule, item: Item) -> str | None:
-        v = item.fields.get("subject") if cr.key is None else cr.key({item.kind: item.fields})
+    def _key(self, cr: CompiledRule, item: Item, env: Env) -> str | None:
+        """The rule's key for the item (`env` binds the item, as the key expression reads it), masked if
+        the rule says so; None if it has none."""
+        v = item.fields.get("subject") if cr.key is None else cr.key(env)
         if type(v) is not str or not v:
             return None
         return self.masker.value(v) if cr.mask_key else v
