@@ -27,7 +27,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -36,6 +35,7 @@ from typing import Any
 from durable import engine as dr_engine
 from sqlalchemy import create_engine, text
 
+from bench.common import ROOT, generate, pg_schema
 from bench.synthetic import rules_events, rules_pack
 from tosengine import Engine, check_sources, read_sources
 from tosengine.events import parse_event_line, parse_record
@@ -45,8 +45,6 @@ from tosengine.policy.model import CheckedPolicySet
 from tosengine.policy.sources import Source
 from tosengine.runtime.matcher import Matcher
 from tosengine.runtime.reference import evaluate_reference
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 class _QuietHost(dr_engine.Host):  # type: ignore[misc]
@@ -119,11 +117,6 @@ def _pg_url() -> str | None:
     return os.environ.get("TOSENGINE_BENCH_PG") or os.environ.get("TOSENGINE_TEST_DATABASE_URL")
 
 
-def _pg_schema_url(url: str, schema: str) -> str:
-    sep = "&" if "?" in url else "?"
-    return f"{url}{sep}options=-csearch_path%3D{schema}"
-
-
 @contextlib.contextmanager
 def _pg_schema() -> Iterator[str | None]:
     """A fresh PostgreSQL schema's URL for one measurement (None without a database), dropped after."""
@@ -131,16 +124,13 @@ def _pg_schema() -> Iterator[str | None]:
     if not url:
         yield None
         return
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(url)
-    with admin.begin() as c:
-        c.execute(text(f"CREATE SCHEMA {schema}"))
-    try:
-        yield _pg_schema_url(url, schema)
-    finally:
-        with admin.begin() as c:
-            c.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
+    with pg_schema(url) as schema_url:
+        yield schema_url
+
+
+def _stream(n: int, days: float) -> list[str]:
+    """The memory and restart benches' stream: `n` events over `days`, few events per account."""
+    return generate(n, seed=7, days=days, accounts=max(100, n // 20), abuse_rate=0.01)
 
 
 def _replay(stream: Path, *options: str) -> float:
@@ -192,26 +182,8 @@ def bench_pack(n: int, seed: int, rounds: int) -> None:
     """The default pack on the seeded generator's stream at about 1% abuse."""
     with tempfile.TemporaryDirectory() as tmp:
         stream = Path(tmp) / "events.jsonl"
-        with stream.open("w", encoding="utf-8") as fh:
-            subprocess.run(
-                [
-                    sys.executable,
-                    str(ROOT / "examples" / "generate.py"),
-                    "--events",
-                    str(n),
-                    "--accounts",
-                    str(max(100, n // 10)),
-                    "--days",
-                    "30",
-                    "--seed",
-                    str(seed),
-                    "--abuse-rate",
-                    "0.01",
-                ],
-                stdout=fh,
-                check=True,
-            )
-        lines = stream.read_text(encoding="utf-8").splitlines()
+        lines = generate(n, seed=seed, days=30, accounts=max(100, n // 10), abuse_rate=0.01)
+        stream.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
         policies = _pack()
         events = [parse_event_line(x) for x in lines]
         sqlite_db = Path(tmp) / "b.db"
@@ -269,12 +241,7 @@ def bench_pack(n: int, seed: int, rounds: int) -> None:
 def bench_latency(n: int) -> None:
     """p50/p99 of one Engine.process() call, given each event's JSON text (parsing and validation
     included), on the default pack's stream, with and without the SQLite audit log."""
-    lines = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "generate.py"), "--events", str(n)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()
+    lines = generate(n)
     with tempfile.TemporaryDirectory() as tmp:
         for audit in (None, f"sqlite:///{Path(tmp) / 'l.db'}"):
             engine = Engine(_pack(), audit=audit)
@@ -293,28 +260,6 @@ def bench_latency(n: int) -> None:
             )
 
 
-def _generate(n: int, days: float, seed: int = 7) -> list[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "examples" / "generate.py"),
-            "--events",
-            str(n),
-            "--accounts",
-            str(max(100, n // 20)),
-            "--days",
-            str(days),
-            "--seed",
-            str(seed),
-            "--abuse-rate",
-            "0.01",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()
-
-
 def bench_restart(sizes: tuple[int, ...] = (100_000, 300_000, 1_000_000)) -> None:
     """Opening an Engine on an audit log that holds a history: the cost follows the live state and the
     tail since the last checkpoint, not the length of the history. Every history has the same event
@@ -325,7 +270,7 @@ def bench_restart(sizes: tuple[int, ...] = (100_000, 300_000, 1_000_000)) -> Non
     with tempfile.TemporaryDirectory() as tmp:
         for n in sizes:
             # The history, then 15,000 more events that a crash leaves after the last checkpoint.
-            lines = _generate(n + 15_000, days=round((n + 15_000) * 30 / 86400))
+            lines = _stream(n + 15_000, days=round((n + 15_000) * 30 / 86400))
             lines, more = lines[:n], lines[n:]
             url = f"sqlite:///{Path(tmp) / f'h{n}.db'}"
             t0 = time.perf_counter()
@@ -357,7 +302,7 @@ def bench_threads(n: int = 4_000) -> None:
     returns; threads share commits), against process_many() of the same events in the same run."""
     import threading
 
-    lines = _generate(n, days=2)
+    lines = _stream(n, days=2)
     print(f"\ndurable returns, SQLite audit log, {n} events (engines opened before timing)")
     with tempfile.TemporaryDirectory() as tmp:
         engine = Engine(_pack(), audit=f"sqlite:///{Path(tmp) / 'many.db'}")

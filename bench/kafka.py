@@ -35,12 +35,12 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
+from bench.common import ROOT, generate, pg_schema
 from tosengine import Engine
 from tosengine.events import parse_time
 from tosengine.policy.check import check_policy_set
 from tosengine.policy.sources import read_schemas, read_sources
 
-ROOT = Path(__file__).resolve().parents[1]
 PARTITIONS = 4
 _HAS_OFFSETS = (
     "SELECT count(*) FROM information_schema.tables "
@@ -67,21 +67,6 @@ def _mock_cluster() -> Iterator[str]:
         proc.wait(10)
 
 
-@contextmanager
-def _schema(base: str) -> Iterator[str]:
-    name = f"bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(base)
-    with admin.begin() as c:
-        c.execute(text(f"CREATE SCHEMA {name}"))
-    sep = "&" if "?" in base else "?"
-    try:
-        yield f"{base}{sep}options=-csearch_path%3D{name}"
-    finally:
-        with admin.begin() as c:
-            c.execute(text(f"DROP SCHEMA {name} CASCADE"))
-        admin.dispose()
-
-
 def _count(url: str, sql: str) -> int:
     eng = create_engine(url)
     try:
@@ -93,14 +78,8 @@ def _count(url: str, sql: str) -> int:
 
 def _stream(events: int) -> list[str]:
     """The generated stream, times made distinct, with a first event that makes the topic."""
-    p = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "generate.py"), "--events", str(events), "--abuse-rate", "0.01"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
     out, last = [], None
-    for line in p.stdout.splitlines():
+    for line in generate(events, abuse_rate=0.01):
         e = json.loads(line)
         t = parse_time(e["time"])
         if last is not None and t <= last:
@@ -135,7 +114,7 @@ def _workers(n: int, bootstrap: str, lines: list[str], first: str, end: str, exp
     tag = uuid.uuid4().hex[:8]
     topic, group = f"bench-{tag}", f"bench-{tag}"
     _produce(bootstrap, topic, [first], every_partition=True)
-    with _schema(base) as db, tempfile.TemporaryDirectory() as tmp:
+    with pg_schema(base) as db, tempfile.TemporaryDirectory() as tmp:
         procs = []
         command = [sys.executable, "-m", "tosengine", "worker", "--bootstrap-servers", bootstrap, "--topic", topic]
         command += ["--group", group, "--db", db, "--idle-timeout", "0"]
@@ -189,7 +168,7 @@ def _replay(lines: list[str], first: str, end: str, base: str) -> float:
     with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
         f.write("\n".join([first, *lines, end]) + "\n")
     try:
-        with _schema(base) as db:
+        with pg_schema(base) as db:
             started = time.monotonic()
             subprocess.run(
                 [sys.executable, "-m", "tosengine", "replay", f.name, "--db", db, "--summary"],

@@ -31,36 +31,12 @@ from urllib.parse import quote
 
 from sqlalchemy import create_engine, text
 
+from bench.common import ROOT, generate
 from tosengine import Engine
 from tosengine.policy.check import check_policy_set
 from tosengine.policy.sources import read_schemas, read_sources
 
-ROOT = Path(__file__).resolve().parents[1]
 POLICIES = ROOT / "policies"
-
-
-def generate(n: int, seed: int) -> list[str]:
-    """The default pack's stream of about `n` events (examples/generate.py), as JSON lines."""
-    out = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "examples" / "generate.py"),
-            "--events",
-            str(n),
-            "--accounts",
-            str(max(100, n // 10)),
-            "--days",
-            "30",
-            "--seed",
-            str(seed),
-            "--abuse-rate",
-            "0.01",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return out.stdout.splitlines()
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -207,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=100, help="events per request in batch mode")
     p.add_argument("--seed", type=int, default=7)
     args = p.parse_args(argv)
-    lines = generate(args.events, args.seed)
+    lines = generate(args.events, seed=args.seed, days=30, accounts=max(100, args.events // 10), abuse_rate=0.01)
     n = len(lines)
     with tempfile.TemporaryDirectory() as tmp:
         count = iter(range(1_000_000))

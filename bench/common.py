@@ -1,0 +1,49 @@
+"""What the benchmarks share: the repository root, the generated stream, a throwaway PostgreSQL schema."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+
+__all__ = ["ROOT", "generate", "pg_schema"]
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def generate(
+    events: int,
+    *,
+    seed: int | None = None,
+    days: float | None = None,
+    accounts: int | None = None,
+    abuse_rate: float | None = None,
+) -> list[str]:
+    """The default pack's stream from examples/generate.py, as JSON lines: about `events` events, with
+    the generator's own default for each option left out."""
+    args = [sys.executable, str(ROOT / "examples" / "generate.py"), "--events", str(events)]
+    for option, value in (("--accounts", accounts), ("--days", days), ("--seed", seed), ("--abuse-rate", abuse_rate)):
+        if value is not None:
+            args += [option, str(value)]
+    return subprocess.run(args, capture_output=True, text=True, check=True).stdout.splitlines()
+
+
+@contextmanager
+def pg_schema(base: str) -> Iterator[str]:
+    """The URL of a new schema in the PostgreSQL database at `base`, dropped afterwards."""
+    name = f"bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(base)
+    with admin.begin() as c:
+        c.execute(text(f"CREATE SCHEMA {name}"))
+    sep = "&" if "?" in base else "?"
+    try:
+        yield f"{base}{sep}options=-csearch_path%3D{name}"
+    finally:
+        with admin.begin() as c:
+            c.execute(text(f"DROP SCHEMA {name} CASCADE"))
+        admin.dispose()
