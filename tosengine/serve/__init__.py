@@ -7,8 +7,9 @@ Names are imported when first used (PEP 562), so the command line loads the web 
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from tosengine._lazy import lazy_names
 
 if TYPE_CHECKING:
     from tosengine.serve.app import create_app as create_app
@@ -20,14 +21,4 @@ _HOMES = {"ServeConfig": "tosengine.serve.config", "create_app": "tosengine.serv
 __all__ = sorted(_HOMES)
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'tosengine.serve' has no attribute {name!r}")
-    value = getattr(import_module(home), name)
-    globals()[name] = value  # the next lookup is a plain attribute
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_HOMES])
+__getattr__, __dir__ = lazy_names("tosengine.serve", _HOMES, globals())
