@@ -7,10 +7,8 @@ import sys
 from datetime import timedelta
 from typing import TextIO
 
-from tosengine.cli.common import EXIT_USAGE, Command, db_arg, db_url, policies_dir
-from tosengine.errors import PolicyError, TosEngineError
-from tosengine.policy.check import check_policy_set
-from tosengine.policy.sources import read_schemas, read_sources
+from tosengine.cli.common import EXIT_USAGE, Command, db_arg, db_url, load_policies, policies_dir
+from tosengine.errors import TosEngineError
 from tosengine.serve.config import ServeConfig, lag_arg
 
 __all__ = ["SERVE"]
@@ -83,14 +81,11 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
             clock_tick=args.clock_tick,
             drain_timeout=args.drain_timeout,
         )
-        # Checked here, before listening: a policy error is the operator's to fix, with every diagnostic.
-        check_policy_set(read_sources(config.policies), read_schemas(config.policies))
-    except PolicyError as exc:
-        for d in exc.diagnostics:
-            print(d.render(), file=sys.stderr)
-        return EXIT_USAGE
-    except (FileNotFoundError, TosEngineError) as exc:
+    except TosEngineError as exc:
         print(f"tosengine serve: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    # Checked here, before listening: a policy error is the operator's to fix, with every diagnostic.
+    if load_policies(config.policies) is None:
         return EXIT_USAGE
     # Imported here: the web server is loaded only by the command that runs it.
     from tosengine.serve.server import serve
