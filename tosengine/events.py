@@ -372,13 +372,10 @@ def _validate(obj: dict[str, Any], text: str | None, recorded: bool = False) -> 
     if specversion is not None and specversion != "1.0":
         raise EventError("specversion", 'must be "1.0" when given')
     data = obj.get("data")  # null is absent
-    if data is not None:
-        if type(data) is not dict:
-            found = _data_problem(data, obj)
-            if found is not None:
-                raise EventError("data", found)
-        if obj.get("data_base64") is not None:
-            raise EventError("data_base64", "must not be given together with data")
+    if data is not None and type(data) is not dict:
+        found = _data_problem(data, obj)
+        if found is not None:
+            raise EventError("data", found)
     fields: dict[str, Any] = {"id": ident, "type": etype, "time": when, "subject": subject, "source": source}
     if specversion is not None:
         fields["specversion"] = specversion
@@ -419,6 +416,8 @@ def _read_optional(obj: dict[str, Any], fields: dict[str, Any], recorded: bool) 
         if name not in _META:
             extensions[name] = value
             continue
+        if name == "data_base64" and "data" in fields:
+            raise EventError(name, "must not be given together with data")
         found = _meta_problem(name, value)
         if found is None:
             meta[name] = value
