@@ -294,25 +294,15 @@ class Engine:
         would cost it a transaction each.
         """
         out: list[Violation] = []
-        batch: list[tuple[int, EventInput, EventRecord]] = []
-        for pos, event in enumerate(events):
-            try:
-                batch.append((pos, event, validate_input(event, self.max_event_size)))
-            except EventError as exc:
-                out.extend(self._accept_batch(batch, on_error))  # in order: what came before, then the error
-                batch = []
-                if on_error is None:
-                    self.reject(event, exc)
-                    self._make_durable()
-                    raise
-                on_error(pos, event, exc)
-                continue
-            if len(batch) == BATCH:
-                out.extend(self._accept_batch(batch, on_error))
-                batch = []
-                if self._audit is not None and self._audit.queued() >= self._audit.batch_size:
-                    self._make_durable()  # commit as the batch fills: memory stays bounded
-        out.extend(self._accept_batch(batch, on_error))
+
+        def refuse(pos: int, event: EventInput, exc: EventError) -> None:
+            if on_error is None:
+                self.reject(event, exc)
+                self._make_durable()
+                raise exc
+            on_error(pos, event, exc)
+
+        self._in_batches(events, lambda batch: out.extend(self._accept_batch(batch, on_error)), refuse)
         if durable or (self._audit is not None and self._audit.queued() >= self._audit.batch_size):
             self._make_durable()
         return out
@@ -339,19 +329,7 @@ class Engine:
                 on_error(pos, event, exc)
             out[pos] = Judgement("rejected", self._ruleset, error=exc)
 
-        batch: list[tuple[int, EventInput, EventRecord]] = []
-        for pos, event in enumerate(events):
-            try:
-                batch.append((pos, event, validate_input(event, self.max_event_size)))
-            except EventError as exc:
-                refuse(pos, event, exc)
-                continue
-            if len(batch) == BATCH:
-                self._judge_batch(batch, out, refuse)
-                batch = []
-                if self._audit is not None and self._audit.queued() >= self._audit.batch_size:
-                    self._make_durable()  # commit as the batch fills: memory stays bounded
-        self._judge_batch(batch, out, refuse)
+        self._in_batches(events, lambda batch: self._judge_batch(batch, out, refuse), refuse)
         self._make_durable()
         judged = [j for j in out if j is not None]
         assert len(judged) == len(events)
@@ -432,6 +410,30 @@ class Engine:
         self.close()
 
     # ------------------------------------------------------------------ accept, then audit
+
+    def _in_batches(
+        self,
+        events: Iterable[EventInput],
+        handle: Callable[[list[tuple[int, EventInput, EventRecord]]], None],
+        refuse: Callable[[int, EventInput, EventError], None],
+    ) -> None:
+        """Validate events in order and hand them to `handle` in batches of up to matcher.BATCH, with
+        their positions; an invalid one goes to `refuse` after the events before it were handled."""
+        batch: list[tuple[int, EventInput, EventRecord]] = []
+        for pos, event in enumerate(events):
+            try:
+                batch.append((pos, event, validate_input(event, self.max_event_size)))
+            except EventError as exc:
+                handle(batch)  # in order: what came before, then the error
+                batch = []
+                refuse(pos, event, exc)
+                continue
+            if len(batch) == BATCH:
+                handle(batch)
+                batch = []
+                if self._audit is not None and self._audit.queued() >= self._audit.batch_size:
+                    self._make_durable()  # commit as the batch fills: memory stays bounded
+        handle(batch)
 
     def _accept_batch(
         self,
