@@ -44,7 +44,16 @@ from tosengine.masking import Masker
 from tosengine.policy.model import CheckedPolicySet
 from tosengine.violation import Repeat, RuleFailure, Violation, format_time
 
-__all__ = ["AuditError", "AuditLog", "Batch", "Checkpoint", "InTransaction", "StoredCheckpoint", "audit_key"]
+__all__ = [
+    "AuditError",
+    "AuditLog",
+    "Batch",
+    "Checkpoint",
+    "InTransaction",
+    "StoredCheckpoint",
+    "audit_key",
+    "insert_checkpoint",
+]
 
 ENGINE_VERSION = f"tosengine {__version__}"
 
@@ -164,6 +173,31 @@ def _fit(v: str, size: int = 1000) -> str:
         return v
     digest = hashlib.sha256(v.encode("utf-8", "surrogatepass")).hexdigest()[:24]
     return f"{v[: size - 34]}...sha256:{digest}"
+
+
+def insert_checkpoint(conn: Connection, cp: Checkpoint, now: datetime) -> int:
+    """Insert a partition's checkpoint in the writer's transaction (the chain lock held); its seq.
+
+    The position is the last event seq in the table: writers are serialized by the lock, so every
+    event of this partition recorded so far has a seq at or below it, and none later will."""
+    position = conn.execute(select(func.max(AcceptedEvent.seq))).scalar() or 0
+    done = conn.execute(
+        insert(CheckpointRow).values(
+            partition=cp.partition,
+            position=position,
+            format=cp.format,
+            version=cp.version,
+            rules=_json(cp.rules),
+            policies=_json(cp.policies),
+            state=cp.state,
+            size=cp.size,
+            engine_version=ENGINE_VERSION,
+            recorded_at=now,
+        )
+    )
+    key = done.inserted_primary_key
+    assert key is not None  # a single-row insert
+    return int(key[0])
 
 
 class AuditLog:
@@ -409,26 +443,7 @@ class AuditLog:
             raise AuditError(f"could not write to the audit log ({masked(self.url)}): {exc}") from exc
 
     def _save_checkpoint(self, conn: Connection, cp: Checkpoint, now: datetime) -> None:
-        # The position is the last event seq in the table: writers are serialized (the lock above), so
-        # every event of this partition recorded so far has a seq at or below it, and none later will.
-        position = conn.execute(select(func.max(AcceptedEvent.seq))).scalar() or 0
-        conn.execute(
-            insert(CheckpointRow),
-            [
-                {
-                    "partition": cp.partition,
-                    "position": position,
-                    "format": cp.format,
-                    "version": cp.version,
-                    "rules": _json(cp.rules),
-                    "policies": _json(cp.policies),
-                    "state": cp.state,
-                    "size": cp.size,
-                    "engine_version": ENGINE_VERSION,
-                    "recorded_at": now,
-                }
-            ],
-        )
+        insert_checkpoint(conn, cp, now)
 
     def _lock(self, conn: Connection) -> None:
         # One writer at a time extends the chains. On PostgreSQL an advisory lock for the transaction: it

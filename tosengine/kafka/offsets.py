@@ -15,7 +15,6 @@ a claim either sees the zombie's last write or the zombie sees the claim.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -29,16 +28,14 @@ from sqlalchemy import (
     String,
     Table,
     delete,
-    func,
-    insert,
     select,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
 from tosengine.audit.connect import database_errors
-from tosengine.audit.log import ENGINE_VERSION, Checkpoint
-from tosengine.audit.models import AcceptedEvent, Base
+from tosengine.audit.log import Checkpoint, insert_checkpoint
+from tosengine.audit.models import Base
 from tosengine.audit.models import Checkpoint as CheckpointRow
 from tosengine.errors import TosEngineError
 
@@ -58,10 +55,6 @@ KAFKA_OFFSETS = Table(
     Column("owner", String(200), nullable=False),  # the worker that claimed it last (host:pid)
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
-
-
-def _json(v: object) -> str:
-    return json.dumps(v, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
 class FencedError(TosEngineError):
@@ -147,23 +140,6 @@ class Offsets:
             raise FencedError(partition, f"{partition} was claimed by another worker since (epoch past {epoch})")
         if checkpoint is None:
             return
-        # As AuditLog writes the checkpoints of an Engine: the position is the last event seq recorded.
-        position = conn.execute(select(func.max(AcceptedEvent.seq))).scalar() or 0
-        seq = conn.execute(
-            insert(CheckpointRow)
-            .values(
-                partition=partition,
-                position=position,
-                format=checkpoint.format,
-                version=checkpoint.version,
-                rules=_json(checkpoint.rules),
-                policies=_json(checkpoint.policies),
-                state=checkpoint.state,
-                size=checkpoint.size,
-                engine_version=ENGINE_VERSION,
-                recorded_at=now,
-            )
-            .returning(CheckpointRow.seq)
-        ).scalar_one()
+        seq = insert_checkpoint(conn, checkpoint, now)
         conn.execute(update(table).where(table.c.partition == partition).values(checkpoint_seq=seq))
         conn.execute(delete(CheckpointRow).where(CheckpointRow.partition == partition, CheckpointRow.seq < seq))
