@@ -4,10 +4,13 @@ events, engine runs, and the databases the audit tests run on (SQLite, and Postg
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -52,6 +55,13 @@ def run(policies: CheckedPolicySet, events: Iterable[dict[str, Any]], until: dat
 def summary(vs: Iterable[Violation]) -> list[tuple[str, str, tuple[str, ...]]]:
     """(rule, subject, evidence) of each violation, sorted: what most assertions compare."""
     return sorted((v.rule, v.subject, v.evidence) for v in vs)
+
+
+def tosengine(*args: str, stdin: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m tosengine ARGS` in a subprocess (this checkout's CLI), its output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "tosengine", *args], input=stdin, capture_output=True, text=True, cwd=cwd, timeout=300
+    )
 
 
 PG_URL = os.environ.get("TOSENGINE_TEST_DATABASE_URL")

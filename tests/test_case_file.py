@@ -9,7 +9,6 @@ import re
 import shutil
 import sqlite3
 import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.support import tosengine
 from tosengine._version import __version__
 
 SPAM = """policy: spam
@@ -110,12 +110,6 @@ def _events() -> list[dict[str, Any]]:
     out.append(_post(200, HOSTILE, 26 * h, text=PWN.format("event")))
     out.append(_post(102, SUBJECT, 5 * 24 * h))  # moves the clock past the deadline and the windows
     return out
-
-
-def tosengine(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tosengine", *args], capture_output=True, text=True, timeout=300, cwd=cwd
-    )
 
 
 @pytest.fixture(scope="module")

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
+
+from tests.support import tosengine
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,12 +47,6 @@ rules:
   - id: weak-password
     match: event.type == "account.login" and event.data.password == "letmein"
 """
-
-
-def tosengine(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tosengine", *args], capture_output=True, text=True, timeout=300, input=stdin
-    )
 
 
 def event(etype: str, **data: Any) -> str:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
+
+from tests.support import tosengine
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,10 +31,6 @@ TESTS = """tests:
     expect:
       - {rule: headless, subject: "account:3"}
 """
-
-
-def tosengine(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "tosengine", *args], capture_output=True, text=True, timeout=300)
 
 
 def test_the_default_pack_passes_its_tests_with_every_rule_covered() -> None:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.support import policy_set
+from tests.support import policy_set, tosengine
 from tosengine.policy.sources import Source
 from tosengine.policy.testfile import check_test_file
 
@@ -45,12 +43,6 @@ NEW_USER = """tests:
       - {policy: no-scrapping, rule: headless}
       - {rule: old-rule}
 """
-
-
-def tosengine(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tosengine", *args], capture_output=True, text=True, timeout=300, cwd=cwd
-    )
 
 
 def write(tmp_path: Path, tests: str, policy: str = POLICY) -> Path:

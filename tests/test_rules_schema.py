@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support import ev, policy_set
+from tests.support import ev, policy_set, tosengine
 from tosengine import Engine
 from tosengine.policy.check import RULE_FIELDS, check_sources
 from tosengine.policy.fields import POLICY_FIELDS, names
@@ -40,12 +38,6 @@ rules:
     subject: '"app:" + event.data.app_id'
     enabled: false
 """
-
-
-def tosengine(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tosengine", *args], capture_output=True, text=True, timeout=300, cwd=cwd
-    )
 
 
 # ---------------------------------------------------------------- the rollout fields

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ from typing import Any
 from alembic import command
 from sqlalchemy import text
 
-from tests.support import T0, ev, policy_set, run
+from tests.support import T0, ev, policy_set, run, tosengine
 from tosengine import Engine
 from tosengine.audit.chain import GENESIS, HASHED, link_hash, utc_text
 from tosengine.audit.connect import connect
@@ -63,10 +61,6 @@ rules:
     match: fact.type == "violation" and fact.policy == "trial"
     mode: shadow
 """
-
-
-def tosengine(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "tosengine", *args], capture_output=True, text=True, timeout=300)
 
 
 def posts() -> list[dict[str, Any]]:
