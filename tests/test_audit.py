@@ -139,6 +139,34 @@ def test_models_and_migrations_agree(db_url: str) -> None:
     assert diff == []
 
 
+def test_the_schema_head_constant_is_the_migrations_head() -> None:
+    # Opening a log at SCHEMA_HEAD skips Alembic: were the constant behind a new migration, logs would
+    # stay unmigrated; ahead of it, every open would run Alembic for nothing.
+    from tosengine.audit.migrate import SCHEMA_HEAD, head_revision
+
+    assert head_revision() == SCHEMA_HEAD
+
+
+def test_a_log_left_at_an_older_revision_is_migrated_when_opened(tmp_path: Path) -> None:
+    from alembic import command
+
+    from tosengine.audit.migrate import SCHEMA_HEAD, alembic_config, revision_of
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    AuditLog(url).close()
+    eng = create_engine(url)
+    with eng.connect() as conn:
+        cfg = alembic_config()
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0007")
+        conn.commit()
+        assert revision_of(conn) == "0007"
+    AuditLog(url).close()
+    with eng.connect() as conn:
+        assert revision_of(conn) == SCHEMA_HEAD
+    eng.dispose()
+
+
 def test_sensitive_fields_are_masked_and_the_chain_still_verifies(db_url: str) -> None:
     _replay(db_url, _events(2))
     eng = create_engine(db_url)

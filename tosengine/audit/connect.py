@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
@@ -143,7 +143,7 @@ def _sqlite3_connect(uri: str) -> Any:
 
 def _require_schema(eng: Engine, url: str) -> None:
     """An audit log at the schema version this tosengine writes; never migrated from here."""
-    from tosengine.audit.migrate import head_revision
+    from tosengine.audit.migrate import SCHEMA_HEAD, revision_of
 
     with eng.connect() as conn:
         tables = set(inspect(conn).get_table_names())
@@ -151,8 +151,8 @@ def _require_schema(eng: Engine, url: str) -> None:
             raise AuditError(
                 f"{masked(url)} holds no tosengine audit log (replay or `tosengine db upgrade` creates one)"
             )
-        found = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
-    want = head_revision()
+        found = revision_of(conn)
+    want = SCHEMA_HEAD
     if found != want:
         raise AuditError(
             f"the audit log at {masked(url)} is at schema revision {found}, this tosengine reads "
