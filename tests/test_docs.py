@@ -73,9 +73,35 @@ def test_readme_python_example_runs(tmp_path: Path) -> None:
 
 
 def test_cli_help_lists_every_command() -> None:
+    from tosengine.cli import NAMES, command
+
     p = subprocess.run([sys.executable, "-m", "tosengine", "--help"], capture_output=True, text=True)
-    for cmd in ("check", "replay", "audit", "db"):
-        assert cmd in p.stdout
+    for name in NAMES:  # each with its help line, though commands load their modules only when they run
+        assert re.search(rf"^    {name} +{re.escape(command(name).help[:30])}", p.stdout, re.M), name
+
+
+def test_commands_that_write_no_audit_log_do_not_load_the_database_layer(tmp_path: Path) -> None:
+    # Start-up is most of a short run: a policy author's check, test or dry replay does not pay for
+    # SQLAlchemy and Alembic (docs/performance.md); a replay into a log does.
+    stream = tmp_path / "e.jsonl"
+    stream.write_text((ROOT / "examples" / "seed-cases.jsonl").read_text(encoding="utf-8")[:20000].rsplit("\n", 1)[0])
+    code = (
+        "import sys\nfrom tosengine.cli import main\n"
+        "code = main(sys.argv[1:])\n"
+        "print(code, sorted(m for m in ('sqlalchemy', 'alembic', 'rich') if m in sys.modules))\n"
+    )
+    policies = str(ROOT / "policies")
+    replay = ["replay", str(stream), "--policies", policies, "--format", "json"]
+    log = ["--db", f"sqlite:///{tmp_path / 'a.db'}"]
+    runs = {"dry": [*replay, "--dry-run"], "check": ["check", policies], "log": replay + log, "reopen": replay + log}
+    seen = {}
+    for name, argv in runs.items():
+        p = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=tmp_path)
+        seen[name] = p.stdout.splitlines()[-1]
+    assert seen["dry"] == "0 []"
+    assert seen["check"] == "0 []"
+    assert seen["log"] == "0 ['alembic', 'sqlalchemy']"  # a new log is migrated
+    assert seen["reopen"] == "0 ['sqlalchemy']"  # one at the schema's head is opened without Alembic
 
 
 def test_documented_diagnostic_codes_are_the_real_ones() -> None:

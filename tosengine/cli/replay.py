@@ -6,7 +6,6 @@ import argparse
 import sys
 from typing import TextIO
 
-from tosengine.audit.log import AuditLog
 from tosengine.cli.common import (
     EXIT_FINDINGS,
     EXIT_OK,
@@ -67,8 +66,7 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     if policies is None:
         return EXIT_USAGE
     url = None if args.dry_run else db_url(args.db)
-    audit = AuditLog(url) if url is not None else None
-    engine = Engine(policies, audit=audit, smoke_test=SMOKE_TEST_TIMEOUT)
+    engine = Engine(policies, audit=url, smoke_test=SMOKE_TEST_TIMEOUT)
     if engine.dropped_rules:
         print(
             f"tosengine: the state of {', '.join(engine.dropped_rules)} was dropped: the rules changed (or were "

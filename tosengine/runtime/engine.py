@@ -21,9 +21,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from tosengine.audit.log import AuditLog, Checkpoint
 from tosengine.errors import AuditError, EventError, TosEngineError
 from tosengine.events import MAX_EVENT, Event, EventRecord, parse_record, validate_record
 from tosengine.masking import Masker
@@ -38,6 +37,11 @@ from tosengine.runtime.pipeline import Outcome, Pipeline
 from tosengine.runtime.program import Program
 from tosengine.runtime.snapshot import FORMAT, VERSION, load_state, pack, save_state, unpack
 from tosengine.violation import Repeat, Violation
+
+if TYPE_CHECKING:
+    # Imported when an audit log is opened (tosengine/audit/log.py): SQLAlchemy is most of the start-up
+    # of a run without one (`replay --dry-run`, `tosengine test`, eval), so it is not loaded for them.
+    from tosengine.audit.log import AuditLog, Checkpoint
 
 LOG = logging.getLogger("tosengine")
 
@@ -57,6 +61,13 @@ def validate_input(event: EventInput, max_size: int = MAX_EVENT) -> EventRecord:
     """The validated record of an event given as an Event, a decoded JSON object or its JSON text (of at
     most `max_size` characters)."""
     return parse_record(event, max_size=max_size) if isinstance(event, str) else validate_record(event)
+
+
+def _open_audit(url: str, partition: str) -> AuditLog:
+    """The audit log at `url`, its module loaded on first use (see the TYPE_CHECKING import above)."""
+    from tosengine.audit.log import AuditLog
+
+    return AuditLog(url, partition=partition)
 
 
 def ruleset_hash(policies: CheckedPolicySet) -> str:
@@ -136,7 +147,13 @@ class Engine:
         # obligation of every subject at once (docs/reliability.md). None: no bound.
         self.max_clock_lead = max_clock_lead
         self.max_event_size = max_event_size
-        self.partition = partition if partition is not None else audit.partition if isinstance(audit, AuditLog) else ""
+        self.partition = (
+            partition
+            if partition is not None
+            else audit.partition
+            if audit is not None and not isinstance(audit, str)
+            else ""
+        )
         self.checkpoint_every = checkpoint_every
         self._queued = 0  # rows handed to the audit log so far
         self._durable = 0  # rows known to be written
@@ -149,7 +166,7 @@ class Engine:
         # durable once the call that closed the window returns.
         self.on_repeat: Callable[[Repeat], None] | None = on_repeat
         try:
-            self._audit = AuditLog(audit, partition=self.partition) if isinstance(audit, str) else audit
+            self._audit = _open_audit(audit, self.partition) if isinstance(audit, str) else audit
             if self._audit is not None:
                 self._audit.partition = self.partition
                 self._audit.register_policies(policies)
@@ -586,6 +603,8 @@ class Engine:
         doc = save_state(self._state, self._program, self.partition, self._audit.mask if self._audit.masks else None)
         self._checkpoint_items = len(doc["records"]) + len(doc["items"])
         blob, size = pack(doc)
+        from tosengine.audit.log import Checkpoint  # loaded with the audit log, which this engine has
+
         return Checkpoint(
             self.partition,
             FORMAT,
