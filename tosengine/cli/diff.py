@@ -9,7 +9,16 @@ import sys
 from collections.abc import Iterator
 from typing import TextIO
 
-from tosengine.cli.common import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, Command, policies_dir, printable, time_arg
+from tosengine.cli.common import (
+    EXIT_FINDINGS,
+    EXIT_OK,
+    EXIT_USAGE,
+    Command,
+    policies_dir,
+    printable,
+    settle_heap,
+    time_arg,
+)
 from tosengine.cli.diff_render import render_markdown, render_table
 from tosengine.cli.progress import ProgressBar
 from tosengine.cli.rules import tag_arg
@@ -117,6 +126,7 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
                 bar.advance(len(line[2]))
                 yield line
 
+        settle_heap()
         try:
             report = diff_replays(
                 base,

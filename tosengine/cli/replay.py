@@ -17,6 +17,7 @@ from tosengine.cli.common import (
     print_repeat,
     print_violation,
     printable,
+    settle_heap,
     time_arg,
 )
 from tosengine.cli.progress import ProgressBar
@@ -102,6 +103,7 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         batch_size=1 if "-" in args.files else BATCH,
         ack_every=0 if args.dry_run else 1000,
     )
+    settle_heap()
     with engine, ProgressBar("replay", input_size(args.files), live=None if args.summary else out) as bar:
         if args.format == "table" and not args.summary:
             out.write(f"{'TIME':24} {'RULE':48} {'SUBJECT':28} {'SEVERITY':8} {'ACTION':14} EVIDENCE\n")

@@ -9,7 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TextIO
 
-from tosengine.cli.common import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, Command, db_arg, db_url, load_policies
+from tosengine.cli.common import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, Command, db_arg, db_url, load_policies, settle_heap
 from tosengine.durations import parse_duration
 from tosengine.errors import TosEngineError
 
@@ -121,6 +121,7 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         start_http_server(args.metrics_port, registry=metrics.registry)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stop())
+    settle_heap()
     try:
         worker.run()
     except TosEngineError:
