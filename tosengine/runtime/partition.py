@@ -76,8 +76,8 @@ class Redelivery:
     def load(self, doc: dict[str, list[Any]] | list[list[Any]], dec: Decoder) -> None:
         """Fill the memory from `save`'s columns, or from state format 1's [identity, time text, digest] list."""
         if isinstance(doc, list):
-            for key, t, *digest in doc:
-                self.remember(key, dec.time(t), digest[0] if digest else 0)
+            for key, t, digest in doc:
+                self.remember(key, dec.time(t), digest)
             return
         for key, t, digest in zip(doc["keys"], dec.instants(doc["at"]), doc["crc"], strict=True):
             self.remember(key, t, digest)
