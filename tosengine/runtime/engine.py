@@ -142,18 +142,14 @@ class Engine:
         self._lock = threading.RLock()  # the state and the audit log's queue
         self._commit = threading.Lock()  # one transaction at a time, in order (group commit)
         self._closed = False
-        # The partition this engine runs: as given, else the AuditLog's, else "" (the only one).
         # An event further ahead of the clock than this is refused: one mistyped year would lapse every
         # obligation of every subject at once (docs/reliability.md). None: no bound.
         self.max_clock_lead = max_clock_lead
         self.max_event_size = max_event_size
-        self.partition = (
-            partition
-            if partition is not None
-            else audit.partition
-            if audit is not None and not isinstance(audit, str)
-            else ""
-        )
+        # The partition this engine runs: as given, else the AuditLog's, else "" (the only one).
+        if partition is None:
+            partition = "" if audit is None or isinstance(audit, str) else audit.partition
+        self.partition = partition
         self.checkpoint_every = checkpoint_every
         self._queued = 0  # rows handed to the audit log so far
         self._durable = 0  # rows known to be written
