@@ -11,7 +11,8 @@ import pytest
 from tests.support import T0, ev, policy_set, run, summary
 from tosengine import Engine, EventError, MatcherError, TosEngineError
 from tosengine.events import validate_event
-from tosengine.policy.compile import Plan, RulesetPlan
+from tosengine.policy.compile import Plan, RulesetPlan, compile_policy_set
+from tosengine.runtime import matcher as matcher_module
 from tosengine.runtime.matcher import Matcher
 from tosengine.runtime.reference import evaluate_reference
 
@@ -177,6 +178,71 @@ def test_durable_rules_errors_surface_as_matcher_error() -> None:
     bogus = RulesetPlan("bad", "event", None, (0,), {"t0": {"all": [{"m": {"$in": {"x": 1}}}]}}, ())
     with pytest.raises(MatcherError):
         Matcher(Plan((), (bogus,)))
+
+
+PUSHED = """
+policy: pushed
+title: Pushed
+clause: Test clause.
+severity: high
+action: restrict
+rules:
+  - id: spoof
+    match: event.type == "api.call" and event.data.client == "official" and event.data.signed != true
+  - id: scrape
+    match: event.type == "api.call" and event.data.client in ["bot", "crawler"]
+  - id: any-call
+    match: event.type == "api.call" and event.data.client != "official"
+"""
+
+
+def test_matcher_answers_a_repeated_projection_as_durable_rules_did(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ruleset remembers what each projection fired: every item gets the triggers a fresh matcher
+    (durable_rules, cold) gives it, each distinct projection reaches durable_rules once, and a full memo
+    starts again without changing an answer."""
+    plan = compile_policy_set(policy_set(PUSHED))
+    clients: list[Any] = ["official", "bot", "crawler", "other", 7, None, True]
+    signed: list[Any] = [True, False, "yes", None]
+    items = [
+        {"type": "api.call", "data": {"client": c, **({} if s is None else {"signed": s})}}
+        for _ in range(3)
+        for c in clients
+        for s in signed
+    ] + [{"type": "api.other", "data": {"client": "bot"}}]
+
+    def cold(fields: dict[str, Any]) -> list[int]:
+        fresh = Matcher(plan)
+        try:
+            return fresh.match("event", fields)
+        finally:
+            fresh.close()
+
+    expected = [cold(f) for f in items]
+    assert any(expected) and not all(expected)  # the premise: some items fire triggers, some none
+
+    asserted: list[int] = []
+    real = Matcher._assert
+
+    def counting(self: Matcher, rs: Any, messages: list[str]) -> list[tuple[int, int]]:
+        asserted.append(len(messages))
+        return real(self, rs, messages)
+
+    monkeypatch.setattr(Matcher, "_assert", counting)
+    matcher = Matcher(plan)
+    asserted.clear()  # the warm-up messages
+    try:
+        assert matcher.match_many("event", items) == expected
+        distinct = sum(asserted)
+        assert 0 < distinct <= len(clients) * len(signed)  # each distinct projection once, not 3 times
+        assert [matcher.match("event", f) for f in items] == expected
+        assert sum(asserted) == distinct  # all answered from the memo
+        monkeypatch.setattr(matcher_module, "MEMO", 2)  # a memo that keeps filling up and starting again
+        for rs in matcher._rulesets:
+            rs.memo.clear()
+        assert [matcher.match("event", f) for f in items] == expected
+        assert all(len(rs.memo) <= 2 for rs in matcher._rulesets)
+    finally:
+        matcher.close()
 
 
 def test_threads_get_the_same_violations_as_one_thread() -> None:

@@ -23,6 +23,11 @@ runtime/smoke_child.py, does too, in its own process). How each defect of durabl
 * The fixed 4,096-action table per state: a batch holds at most 4,096 / (triggers in the ruleset)
   messages, each of which can fire each trigger once.
 * No thread safety: every call into durable_rules is made under one lock.
+
+Because every message is a fact retracted after its batch and every rule has one element, what an item
+fires is a function of its projection alone. A projection holds a few compiler-chosen codes per
+property, so a stream repeats a small set of them: each ruleset remembers what a projection fired
+(`_Ruleset.memo`) and sends durable_rules only the projections it has not seen.
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ _SID = "0"
 # A batch is at most BATCH items, and at most _MAX_ACTIONS actions (durable_rules' fixed action table
 # holds 4096 per state; every item can fire each trigger of a ruleset once).
 BATCH = 256
+# Projections whose matches a ruleset remembers (_Ruleset.memo).
+MEMO = 4096
 _MAX_ACTIONS = 4096
 _BATCH_IDS = [f"m{i}" for i in range(BATCH)]
 _BATCH_HEADS = [f'{{"id":"{i}","sid":"0","k":"1"' for i in _BATCH_IDS]  # how each message starts
@@ -71,31 +78,50 @@ _OK, _NOT_HANDLED = 0, 1
 
 
 class _Ruleset:
-    """One created durable_rules ruleset and how to project an item for it."""
+    """One created durable_rules ruleset, how to project an item for it, and what its projections fired."""
 
     def __init__(self, plan: RulesetPlan) -> None:
         self.plan = plan
         self.handle: int | None = _dre.create_ruleset(plan.name, json.dumps(plan.definition))
         self.trigger_of = {f"t{t}": t for t in plan.triggers}
         self.projections = [(p.prop, p.parts, dict(p.codes)) for p in plan.projections]
+        self.props = [p.prop for p in plan.projections]
         self.batch = min(BATCH, _MAX_ACTIONS // max(1, len(plan.triggers)))
+        # The triggers each projection fired, by its codes. Matching is a function of the projection
+        # alone (every message is a fact retracted after its batch, and every rule has one element),
+        # and a projection holds only the compiler's few codes per property: a stream repeats a small
+        # set of them, which durable_rules then matches once instead of once per item.
+        self.memo: dict[tuple[str, ...], tuple[int, ...]] = {}
 
-    def project(self, fields: dict[str, Any], head: str = _BATCH_HEADS[0]) -> str:
-        """The JSON message for this item: built by hand, since every value is a short ASCII code."""
-        parts = [head]
-        for prop, path, codes in self.projections:
+    def codes(self, fields: dict[str, Any]) -> tuple[str, ...]:
+        """The item's projection: each property's code (the constant matched, $T, $A or $O)."""
+        out = []
+        for _, path, codes in self.projections:
             v = lookup(fields, path)
             if v is True:
-                code = "$T"
+                out.append("$T")
             elif v is MISSING:
-                code = "$A"
+                out.append("$A")
             elif type(v) is str:
-                code = codes.get(v, "$O")
+                out.append(codes.get(v, "$O"))
             else:
-                code = "$O"
-            parts.append(f',"{prop}":"{code}"')
-        parts.append("}")
-        return "".join(parts)
+                out.append("$O")
+        return tuple(out)
+
+    def message(self, codes: tuple[str, ...], head: str = _BATCH_HEADS[0]) -> str:
+        """The JSON message of a projection: built by hand, since every value is a short ASCII code."""
+        return head + "".join([f',"{prop}":"{code}"' for prop, code in zip(self.props, codes, strict=True)]) + "}"
+
+    def project(self, fields: dict[str, Any], head: str = _BATCH_HEADS[0]) -> str:
+        """The JSON message for this item."""
+        return self.message(self.codes(fields), head)
+
+    def remember(self, codes: tuple[str, ...], fired: tuple[int, ...]) -> None:
+        """Keep what a projection fired, within MEMO projections (then start again: a stream whose
+        projections are that varied gains little from it)."""
+        if len(self.memo) >= MEMO:
+            self.memo.clear()
+        self.memo[codes] = fired
 
 
 def _identity(plan: RulesetPlan) -> str:
@@ -162,19 +188,32 @@ class Matcher:
         return self.match_many(kind, [fields])[0]
 
     def match_many(self, kind: ItemKind, items: list[dict[str, Any]]) -> list[list[int]]:
-        """match() of each item, with one durable_rules call per ruleset and batch instead of per item."""
+        """match() of each item. A projection a ruleset has matched before is answered from its memo; the
+        others go to durable_rules, each distinct one once, in one call per ruleset and batch."""
         fired: list[list[int]] = [[] for _ in items]
-        by_ruleset: dict[int, tuple[_Ruleset, list[int]]] = {}
+        pending: dict[int, tuple[_Ruleset, dict[tuple[str, ...], list[int]]]] = {}
         for i, fields in enumerate(items):
             for rs in self.rulesets_for(kind, fields.get("type")):
-                by_ruleset.setdefault(id(rs), (rs, []))[1].append(i)
-        with self._lock:
-            for rs, members in by_ruleset.values():
-                for start in range(0, len(members), rs.batch):
-                    chunk = members[start : start + rs.batch]
-                    messages = [rs.project(items[i], _BATCH_HEADS[j]) for j, i in enumerate(chunk)]
-                    for j, tid in self._assert(rs, messages):
-                        fired[chunk[j]].append(tid)
+                codes = rs.codes(fields)
+                known = rs.memo.get(codes)
+                if known is None:
+                    pending.setdefault(id(rs), (rs, {}))[1].setdefault(codes, []).append(i)
+                elif known:
+                    fired[i].extend(known)
+        if pending:
+            with self._lock:
+                for rs, waiting in pending.values():
+                    distinct = list(waiting)
+                    for start in range(0, len(distinct), rs.batch):
+                        chunk = distinct[start : start + rs.batch]
+                        got: list[list[int]] = [[] for _ in chunk]
+                        for j, tid in self._assert(rs, [rs.message(c, _BATCH_HEADS[j]) for j, c in enumerate(chunk)]):
+                            got[j].append(tid)
+                        for codes, tids in zip(chunk, got, strict=True):
+                            rs.remember(codes, tuple(tids))
+                            if tids:
+                                for i in waiting[codes]:
+                                    fired[i].extend(tids)
         # Most items fire one trigger or none: only the others need sorting (and, defensively, deduping).
         return [f if len(f) < 2 else sorted(set(f)) for f in fired]
 
