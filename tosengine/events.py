@@ -265,7 +265,7 @@ class Event(BaseModel):
     there, so pydantic does not copy them again (SkipValidation).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     id: str
     type: str
