@@ -65,6 +65,23 @@ def test_colliding_subjects_never_share_state() -> None:
     assert summary(got) == [("mixed/unanswered", a, ("q1",))]
 
 
+def test_a_copy_is_dropped_until_the_clock_passes_its_time_plus_the_window() -> None:
+    """The redelivery memory to the microsecond: a copy is dropped while the clock is at most the first
+    copy's time + the window, counted as a conflict if its body differs, and processed again after."""
+    window = timedelta(hours=1)
+    tick = timedelta(microseconds=1)
+    first = ev("a", "login.failed", "account:1", tick, n=1)
+    with Engine(policy_set(MIXED), dedupe_window=window) as engine:
+        engine.process(first)
+        engine.process(ev("b", "login.failed", "account:2", window + tick))  # the clock: exactly the edge
+        engine.process(first)
+        engine.process({**first, "data": {"n": 2}})  # the same (source, id), another body
+        assert (engine.stats["events"], engine.stats["duplicates"], engine.stats["conflicts"]) == (2, 2, 1)
+        engine.process(ev("c", "login.failed", "account:3", window + 2 * tick))  # one microsecond past it
+        engine.process(first)  # forgotten: processed as a new event
+        assert (engine.stats["events"], engine.stats["duplicates"]) == (4, 2)
+
+
 def test_colliding_event_ids_are_distinct_events() -> None:
     i, j = "evt-49399", "evt-1155910"
     assert fnv1a32(i) == fnv1a32(j)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import zlib
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from tosengine.errors import TosEngineError
@@ -41,10 +41,8 @@ FORMAT = "tosengine.state"
 # Version 2 saves the redelivery memory as columns (PartitionState.redelivery.save); version 1 is still read.
 VERSION = 2
 READS = (1, 2)
-# Instants of the redelivery memory are saved as integer microseconds since the epoch: exact, and cheap to
-# write and read back (a time text costs a call and 27 characters each).
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-MICROSECOND = timedelta(microseconds=1)
+# Instants of the redelivery memory are saved as integer microseconds since the epoch (runtime/order.py's
+# micros): exact, and cheap to write and read back (a time text costs a call and 27 characters each).
 
 # What masks an event's sensitive fields before it is saved (the audit log's salted HMAC), or None.
 Mask = Callable[[dict[str, Any]], dict[str, Any]]
@@ -132,11 +130,6 @@ class Encoder:
         """A time as saved (with its UTC offset)."""
         return t.isoformat()
 
-    @staticmethod
-    def instants(times: list[datetime]) -> list[int]:
-        """Many times as saved in bulk: microseconds since the epoch (the instant; the offset is not kept)."""
-        return [(t - EPOCH) // MICROSECOND for t in times]
-
 
 class Decoder:
     """Rebuilds the events and items of a checkpoint, and maps rule ids to the running rules."""
@@ -192,11 +185,6 @@ class Decoder:
     def time(text: str) -> datetime:
         """A saved time."""
         return datetime.fromisoformat(text)
-
-    @staticmethod
-    def instants(micros: list[int]) -> list[datetime]:
-        """Times saved by Encoder.instants, in UTC."""
-        return [EPOCH + timedelta(microseconds=n) for n in micros]
 
 
 def pack(doc: dict[str, Any]) -> tuple[bytes, int]:
