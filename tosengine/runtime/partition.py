@@ -85,7 +85,7 @@ class Redelivery:
             return
         seen, order = self.seen, self.order
         for key, us, digest in zip(doc["keys"], doc["at"], doc["crc"], strict=True):
-            seen[key] = int(us) << 32 | int(digest)
+            seen[key] = int(us) << 32 | int(digest) & 0xFFFFFFFF  # a digest is a CRC-32: it never spills into the time
             order.append(key)
 
     def sweep(self, now: datetime) -> None:
