@@ -47,6 +47,9 @@ class Redelivery:
         # told apart: a conflict to record, not a silent drop). One int instead of a (datetime, int) tuple
         # is about 100 bytes less per identity.
         self.seen: dict[str, int] = {}
+        # The last time converted to microseconds: an event is remembered at its time, and then the clock
+        # usually moves to that same time and sweeps, so each conversion serves both.
+        self._last: tuple[datetime | None, int] = (None, 0)
         # Identities in arrival order: forgetting walks from the front (an out-of-order late pair may
         # wait behind newer ones; only memory, never the duplicate check, depends on that).
         self.order: deque[str] = deque()
@@ -63,7 +66,11 @@ class Redelivery:
 
     def remember(self, key: str, time: datetime, digest: int = 0) -> None:
         """Note a processed identity at its event time, with its body's digest (a CRC-32)."""
-        self.seen[key] = micros(time) << 32 | digest
+        last, us = self._last
+        if time is not last:
+            us = micros(time)
+            self._last = (time, us)
+        self.seen[key] = us << 32 | digest
         self.order.append(key)
 
     def save(self, enc: Encoder) -> dict[str, list[Any]]:
@@ -90,7 +97,11 @@ class Redelivery:
 
     def sweep(self, now: datetime) -> None:
         """Forget identities older than the window."""
-        horizon = micros(now - self.window) << 32  # packed values below it are older than the window
+        last, us = self._last
+        if now is not last:
+            us = micros(now)
+            self._last = (now, us)
+        horizon = (us - self._window_us) << 32  # packed values below it are older than the window
         order, seen = self.order, self.seen
         while order:
             first = seen.get(order[0])
