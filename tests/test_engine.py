@@ -215,8 +215,8 @@ rules:
 
 def test_matcher_answers_a_repeated_projection_as_durable_rules_did(monkeypatch: pytest.MonkeyPatch) -> None:
     """A ruleset remembers what each projection fired: every item gets the triggers a fresh matcher
-    (durable_rules, cold) gives it, each distinct projection reaches durable_rules once, and a full memo
-    starts again without changing an answer."""
+    (durable_rules, cold) gives it, each distinct projection reaches durable_rules once, a full memo
+    starts again without changing an answer, and a closed matcher answers nothing."""
     plan = compile_policy_set(policy_set(PUSHED))
     clients: list[Any] = ["official", "bot", "crawler", "other", 7, None, True]
     signed: list[Any] = [True, False, "yes", None]
@@ -260,6 +260,8 @@ def test_matcher_answers_a_repeated_projection_as_durable_rules_did(monkeypatch:
         assert all(len(rs.memo) <= 2 for rs in matcher._rulesets)
     finally:
         matcher.close()
+    with pytest.raises(MatcherError, match="closed"):  # even for a projection it has matched before
+        matcher.match("event", items[-2])
 
 
 def test_threads_get_the_same_violations_as_one_thread() -> None:

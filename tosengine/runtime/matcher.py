@@ -22,7 +22,8 @@ runtime/smoke_child.py, does too, in its own process). How each defect of durabl
   matched nothing) raises MatcherError.
 * The fixed 4,096-action table per state: a batch holds at most 4,096 / (triggers in the ruleset)
   messages, each of which can fire each trigger once.
-* No thread safety: every call into durable_rules is made under one lock.
+* No thread safety: every call into durable_rules, from any matcher, is made under one lock (a
+  ruleset taken over on reload is used by the old matcher and the new one).
 
 Because every message is a fact retracted after its batch and every rule has one element, what an item
 fires is a function of its projection alone. A projection holds a few compiler-chosen codes per
@@ -73,6 +74,8 @@ def _fnv1a32(s: str) -> int:
 # durable_rules tells messages apart by this 32-bit hash alone: two live ids must never share one.
 if len({_fnv1a32(i) for i in _BATCH_IDS}) != BATCH:  # pragma: no cover - fixed ids
     raise ImportError("tosengine's durable_rules message ids collide under FNV-1a")
+# durable_rules is not thread-safe, and matchers share rulesets across a reload: one lock for all calls.
+_LOCK = threading.Lock()
 _WARM_UP = '{"id":"m0","sid":"0","k":"0"}'  # every condition requires k == "1": matches nothing
 _OK, _NOT_HANDLED = 0, 1
 
@@ -145,24 +148,24 @@ class Matcher:
         """Create the plan's rulesets; with `reuse` (the matcher of the policies being replaced), take over
         its rulesets whose definition is the same instead of creating them again: durable_rules does not
         give back all the memory of a ruleset it deletes, so a reload of unchanged rules must not churn."""
-        self._lock = threading.Lock()
         self._rulesets: list[_Ruleset] = []
         self._given: set[int] = set()  # ids of rulesets a newer matcher took over: not deleted by close()
         spare = reuse._spare() if reuse is not None else {}
         try:
-            for rp in plan.rulesets:
-                taken = spare.pop(_identity(rp), None)
-                if taken is not None:
-                    assert reuse is not None
-                    reuse._given.add(id(taken))
-                    self._rulesets.append(taken)
-                    continue  # warmed up already; and the old matcher may still be in use: no call here
-                rs = _Ruleset(rp)
-                self._rulesets.append(rs)
-                # Create the session now: durable_rules spends ~100 us building it on the first message,
-                # which would otherwise land on some unlucky event's latency.
-                if self._assert(rs, [_WARM_UP]):
-                    raise MatcherError("a rule fired for the warm-up message, which no rule can match")
+            with _LOCK:
+                for rp in plan.rulesets:
+                    taken = spare.pop(_identity(rp), None)
+                    if taken is not None:
+                        assert reuse is not None
+                        reuse._given.add(id(taken))
+                        self._rulesets.append(taken)
+                        continue  # warmed up already; and the old matcher may still be in use: no call here
+                    rs = _Ruleset(rp)
+                    self._rulesets.append(rs)
+                    # Create the session now: durable_rules spends ~100 us building it on the first message,
+                    # which would otherwise land on some unlucky event's latency.
+                    if self._assert(rs, [_WARM_UP]):
+                        raise MatcherError("a rule fired for the warm-up message, which no rule can match")
         except (_dre.error, MatcherError) as exc:
             if reuse is not None:  # give back what was taken over: the old matcher still runs on it
                 taken_back = [rs for rs in self._rulesets if id(rs) in reuse._given]
@@ -201,7 +204,7 @@ class Matcher:
                 elif known:
                     fired[i].extend(known)
         if pending:
-            with self._lock:
+            with _LOCK:
                 for rs, waiting in pending.values():
                     distinct = list(waiting)
                     for start in range(0, len(distinct), rs.batch):
@@ -252,11 +255,12 @@ class Matcher:
 
     def close(self) -> None:
         """Free the durable_rules rulesets (but those a newer matcher took over); the matcher cannot be
-        used afterwards."""
-        with self._lock:
+        used afterwards (not even for projections it has seen: their memo goes too)."""
+        with _LOCK:
             for rs in self._rulesets:
                 if id(rs) in self._given:
                     continue
+                rs.memo.clear()
                 if rs.handle is not None:
                     # Nothing more can be done for a handle the engine no longer knows.
                     with contextlib.suppress(_dre.error):
