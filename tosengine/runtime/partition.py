@@ -20,7 +20,7 @@ from tosengine.runtime.kinds import RUNTIME_KINDS, KindStore, StateOptions
 from tosengine.runtime.kinds.sequence import SequenceStore
 from tosengine.runtime.ladder import LadderState
 from tosengine.runtime.once import OnceStore
-from tosengine.runtime.order import EPOCH, micros
+from tosengine.runtime.order import micros
 from tosengine.runtime.program import CompiledRule
 from tosengine.violation import Repeat
 
@@ -40,7 +40,7 @@ class Redelivery:
 
     def __init__(self, window: timedelta) -> None:
         self.window = window
-        self._window_us = micros(EPOCH + window)
+        self._window_us = window // timedelta(microseconds=1)  # exact, for any window
         # Keyed by one string per (source, id), not a tuple of two: 1,000,000 identities inside the
         # window cost about 100 MB less (see identity()). The value: the first copy's time in microseconds
         # since the epoch, shifted left 32 bits, plus a CRC-32 of its body (so a copy with another body is
@@ -70,7 +70,7 @@ class Redelivery:
         if time is not last:
             us = micros(time)
             self._last = (time, us)
-        self.seen[key] = us << 32 | digest
+        self.seen[key] = us << 32 | digest & 0xFFFFFFFF  # a digest is a CRC-32: it never spills into the time
         self.order.append(key)
 
     def save(self, enc: Encoder) -> dict[str, list[Any]]:
@@ -92,7 +92,7 @@ class Redelivery:
             return
         seen, order = self.seen, self.order
         for key, us, digest in zip(doc["keys"], doc["at"], doc["crc"], strict=True):
-            seen[key] = int(us) << 32 | int(digest) & 0xFFFFFFFF  # a digest is a CRC-32: it never spills into the time
+            seen[key] = int(us) << 32 | int(digest) & 0xFFFFFFFF  # as remember() packs it
             order.append(key)
 
     def sweep(self, now: datetime) -> None:
