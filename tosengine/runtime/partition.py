@@ -39,7 +39,6 @@ class Redelivery:
     """The (source, id) pairs processed within the redelivery window (event time), to drop copies."""
 
     def __init__(self, window: timedelta) -> None:
-        self.window = window
         self._window_us = window // timedelta(microseconds=1)  # exact, for any window
         # Keyed by one string per (source, id), not a tuple of two: 1,000,000 identities inside the
         # window cost about 100 MB less (see identity()). The value: the first copy's time in microseconds
@@ -47,9 +46,7 @@ class Redelivery:
         # told apart: a conflict to record, not a silent drop). One int instead of a (datetime, int) tuple
         # is about 100 bytes less per identity.
         self.seen: dict[str, int] = {}
-        # The last time converted to microseconds: an event is remembered at its time, and then the clock
-        # usually moves to that same time and sweeps, so each conversion serves both.
-        self._last: tuple[datetime | None, int] = (None, 0)
+        self._last: tuple[datetime | None, int] = (None, 0)  # see _micros
         # Identities in arrival order: forgetting walks from the front (an out-of-order late pair may
         # wait behind newer ones; only memory, never the duplicate check, depends on that).
         self.order: deque[str] = deque()
@@ -64,13 +61,19 @@ class Redelivery:
         first = self.seen.get(key)
         return first & 0xFFFFFFFF if first is not None else None
 
+    def _micros(self, t: datetime) -> int:
+        """`t` in microseconds since the epoch. The last conversion is kept: an event is remembered at its
+        time, and then the clock usually moves to that same time and sweeps, so one conversion serves both."""
+        last, us = self._last
+        if t is not last:
+            us = micros(t)
+            self._last = (t, us)
+        return us
+
     def remember(self, key: str, time: datetime, digest: int = 0) -> None:
         """Note a processed identity at its event time, with its body's digest (a CRC-32)."""
-        last, us = self._last
-        if time is not last:
-            us = micros(time)
-            self._last = (time, us)
-        self.seen[key] = us << 32 | digest & 0xFFFFFFFF  # a digest is a CRC-32: it never spills into the time
+        # A digest is a CRC-32: masked, it never spills into the time.
+        self.seen[key] = self._micros(time) << 32 | digest & 0xFFFFFFFF
         self.order.append(key)
 
     def save(self, enc: Encoder) -> dict[str, list[Any]]:
@@ -97,11 +100,7 @@ class Redelivery:
 
     def sweep(self, now: datetime) -> None:
         """Forget identities older than the window."""
-        last, us = self._last
-        if now is not last:
-            us = micros(now)
-            self._last = (now, us)
-        horizon = (us - self._window_us) << 32  # packed values below it are older than the window
+        horizon = (self._micros(now) - self._window_us) << 32  # packed values below it are older than the window
         order, seen = self.order, self.seen
         while order:
             first = seen.get(order[0])
