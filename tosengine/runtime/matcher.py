@@ -87,8 +87,8 @@ class _Ruleset:
         self.plan = plan
         self.handle: int | None = _dre.create_ruleset(plan.name, json.dumps(plan.definition))
         self.trigger_of = {f"t{t}": t for t in plan.triggers}
-        self.projections = [(p.prop, p.parts, dict(p.codes)) for p in plan.projections]
-        self.props = [p.prop for p in plan.projections]
+        self.props = [p.prop for p in plan.projections]  # the message's property names, in order
+        self.projections = [(p.parts, dict(p.codes)) for p in plan.projections]  # what each one reads
         self.batch = min(BATCH, _MAX_ACTIONS // max(1, len(plan.triggers)))
         # The triggers each projection fired, by its codes. Matching is a function of the projection
         # alone (every message is a fact retracted after its batch, and every rule has one element),
@@ -99,7 +99,7 @@ class _Ruleset:
     def codes(self, fields: dict[str, Any]) -> tuple[str, ...]:
         """The item's projection: each property's code (the constant matched, $T, $A or $O)."""
         out = []
-        for _, path, codes in self.projections:
+        for path, codes in self.projections:
             v = lookup(fields, path)
             if v is True:
                 out.append("$T")
