@@ -41,8 +41,6 @@ FORMAT = "tosengine.state"
 # Version 2 saves the redelivery memory as columns (PartitionState.redelivery.save); version 1 is still read.
 VERSION = 2
 READS = (1, 2)
-# Instants of the redelivery memory are saved as integer microseconds since the epoch (runtime/order.py's
-# micros): exact, and cheap to write and read back (a time text costs a call and 27 characters each).
 
 # What masks an event's sensitive fields before it is saved (the audit log's salted HMAC), or None.
 Mask = Callable[[dict[str, Any]], dict[str, Any]]
