@@ -205,6 +205,39 @@ def test_a_failing_batch_writes_nothing_and_raises(db_url: str) -> None:
     eng.dispose()
 
 
+@pytest.mark.parametrize("origin", ["facebook.com", "evil.example"], ids=["event-alone", "with-violations"])
+def test_an_event_the_database_refuses_raises_and_is_written_once_it_accepts_it(tmp_path: Path, origin: str) -> None:
+    """process() commits an event alone on SQLite's driver connection (audit/log.py), one with violations
+    through SQLAlchemy: either way a refused write raises AuditError, writes nothing, and keeps the rows."""
+    url = f"sqlite:///{tmp_path / 'refuse.db'}"
+    engine = Engine(policy_set(POLICY), audit=url)
+    engine.process(ev("ok-1", "account.login", "account:1", timedelta(0), origin="facebook.com"))
+    eng = create_engine(url)
+    with eng.begin() as c:
+        c.execute(
+            text(
+                "CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.event_id = 'no-1' "
+                "BEGIN SELECT RAISE(ABORT, 'refused by a trigger'); END"
+            )
+        )
+    with pytest.raises(AuditError, match=r"could not write to the audit log .*refused by a trigger"):
+        engine.process(ev("no-1", "account.login", "account:1", timedelta(minutes=1), origin=origin))
+    with eng.connect() as c:
+        assert c.execute(text("SELECT event_id FROM events")).scalars().all() == ["ok-1"]
+        assert c.execute(select(func.count()).select_from(ViolationRow)).scalar_one() == 0
+    with eng.begin() as c:
+        c.execute(text("DROP TRIGGER refuse"))
+    engine.flush()  # what was refused is still queued
+    engine.process(ev("ok-2", "account.login", "account:1", timedelta(minutes=2), origin="facebook.com"))
+    engine.close()
+    with eng.connect() as c:
+        assert c.execute(text("SELECT event_id FROM events ORDER BY seq")).scalars().all() == ["ok-1", "no-1", "ok-2"]
+        violations = c.execute(select(func.count()).select_from(ViolationRow)).scalar_one()
+    assert (violations > 0) == (origin == "evil.example")
+    eng.dispose()
+    assert verify(url).ok
+
+
 def _tamper(url: str, *sql: str) -> None:
     eng = create_engine(url)
     with eng.begin() as c:

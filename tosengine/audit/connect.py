@@ -10,6 +10,7 @@ connect is an AuditError naming the URL with its password masked.
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +19,7 @@ from urllib.parse import quote
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
 from tosengine.errors import AuditError
 
@@ -82,7 +83,13 @@ def connect(url: str) -> Engine:
             @event.listens_for(eng, "begin")
             def _on_begin(conn: Connection) -> None:
                 # IMMEDIATE takes the write lock up front: reading the chain head and appending are atomic.
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                # Sent on the driver's connection: through SQLAlchemy's execution it cost about as much as
+                # the insert that follows. Its errors (a lock held too long) are wrapped as SQLAlchemy wraps
+                # them, so callers see one kind of database error.
+                try:
+                    conn.connection.driver_connection.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
+                except sqlite3.Error as exc:
+                    raise DBAPIError.instance("BEGIN IMMEDIATE", (), exc, sqlite3.Error) from exc
 
             return eng
         return create_engine(parsed, pool_pre_ping=True)

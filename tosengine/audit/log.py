@@ -12,15 +12,18 @@ import hashlib
 import json
 import os
 import secrets
+import sqlite3
+import threading
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic_core import to_json
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DataError, SQLAlchemyError
+from sqlalchemy.exc import DataError, DBAPIError, SQLAlchemyError
 
 from tosengine._version import __version__
 from tosengine.audit.chain import GENESIS, HASHED, HASHED_REPEATS, head_mac, key_check, link_hash
@@ -103,6 +106,12 @@ class Batch:
             or self.errors
         )
 
+    def events_only(self) -> bool:
+        """Whether the batch holds accepted events and nothing else."""
+        return bool(self.events) and not (
+            self.policies or self.violations or self.repeats or self.rejected or self.state_changes or self.errors
+        )
+
     def extend(self, later: Batch) -> None:
         """Put `later` after this batch (a failed batch goes back in front of what was queued since)."""
         self.policies += later.policies
@@ -112,6 +121,27 @@ class Batch:
         self.rejected += later.rejected
         self.state_changes += later.state_changes
         self.errors += later.errors
+
+
+class _ChainStatements:
+    """The statements that append to one chained table (ViolationRow or RepeatRow), built once."""
+
+    def __init__(self, model: Any) -> None:
+        self.stored = select(model.id).where(model.id.in_(bindparam("ids", expanding=True)))
+        self.head = select(ChainHead.hash, ChainHead.last_seq, ChainHead.count).where(
+            ChainHead.name == bindparam("chain")
+        )
+        self.insert = insert(model)
+        self.move = (
+            update(ChainHead)
+            .where(ChainHead.name == bindparam("chain"))
+            .values(
+                count=bindparam("to_count"),
+                last_seq=bindparam("to_last_seq"),
+                hash=bindparam("to_hash"),
+                mac=bindparam("to_mac"),
+            )
+        )
 
 
 @dataclass(frozen=True)
@@ -225,6 +255,14 @@ class AuditLog:
         self.masker = Masker(self.salt)
         self._queued = Batch()
         self._sqlite = self.engine.dialect.name == "sqlite"
+        # SQLite's writes go through one connection kept open: taking one from the pool and giving it back
+        # costs about 0.1 ms a transaction, as much again as the transaction's own work when process() commits
+        # a single event (docs/performance.md). PostgreSQL's come from the pool, which checks each one first
+        # (pool_pre_ping), so a server restart costs one failed batch at most.
+        self._writer: Connection | None = None
+        self._writing = threading.Lock()
+        # The chained tables' statements, built once: building them per batch cost more than running them.
+        self._chained = {model: _ChainStatements(model) for model in (ViolationRow, RepeatRow)}
         mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
         self._insert_events = (
             f"INSERT INTO {AcceptedEvent.__tablename__} ({', '.join(_EVENT_COLUMNS)}) "
@@ -411,8 +449,11 @@ class AuditLog:
         if not batch and checkpoint is None and also is None:
             return
         now = datetime.now(UTC)
+        if self._sqlite and checkpoint is None and also is None and batch.events_only():
+            self._write_events(batch.events, _sqlite_time(now))
+            return
         try:
-            with self.engine.begin() as conn:
+            with self._writing, self._transaction() as conn:
                 self._lock(conn)
                 if batch.policies:
                     conn.execute(self._insert_ignore(PolicyVersion, ["policy", "version"]), batch.policies)
@@ -441,6 +482,40 @@ class AuditLog:
                     also(conn)
         except SQLAlchemyError as exc:
             raise AuditError(f"could not write to the audit log ({masked(self.url)}): {exc}") from exc
+
+    def _write_events(self, events: list[tuple[Any, ...]], at: str) -> None:
+        """SQLite: a batch of accepted events alone (what process() usually commits), in one transaction on
+        the writer's driver connection. SQLAlchemy's transaction and execution cost about 0.15 ms here, as
+        much as the insert and half the commit's sync; this is the p99 of process() (docs/performance.md).
+        A driver error is raised as _write raises it (AuditError from SQLAlchemy's wrapped error), so a
+        refused row still sends the batch to _write_apart."""
+        with self._writing:
+            if self._writer is None:
+                self._writer = self.engine.connect()
+            raw: Any = self._writer.connection.driver_connection
+            try:
+                raw.execute("BEGIN IMMEDIATE")
+                try:
+                    raw.executemany(self._insert_events, [(*e, at) for e in events])
+                    raw.commit()
+                except BaseException:
+                    raw.rollback()
+                    raise
+            except sqlite3.Error as exc:
+                wrapped = DBAPIError.instance(self._insert_events, (), exc, sqlite3.Error)
+                raise AuditError(f"could not write to the audit log ({masked(self.url)}): {wrapped}") from wrapped
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        """A write transaction: on SQLite on the connection kept for writing, elsewhere on a pooled one."""
+        if not self._sqlite:
+            with self.engine.begin() as conn:
+                yield conn
+            return
+        if self._writer is None:
+            self._writer = self.engine.connect()
+        with self._writer.begin():
+            yield self._writer
 
     def _save_checkpoint(self, conn: Connection, cp: Checkpoint, now: datetime) -> None:
         insert_checkpoint(conn, cp, now)
@@ -476,14 +551,13 @@ class AuditLog:
         for v in records:
             batch.setdefault(v["id"], v)
         ids = list(batch)
+        stmt = self._chained[model]
         for i in range(0, len(ids), 500):
-            for (existing,) in conn.execute(select(model.id).where(model.id.in_(ids[i : i + 500]))):
+            for (existing,) in conn.execute(stmt.stored, {"ids": ids[i : i + 500]}):
                 batch.pop(existing, None)
         if not batch:
             return
-        head = conn.execute(
-            select(ChainHead.hash, ChainHead.last_seq, ChainHead.count).where(ChainHead.name == chain)
-        ).first()
+        head = conn.execute(stmt.head, {"chain": chain}).first()
         prev, last_seq, count = (str(head[0]), int(head[1]), int(head[2])) if head else (GENESIS, 0, 0)
         rows = []
         for v in batch.values():
@@ -491,13 +565,13 @@ class AuditLog:
             row = {**v, "seq": last_seq, "recorded_at": now, "prev_hash": prev}
             row["hash"] = prev = link_hash(row, self.key, columns)
             rows.append(row)
-        conn.execute(insert(model), rows)
+        conn.execute(stmt.insert, rows)
         values = {"count": count + len(rows), "last_seq": last_seq, "hash": prev}
         values["mac"] = head_mac(self.key, chain, count + len(rows), last_seq, prev) if self.key else ""
         if head is None:
             conn.execute(insert(ChainHead), [{"name": chain, **values}])
         else:
-            conn.execute(update(ChainHead).where(ChainHead.name == chain).values(**values))
+            conn.execute(stmt.move, {"chain": chain, **{f"to_{k}": v for k, v in values.items()}})
 
     # ------------------------------------------------------------------ reading back (resume)
 
@@ -612,4 +686,8 @@ class AuditLog:
         try:
             self.flush()
         finally:
+            with self._writing:
+                if self._writer is not None:
+                    self._writer.close()
+                    self._writer = None
             self.engine.dispose()
