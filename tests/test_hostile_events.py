@@ -208,3 +208,22 @@ def test_envelope_strings_are_checked_like_data(field: str, value: str, problem:
     with pytest.raises(EventError) as info:
         validate_event({**GOOD, field: value})
     assert info.value.field == field and problem in info.value.problem
+
+
+def test_a_json_text_holding_a_lone_surrogate_is_rejected_and_recorded(tmp_path: Path) -> None:
+    """A Python str can hold a lone surrogate that no UTF-8 text can (a producer's decoding gone wrong):
+    given as the event's JSON text it is an EventError like any bad JSON, and goes to the dead letter."""
+    url = f"sqlite:///{tmp_path / 'surrogate.db'}"
+    text = json.dumps({**GOOD, "id": "s-1"}, ensure_ascii=False).replace("massroot8", "mass\ud800root8")
+    with Engine.from_directory(POLICIES, audit=url, smoke_test=None) as engine:
+        with pytest.raises(EventError) as info:
+            engine.process(text)
+        assert info.value.field == "" and "lone surrogate" in info.value.problem
+        engine.process(json.dumps({**GOOD, "id": "s-2"}))  # the engine goes on
+    eng = create_engine(url)
+    with eng.connect() as c:
+        rejected = c.execute(select(RejectedEvent.reason, RejectedEvent.raw)).all()
+        assert c.execute(select(func.count()).select_from(AcceptedEvent)).scalar_one() == 1
+    eng.dispose()
+    ((reason, raw),) = rejected
+    assert "lone surrogate" in reason and "mass\\ud800root8" in raw  # stored as its escape

@@ -471,6 +471,8 @@ def parse_record(text: str, *, line: int | None = None, max_size: int = MAX_EVEN
         obj = from_json(text, allow_inf_nan=False)
     except ValueError as exc:
         raise EventError("", f"not valid JSON: {exc}", line=line) from None
+    except TypeError:  # a str holding a lone surrogate (no UTF-8 text can), which pydantic-core cannot read
+        raise EventError("", "not valid JSON: the text holds a lone surrogate (not valid Unicode)", line=line) from None
     return validate_record(obj, line=line, text=text.strip())
 
 

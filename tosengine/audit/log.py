@@ -191,8 +191,17 @@ def _json(v: Any) -> str:
 
 
 def _text(v: str) -> str:
-    """Text as it can be stored anywhere (PostgreSQL holds no NUL): NUL written as the escape \\u0000."""
-    return v.replace("\x00", "\\u0000") if "\x00" in v else v
+    """Text as it can be stored anywhere: NUL (which PostgreSQL holds in no text) written as the escape
+    \\u0000, and a lone surrogate (which is no UTF-8: a str given as an event's JSON text can hold one) as
+    its escape, \\ud800 say."""
+    if "\x00" in v:
+        v = v.replace("\x00", "\\u0000")
+    if not v.isascii():
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError:
+            v = v.encode("utf-8", "backslashreplace").decode("utf-8")
+    return v
 
 
 def _fit(v: str, size: int = 1000) -> str:
