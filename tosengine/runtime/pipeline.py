@@ -13,7 +13,6 @@ import logging
 import zlib
 from collections import deque
 from collections.abc import Collection
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -39,16 +38,27 @@ LOG = logging.getLogger("tosengine")
 MAX_DERIVED = 100_000
 
 
-@dataclass
 class Outcome:
-    """What one call into the pipeline gives: violations, and repeat records of once_per windows closed."""
+    """What one call into the pipeline gives: violations, and repeat records of once_per windows closed.
 
-    violations: list[Violation] = field(default_factory=list)
-    repeats: list[Repeat] = field(default_factory=list)
-    errors: list[RuleFailure] = field(default_factory=list)
-    queue: deque[Item] = field(default_factory=deque)  # derived items still to offer
-    conflict: bool = False  # the event was a redelivered (source, id) with another body: not processed
-    positions: list[Pos] = field(default_factory=list)  # each violation's position, when items have them
+    A plain class with slots, not a dataclass: one is made per event, and the dataclass's factory calls
+    cost about 1 us of the 25-50 us an event takes; this about 0.65 us."""
+
+    __slots__ = ("conflict", "errors", "positions", "queue", "repeats", "violations")
+
+    def __init__(self, *, conflict: bool = False) -> None:
+        self.violations: list[Violation] = []
+        self.repeats: list[Repeat] = []
+        self.errors: list[RuleFailure] = []
+        self.queue: deque[Item] = deque()  # derived items still to offer
+        self.conflict = conflict  # the event was a redelivered (source, id) with another body: not processed
+        self.positions: list[Pos] = []  # each violation's position, when items have them
+
+    def __repr__(self) -> str:
+        return (
+            f"Outcome(violations={self.violations!r}, repeats={self.repeats!r}, errors={self.errors!r}, "
+            f"conflict={self.conflict!r})"
+        )
 
 
 def _merge(items: list[Item]) -> tuple[EventRecord, ...]:
