@@ -1,4 +1,4 @@
-"""python -m bench [pack|latency|rules|memory|restart|threads|all] [--events N]: tosengine against raw durable_rules.
+"""python -m bench [pack|check|latency|rules|memory|restart|threads|all] [--events N]: tosengine vs raw durable_rules.
 
 Every figure is a ratio to raw durable_rules measured in the same run, on the same compiled rulesets:
   raw post()       durable_rules Host.post() of each event's projection to the rulesets its type routes
@@ -12,6 +12,8 @@ Every figure is a ratio to raw durable_rules measured in the same run, on the sa
   replay           `tosengine replay --format json` as a subprocess (start-up included), --dry-run and
                    with the audit log on SQLite and PostgreSQL;
   reference        the plain-Python reference evaluator.
+`check` is the Performance II issue's own check: `tosengine replay` of the generator's stream over
+50,000 subjects (start-up included), against raw post() of a fixed 10-rule ruleset in the same run.
 """
 
 from __future__ import annotations
@@ -238,6 +240,40 @@ def bench_pack(n: int, seed: int, rounds: int) -> None:
     )
 
 
+def bench_check(n: int, seed: int, rounds: int) -> None:
+    """The issue's check: `tosengine replay` (start-up, policy check and smoke test included) of `n`
+    events of the default pack's taxonomy over 50,000 subjects, into a fresh SQLite audit log and dry,
+    against raw post() of a fixed 10-rule ruleset (bench/synthetic.py) on as many events."""
+    with tempfile.TemporaryDirectory() as tmp:
+        stream = Path(tmp) / "events.jsonl"
+        lines = generate(n, seed=seed, days=30, accounts=50_000, abuse_rate=0.01)
+        stream.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+        fixed, diags = check_sources([Source("bench.yaml", rules_pack(10))])
+        assert fixed is not None, diags
+        fixed_lines = rules_events(10, len(lines), 0.01)
+        db = Path(tmp) / "c.db"
+
+        def fresh_sqlite() -> str:
+            for extra in ("", "-wal", "-shm"):
+                Path(f"{db}{extra}").unlink(missing_ok=True)
+            return f"sqlite:///{db}"
+
+        rows = _best_of(
+            rounds,
+            [
+                ("raw post(), fixed 10-rule ruleset", lambda: _raw(fixed, fixed_lines)[0]),
+                ("tosengine replay --dry-run", lambda: _replay(stream, "--dry-run")),
+                ("tosengine replay, SQLite audit", lambda: _replay(stream, "--db", fresh_sqlite())),
+            ],
+        )
+    _table(
+        f"the issue's check: default pack, {len(lines)} events over 50,000 subjects (seed {seed}), "
+        f"fastest of {rounds} rounds",
+        len(lines),
+        rows,
+    )
+
+
 def bench_latency(n: int) -> None:
     """p50/p99 of one Engine.process() call, given each event's JSON text (parsing and validation
     included), on the default pack's stream, with and without the SQLite audit log."""
@@ -400,7 +436,10 @@ def main() -> int:
         "(the services against in-process process_many and replay; bench/serve.py, bench/kafka.py)",
     )
     p.add_argument(
-        "what", nargs="?", default="pack", choices=("pack", "latency", "rules", "memory", "restart", "threads", "all")
+        "what",
+        nargs="?",
+        default="pack",
+        choices=("pack", "check", "latency", "rules", "memory", "restart", "threads", "all"),
     )
     p.add_argument("--events", type=int, default=100_000)
     p.add_argument("--seed", type=int, default=7)
@@ -409,6 +448,8 @@ def main() -> int:
     print(f"tosengine bench, python {sys.version.split()[0]}, {os.cpu_count()} cpus, {time.strftime('%Y-%m-%d')}")
     if args.what in ("pack", "all"):
         bench_pack(args.events, args.seed, args.rounds)
+    if args.what in ("check", "all"):
+        bench_check(args.events, args.seed, args.rounds)
     if args.what in ("latency", "all"):
         bench_latency(min(args.events, 50_000))
     if args.what in ("rules", "all"):
