@@ -22,7 +22,7 @@ from tosengine import Engine
 from tosengine.audit import AuditLog
 from tosengine.audit.log import AuditError
 from tosengine.audit.models import AcceptedEvent, Base, RejectedEvent, ViolationRow
-from tosengine.events import parse_time
+from tosengine.events import parse_time, validate_record
 
 POLICY = """
 policy: logins
@@ -236,6 +236,47 @@ def test_an_event_the_database_refuses_raises_and_is_written_once_it_accepts_it(
     assert (violations > 0) == (origin == "evil.example")
     eng.dispose()
     assert verify(url).ok
+
+
+def test_a_log_that_cannot_be_opened_for_a_write_raises_and_keeps_the_rows(tmp_path: Path) -> None:
+    """The first write opens the writer's connection: when the database cannot be opened then, the
+    caller gets AuditError and the rows stay queued, to be written once it can."""
+    home = tmp_path / "d"
+    home.mkdir()
+    url = f"sqlite:///{home / 'open.db'}"
+    log = AuditLog(url)
+    log.engine.dispose()  # no pooled connection left: the write must open one
+    log.record(validate_record(ev("o-1", "account.login", "account:1", timedelta(0), origin="facebook.com")), [])
+    home.rename(tmp_path / "gone")
+    with pytest.raises(AuditError, match="could not write to the audit log"):
+        log.flush()
+    assert log.queued() == 1
+    (tmp_path / "gone").rename(home)
+    log.flush()
+    log.close()
+    eng = create_engine(url)
+    with eng.connect() as c:
+        assert c.execute(text("SELECT event_id FROM events")).scalars().all() == ["o-1"]
+    eng.dispose()
+
+
+@pytest.mark.parametrize("how", ["close", "release"])
+def test_closing_or_releasing_a_log_closes_its_sqlite_connections(tmp_path: Path, how: str) -> None:
+    """SQLite removes the write-ahead log when the last connection closes: none is left open, not even
+    the one the writer keeps between transactions. release() drops what is queued; close() writes it."""
+    db = tmp_path / "rel.db"
+    log = AuditLog(f"sqlite:///{db}")
+    log.record(validate_record(ev("r-1", "account.login", "account:1", timedelta(0), origin="facebook.com")), [])
+    log.flush()
+    log.record(validate_record(ev("r-2", "account.login", "account:1", timedelta(1), origin="facebook.com")), [])
+    assert Path(f"{db}-wal").exists()
+    getattr(log, how)()
+    assert not Path(f"{db}-wal").exists()
+    eng = create_engine(f"sqlite:///{db}")
+    with eng.connect() as c:
+        stored = c.execute(text("SELECT event_id FROM events ORDER BY seq")).scalars().all()
+    eng.dispose()
+    assert stored == (["r-1", "r-2"] if how == "close" else ["r-1"])
 
 
 def _tamper(url: str, *sql: str) -> None:

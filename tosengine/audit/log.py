@@ -4,6 +4,10 @@ Batches are Core `insert` executemany statements (about 5x the ORM); one transac
 violations, events and rejections together, so either all of it is written or none. Violation ids
 are deterministic and UNIQUE, so replays and redeliveries add nothing; new violations are linked into
 the hash chain under a lock (BEGIN IMMEDIATE on SQLite, an advisory lock on PostgreSQL).
+
+On SQLite the writer keeps one connection open, and a batch of accepted events alone (what a single
+`Engine.process()` usually commits) goes straight to the driver: SQLAlchemy's transaction cost as much
+as the commit's sync there (docs/performance.md, "fourth round").
 """
 
 from __future__ import annotations
@@ -499,9 +503,12 @@ class AuditLog:
         A driver error is raised as _write raises it (AuditError from SQLAlchemy's wrapped error), so a
         refused row still sends the batch to _write_apart."""
         with self._writing:
-            if self._writer is None:
-                self._writer = self.engine.connect()
-            raw: Any = self._writer.connection.driver_connection
+            try:  # opening the connection (first use, or again after it was lost) can fail too
+                if self._writer is None:
+                    self._writer = self.engine.connect()
+                raw: Any = self._writer.connection.driver_connection
+            except SQLAlchemyError as exc:
+                raise AuditError(f"could not write to the audit log ({masked(self.url)}): {exc}") from exc
             try:
                 raw.execute("BEGIN IMMEDIATE")
                 try:
@@ -695,8 +702,13 @@ class AuditLog:
         try:
             self.flush()
         finally:
-            with self._writing:
-                if self._writer is not None:
-                    self._writer.close()
-                    self._writer = None
-            self.engine.dispose()
+            self.release()
+
+    def release(self) -> None:
+        """Release the connections without writing what is queued (close() writes it first): for a caller
+        whose rows must commit with something else or not at all (a Kafka worker's offsets)."""
+        with self._writing:
+            if self._writer is not None:
+                self._writer.close()  # dispose() closes only the pool's connections, not one held out of it
+                self._writer = None
+        self.engine.dispose()

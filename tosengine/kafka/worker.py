@@ -117,7 +117,7 @@ class Worker:
         finally:
             consumer.close()  # leaves the group: its partitions move without waiting for a session timeout
             producer.flush(30)
-            self.audit.engine.dispose()
+            self.audit.release()
             LOG.info("worker stopped", extra={"group": self.settings.group})
 
     def _dispatch(self, msg: Message) -> None:

@@ -125,7 +125,7 @@ class Service:
                     max_event_size=self.config.max_event_size,
                 )
             except BaseException:
-                audit.engine.dispose()
+                audit.release()
                 raise
             self._opened(audit, engine)
 
