@@ -23,7 +23,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlch
 
 from tosengine.errors import AuditError
 
-__all__ = ["connect", "connect_readonly", "database_errors", "masked", "parse_url"]
+__all__ = ["begin_immediate", "connect", "connect_readonly", "database_errors", "masked", "parse_url"]
 
 _HINT = (
     "check the URL (sqlite:///path/to/file.db or postgresql+psycopg://user@host:5432/dbname), that the "
@@ -82,17 +82,23 @@ def connect(url: str) -> Engine:
 
             @event.listens_for(eng, "begin")
             def _on_begin(conn: Connection) -> None:
-                # IMMEDIATE takes the write lock up front: reading the chain head and appending are atomic.
-                # Sent on the driver's connection: through SQLAlchemy's execution it cost about as much as
-                # the insert that follows. Its errors (a lock held too long) are wrapped as SQLAlchemy wraps
-                # them, so callers see one kind of database error.
-                try:
-                    conn.connection.driver_connection.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
-                except sqlite3.Error as exc:
-                    raise DBAPIError.instance("BEGIN IMMEDIATE", (), exc, sqlite3.Error) from exc
+                begin_immediate(conn.connection.driver_connection)
 
             return eng
         return create_engine(parsed, pool_pre_ping=True)
+
+
+def begin_immediate(driver: Any) -> None:
+    """Begin a write transaction on a sqlite3 connection (every SQLite write begins here).
+
+    IMMEDIATE takes the write lock up front: reading the chain head and appending are atomic. It is sent
+    on the driver's connection: through SQLAlchemy's execution it cost about as much as the insert that
+    follows. Its errors (a lock held too long) are wrapped as SQLAlchemy wraps them, so callers see one
+    kind of database error."""
+    try:
+        driver.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        raise DBAPIError.instance("BEGIN IMMEDIATE", (), exc, sqlite3.Error) from exc
 
 
 def connect_readonly(url: str) -> Engine:

@@ -31,7 +31,7 @@ from sqlalchemy.exc import DataError, DBAPIError, SQLAlchemyError
 
 from tosengine._version import __version__
 from tosengine.audit.chain import GENESIS, HASHED, HASHED_REPEATS, head_mac, key_check, link_hash
-from tosengine.audit.connect import connect, database_errors, masked
+from tosengine.audit.connect import begin_immediate, connect, database_errors, masked
 from tosengine.audit.migrate import upgrade_database
 from tosengine.audit.models import (
     AcceptedEvent,
@@ -462,10 +462,10 @@ class AuditLog:
         if not batch and checkpoint is None and also is None:
             return
         now = datetime.now(UTC)
-        if self._sqlite and checkpoint is None and also is None and batch.events_only():
-            self._write_events(batch.events, _sqlite_time(now))
-            return
         try:
+            if self._sqlite and checkpoint is None and also is None and batch.events_only():
+                self._write_events(batch.events, _sqlite_time(now))
+                return
             with self._writing, self._transaction() as conn:
                 self._lock(conn)
                 if batch.policies:
@@ -498,28 +498,28 @@ class AuditLog:
 
     def _write_events(self, events: list[tuple[Any, ...]], at: str) -> None:
         """SQLite: a batch of accepted events alone (what process() usually commits), in one transaction on
-        the writer's driver connection. SQLAlchemy's transaction and execution cost about 0.15 ms here, as
-        much as the insert and half the commit's sync; this is the p99 of process() (docs/performance.md).
-        A driver error is raised as _write raises it (AuditError from SQLAlchemy's wrapped error), so a
-        refused row still sends the batch to _write_apart."""
+        the kept connection's driver. SQLAlchemy's transaction and execution cost about 0.15 ms here, as much
+        as the insert and half the commit's sync (docs/performance.md). A driver error is raised as
+        SQLAlchemy wraps it, so _write reports it as for any batch, and a refused row (DataError) still sends
+        the batch to _write_apart."""
         with self._writing:
-            try:  # opening the connection (first use, or again after it was lost) can fail too
-                if self._writer is None:
-                    self._writer = self.engine.connect()
-                raw: Any = self._writer.connection.driver_connection
-            except SQLAlchemyError as exc:
-                raise AuditError(f"could not write to the audit log ({masked(self.url)}): {exc}") from exc
+            raw: Any = self._kept().connection.driver_connection
+            begin_immediate(raw)
             try:
-                raw.execute("BEGIN IMMEDIATE")
                 try:
                     raw.executemany(self._insert_events, [(*e, at) for e in events])
                     raw.commit()
                 except BaseException:
                     raw.rollback()
                     raise
-            except sqlite3.Error as exc:
-                wrapped = DBAPIError.instance(self._insert_events, (), exc, sqlite3.Error)
-                raise AuditError(f"could not write to the audit log ({masked(self.url)}): {wrapped}") from wrapped
+            except sqlite3.Error as exc:  # of the insert, the commit or the rollback
+                raise DBAPIError.instance(self._insert_events, (), exc, sqlite3.Error) from exc
+
+    def _kept(self) -> Connection:
+        """SQLite: the connection kept for writing, opened on first use (the caller holds `_writing`)."""
+        if self._writer is None:
+            self._writer = self.engine.connect()
+        return self._writer
 
     @contextmanager
     def _transaction(self) -> Iterator[Connection]:
@@ -528,10 +528,9 @@ class AuditLog:
             with self.engine.begin() as conn:
                 yield conn
             return
-        if self._writer is None:
-            self._writer = self.engine.connect()
-        with self._writer.begin():
-            yield self._writer
+        conn = self._kept()
+        with conn.begin():
+            yield conn
 
     def _save_checkpoint(self, conn: Connection, cp: Checkpoint, now: datetime) -> None:
         insert_checkpoint(conn, cp, now)
