@@ -242,9 +242,9 @@ def bench_pack(n: int, seed: int, rounds: int) -> None:
 
 def bench_check(n: int, seed: int, rounds: int) -> None:
     """The issue's check: `tosengine replay` (start-up, policy check and smoke test included) of `n`
-    events of the default pack's taxonomy over a pool of 50,000 accounts (100,000 events reach about 43,000
-    of them), into a fresh SQLite audit log and dry,
-    against raw post() of a fixed 10-rule ruleset (bench/synthetic.py) on as many events."""
+    events of the default pack's taxonomy over a pool of 50,000 accounts (100,000 events reach about
+    43,000 of them), dry and into a fresh SQLite audit log, against raw post() of a fixed 10-rule
+    ruleset (bench/synthetic.py) on as many events."""
     with tempfile.TemporaryDirectory() as tmp:
         stream = Path(tmp) / "events.jsonl"
         lines = generate(n, seed=seed, days=30, accounts=50_000, abuse_rate=0.01)

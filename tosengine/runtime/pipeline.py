@@ -55,9 +55,9 @@ class Outcome:
         self.positions: list[Pos] = []  # each violation's position, when items have them
 
     def __repr__(self) -> str:
-        return (
+        return (  # every field, as the dataclass's repr showed them
             f"Outcome(violations={self.violations!r}, repeats={self.repeats!r}, errors={self.errors!r}, "
-            f"conflict={self.conflict!r})"
+            f"queue={self.queue!r}, conflict={self.conflict!r}, positions={self.positions!r})"
         )
 
 
