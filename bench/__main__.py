@@ -40,7 +40,8 @@ from sqlalchemy import create_engine, text
 from bench.common import ROOT, generate, pg_schema
 from bench.synthetic import rules_events, rules_pack
 from tosengine import Engine, check_sources, read_sources
-from tosengine.events import parse_event_line, parse_record
+from tosengine.event_model import parse_event_line
+from tosengine.events import parse_record
 from tosengine.policy.check import check_policy_set
 from tosengine.policy.compile import compile_policy_set
 from tosengine.policy.model import CheckedPolicySet

@@ -11,7 +11,8 @@ import pytest
 
 from tosengine import Engine, check_sources
 from tosengine.cases import load_behaviour_case
-from tosengine.events import parse_time, validate_event
+from tosengine.event_model import validate_event
+from tosengine.events import parse_time
 from tosengine.policy.sources import Source
 from tosengine.runtime.reference import evaluate_records
 from tosengine.violation import Repeat

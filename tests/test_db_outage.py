@@ -20,7 +20,7 @@ from tests.support import PG_URL, pg_schema
 from tosengine import Engine
 from tosengine.audit.log import AuditError, AuditLog
 from tosengine.audit.models import ViolationRow
-from tosengine.events import parse_event_line
+from tosengine.event_model import parse_event_line
 
 ROOT = Path(__file__).resolve().parents[1]
 LINES = (ROOT / "examples" / "seed-cases.jsonl").read_text(encoding="utf-8").splitlines()

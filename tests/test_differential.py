@@ -28,7 +28,8 @@ from hypothesis import HealthCheck, Phase, assume, example, given, settings
 from hypothesis import strategies as st
 
 from tosengine import Engine, check_sources
-from tosengine.events import parse_time, validate_event
+from tosengine.event_model import validate_event
+from tosengine.events import parse_time
 from tosengine.policy.model import CheckedPolicySet
 from tosengine.policy.sources import Source
 from tosengine.runtime.reference import evaluate_records

@@ -10,7 +10,7 @@ import pytest
 
 from tests.support import T0, ev, policy_set, run, summary
 from tosengine import Engine, EventError, MatcherError, TosEngineError
-from tosengine.events import validate_event
+from tosengine.event_model import validate_event
 from tosengine.policy.compile import Plan, RulesetPlan, compile_policy_set
 from tosengine.runtime import matcher as matcher_module
 from tosengine.runtime.matcher import Matcher

@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, func, select
 from tosengine import Engine, EventError
 from tosengine.audit import AuditLog
 from tosengine.audit.models import AcceptedEvent, RejectedEvent
-from tosengine.events import parse_event_line
+from tosengine.event_model import parse_event_line
 
 ROOT = Path(__file__).resolve().parents[1]
 POLICIES = ROOT / "policies"
@@ -174,7 +174,8 @@ def _nested(depth: int) -> dict[str, object]:
 def test_events_given_as_objects_are_accepted_exactly_when_every_value_is_acceptable(data: object) -> None:
     """validate_event and the walker that names the place of a bad value must agree on every value an
     embedding service could pass as `data`: lone surrogates, NaN, huge strings, non-string keys, depth."""
-    from tosengine.events import _check_value, validate_event
+    from tosengine.event_model import validate_event
+    from tosengine.events import _check_value
 
     try:
         _check_value("data", data)
@@ -203,7 +204,7 @@ def test_events_given_as_objects_are_accepted_exactly_when_every_value_is_accept
     ],
 )
 def test_envelope_strings_are_checked_like_data(field: str, value: str, problem: str) -> None:
-    from tosengine.events import validate_event
+    from tosengine.event_model import validate_event
 
     with pytest.raises(EventError) as info:
         validate_event({**GOOD, field: value})

@@ -11,7 +11,7 @@ import pytest
 from tests.support import ev, policy_set
 from tosengine import Engine
 from tosengine.errors import PolicyError
-from tosengine.events import validate_event
+from tosengine.event_model import validate_event
 from tosengine.policy.compile import compile_policy_set
 from tosengine.policy.expr import Lit
 from tosengine.policy.kinds import KINDS, kind_of

@@ -12,7 +12,8 @@ import pytest
 from tests.support import PENDING
 from tosengine.cases import load_behaviour_case
 from tosengine.errors import EventError
-from tosengine.events import Event, parse_event_line, parse_time, validate_event
+from tosengine.event_model import Event, parse_event_line, validate_event
+from tosengine.events import parse_time
 from tosengine.policy.check import check_sources
 from tosengine.policy.sources import Source
 from tosengine.runtime.reference import evaluate_records

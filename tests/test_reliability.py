@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, select
 from tests.support import ev, policy_set, verify
 from tosengine import Engine
 from tosengine.audit.models import AcceptedEvent, ViolationRow
-from tosengine.events import parse_event_line
+from tosengine.event_model import parse_event_line
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = ROOT / "examples" / "seed-cases.jsonl"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tosengine import Engine, Violation
-from tosengine.events import parse_event_line
+from tosengine.event_model import parse_event_line
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -24,7 +24,8 @@ from tosengine.audit.connect import connect
 from tosengine.audit.log import AuditLog
 from tosengine.audit.migrate import alembic_config
 from tosengine.audit.verify import verify_chain
-from tosengine.events import validate_event, validate_record
+from tosengine.event_model import validate_event
+from tosengine.events import validate_record
 from tosengine.runtime.reference import evaluate_records
 from tosengine.violation import Violation, violation_id
 

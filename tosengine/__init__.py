@@ -18,8 +18,8 @@ if TYPE_CHECKING:
     from tosengine.errors import MatcherError as MatcherError
     from tosengine.errors import PolicyError as PolicyError
     from tosengine.errors import TosEngineError as TosEngineError
-    from tosengine.events import Event as Event
-    from tosengine.events import validate_event as validate_event
+    from tosengine.event_model import Event as Event
+    from tosengine.event_model import validate_event as validate_event
     from tosengine.explain import Explanation as Explanation
     from tosengine.explain import explain_violation as explain_violation
     from tosengine.policy.check import check_policy_set as check_policy_set
@@ -34,7 +34,7 @@ _HOMES = {
     "AuditError": "tosengine.errors",
     "CheckedPolicySet": "tosengine.policy.model",
     "Engine": "tosengine.runtime.engine",
-    "Event": "tosengine.events",
+    "Event": "tosengine.event_model",
     "EventError": "tosengine.errors",
     "Explanation": "tosengine.explain",
     "MatcherError": "tosengine.errors",
@@ -45,7 +45,7 @@ _HOMES = {
     "check_sources": "tosengine.policy.check",
     "explain_violation": "tosengine.explain",
     "read_sources": "tosengine.policy.sources",
-    "validate_event": "tosengine.events",
+    "validate_event": "tosengine.event_model",
 }
 
 __all__ = sorted(_HOMES)

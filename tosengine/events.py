@@ -1,7 +1,8 @@
 """Stage validate: a JSON object or JSON text -> EventRecord (the CloudEvents 1.0 envelope, DESIGN.md s. 2).
 
 The engine works on EventRecord: the envelope's attributes, typed, and the `fields` rules read as
-`event.*`. The public pydantic model `Event` is built from a record for the API. The envelope's rules
+`event.*`. The public pydantic model `Event` (tosengine/event_model.py, loaded on first use) is built
+from a record for the API. The envelope's rules
 are written once, in ENVELOPE (the string attributes), `_meta_problem` (CloudEvents' other optional
 attributes) and `_value_problem` (the values under them); the model, the dict path and the JSON-text
 path all validate through them. How this reading of the envelope relates to CloudEvents' own
@@ -13,15 +14,17 @@ from __future__ import annotations
 import binascii
 import math
 import re
+import sys
 from base64 import b64decode
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, SkipValidation, model_validator
 from pydantic_core import from_json
 
 from tosengine.errors import EventError
-from tosengine.violation import format_time
+
+if TYPE_CHECKING:  # pydantic's model is loaded only where an Event is used (tosengine/event_model.py)
+    from tosengine.event_model import Event, parse_event_line, record_of_event, validate_event
 
 __all__ = [
     "ENVELOPE",
@@ -257,55 +260,6 @@ class EventRecord:
         return f"EventRecord({self.source!r}, {self.id!r}, {self.type!r}, {self.time_text!r})"
 
 
-class Event(BaseModel):
-    """A validated event. ``time`` is the event time every rule uses; ``extensions`` keeps the rest.
-
-    Built from an EventRecord by `validate_event`; constructed directly, it is held to the same
-    envelope rules (ENVELOPE) by its validator. `data` and `extensions` are checked value by value
-    there, so pydantic does not copy them again (SkipValidation).
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
-
-    id: str
-    type: str
-    time: datetime
-    subject: str
-    source: str = ""
-    specversion: Literal["1.0"] | None = None
-    # An object; or, with a non-JSON datacontenttype such as text/plain, text (docs/events.md).
-    data: Annotated[dict[str, Any] | str | None, SkipValidation] = None
-    extensions: Annotated[dict[str, Any], SkipValidation] = {}
-    # The exact timestamp text as received, so evidence shows what the producer sent.
-    time_text: str = ""
-
-    @model_validator(mode="after")
-    def _envelope(self) -> Event:
-        problem = _envelope_problem(self.id, self.type, self.subject, self.source)
-        if problem is not None:
-            raise ValueError(f"{problem[0]}: {problem[1]}")
-        if self.time.tzinfo is None:
-            raise ValueError("time: must have a UTC offset")
-        if self.data is not None and type(self.data) is not dict:
-            text_problem = _data_problem(self.data, self.extensions)
-            if text_problem is not None:
-                raise ValueError(f"data: {text_problem}")
-        for name, value in (("data", self.data), *self.extensions.items()):
-            found = _value_problem(value, 0)
-            if found is not None:
-                raise ValueError(f"{name}{''.join(reversed(found[0]))}: {found[1]}")
-        return self
-
-    @property
-    def identity(self) -> tuple[str, str]:
-        """(source, id): a redelivered pair is processed once."""
-        return (self.source, self.id)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The event as a CloudEvents JSON object (extensions back at top level)."""
-        return record_of_event(self).evidence()
-
-
 def _require_str(obj: dict[str, Any], name: str, required: bool) -> str:
     v = obj.get(name)
     if v is None:  # absent, or null: CloudEvents' JSON format reads a null attribute as absent
@@ -317,13 +271,6 @@ def _require_str(obj: dict[str, Any], name: str, required: bool) -> str:
     return v
 
 
-def validate_event(obj: Any, *, line: int | None = None) -> Event:
-    """Validate one decoded JSON value as an event; raise EventError naming the field and problem."""
-    if isinstance(obj, Event):
-        return obj
-    return event_of_record(validate_record(obj, line=line))
-
-
 def validate_record(
     obj: Any, *, line: int | None = None, text: str | None = None, recorded: bool = False
 ) -> EventRecord:
@@ -333,10 +280,14 @@ def validate_record(
     version accepted an empty `source` and any `datacontenttype` or `dataschema` (which it did not
     keep); such a body is taken as that version took it, so a log it wrote still resumes.
     """
-    if isinstance(obj, Event):
-        return record_of_event(obj)
-    if not isinstance(obj, dict):
-        raise EventError("", f"an event must be a JSON object, got {type(obj).__name__}", line=line)
+    if type(obj) is not dict:
+        if "tosengine.event_model" in sys.modules:  # an Event can exist only once its module is loaded
+            from tosengine.event_model import Event, record_of_event
+
+            if isinstance(obj, Event):
+                return record_of_event(obj)
+        if not isinstance(obj, dict):
+            raise EventError("", f"an event must be a JSON object, got {type(obj).__name__}", line=line)
     try:
         return _validate(obj, text, recorded)
     except EventError as exc:
@@ -427,37 +378,6 @@ def _read_optional(obj: dict[str, Any], fields: dict[str, Any], recorded: bool) 
     fields.update(extensions)
 
 
-_RECORD = {"id", "type", "time", "subject", "source", "specversion", "data"}
-
-
-def event_of_record(record: EventRecord) -> Event:
-    """The Event model of a validated record (not validated again)."""
-    f = record.fields
-    return Event.model_construct(
-        id=record.id,
-        type=record.type,
-        time=record.time,
-        subject=record.subject,
-        source=record.source,
-        specversion=f.get("specversion"),
-        data=f.get("data"),
-        extensions={k: v for k, v in f.items() if k not in _RECORD},
-        time_text=record.time_text,
-    )
-
-
-def record_of_event(ev: Event) -> EventRecord:
-    """The record of an Event: what rules read as `event.*`, and the time as written."""
-    fields: dict[str, Any] = {"id": ev.id, "type": ev.type, "time": ev.time, "subject": ev.subject, "source": ev.source}
-    if ev.specversion is not None:
-        fields["specversion"] = ev.specversion
-    if ev.data is not None:
-        fields["data"] = ev.data
-    if ev.extensions:
-        fields.update(ev.extensions)
-    return EventRecord(fields, ev.time_text or format_time(ev.time))
-
-
 def parse_record(text: str, *, line: int | None = None, max_size: int = MAX_EVENT) -> EventRecord:
     """Decode one JSON Lines record and validate it; bad JSON is an EventError. The record keeps the
     text (stripped), which the audit log stores as the event's body.
@@ -476,6 +396,13 @@ def parse_record(text: str, *, line: int | None = None, max_size: int = MAX_EVEN
     return validate_record(obj, line=line, text=text.strip())
 
 
-def parse_event_line(text: str, *, line: int | None = None) -> Event:
-    """Decode one JSON Lines record and validate it as an Event; bad JSON is an EventError too."""
-    return event_of_record(parse_record(text, line=line))
+# The model's names, still importable from here (PEP 562): its module, and pydantic, load on first use.
+_MODEL_NAMES = frozenset({"Event", "event_of_record", "parse_event_line", "record_of_event", "validate_event"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MODEL_NAMES:
+        from tosengine import event_model
+
+        return getattr(event_model, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from tosengine.errors import AuditError, EventError, TosEngineError
-from tosengine.events import MAX_EVENT, Event, EventRecord, parse_record, validate_record
+from tosengine.events import MAX_EVENT, EventRecord, parse_record, validate_record
 from tosengine.masking import Masker
 from tosengine.policy.check import check_policy_set, check_sources
 from tosengine.policy.compile import Plan
@@ -43,6 +43,9 @@ if TYPE_CHECKING:
     # of a run without one (`replay --dry-run`, `tosengine test`, eval), so it is not loaded for them.
     from tosengine.audit.log import AuditLog, Checkpoint
 
+    # pydantic's model, loaded where an Event is used (tosengine/event_model.py): not by the engine itself.
+    from tosengine.event_model import Event
+
 LOG = logging.getLogger("tosengine")
 
 __all__ = ["MAX_CLOCK_LEAD", "SMOKE_TEST_TIMEOUT", "Engine", "EventInput", "Judgement", "ruleset_hash"]
@@ -53,8 +56,9 @@ SMOKE_TEST_TIMEOUT = 30.0
 # year of silence is allowed; a date in another century is not.
 MAX_CLOCK_LEAD = timedelta(days=90)
 
-# What process() takes: an Event, a decoded JSON object, or one event's JSON text.
-EventInput = Event | dict[str, Any] | str
+# What process() takes: an Event, a decoded JSON object, or one event's JSON text. A type for the checker
+# (a string at run time), so that importing the engine does not load pydantic.
+EventInput: TypeAlias = "Event | dict[str, Any] | str"
 
 
 def validate_input(event: EventInput, max_size: int = MAX_EVENT) -> EventRecord:

@@ -11,7 +11,7 @@ from typing import Any, Final
 
 import re2
 
-from tosengine.events import Event
+from tosengine.event_model import Event
 from tosengine.policy.expr import Call, DurationLit, Expr, ListLit, Lit, Path, Unary
 from tosengine.policy.model import (
     ACTIONS,
