@@ -2,11 +2,10 @@
 
 The engine works on EventRecord: the envelope's attributes, typed, and the `fields` rules read as
 `event.*`. The public pydantic model `Event` (tosengine/event_model.py, loaded on first use) is built
-from a record for the API. The envelope's rules
-are written once, in ENVELOPE (the string attributes), `_meta_problem` (CloudEvents' other optional
-attributes) and `_value_problem` (the values under them); the model, the dict path and the JSON-text
-path all validate through them. How this reading of the envelope relates to CloudEvents' own
-conformance data is in docs/events.md.
+from a record for the API. The envelope's rules are written once, in ENVELOPE (the string
+attributes), `_meta_problem` (CloudEvents' other optional attributes) and `_value_problem` (the values
+under them); the model, the dict path and the JSON-text path all validate through them. How this
+reading of the envelope relates to CloudEvents' own conformance data is in docs/events.md.
 """
 
 from __future__ import annotations
