@@ -82,6 +82,50 @@ def test_a_copy_is_dropped_until_the_clock_passes_its_time_plus_the_window() -> 
         assert (engine.stats["events"], engine.stats["duplicates"]) == (4, 2)
 
 
+CLOCK_EDGES = """
+policy: edges
+clause: Deadlines and windows at the clock's edge.
+rules:
+  - id: unanswered
+    expect:
+      after: event.type == "info.requested"
+      fulfilled_by: event.type == "info.answered" and event.data.n == after.data.n
+      within: 1h
+  - id: burst
+    threshold:
+      match: event.type == "login.failed"
+      count: 3
+      within: 1m
+"""
+
+
+def test_the_event_that_passes_a_deadline_returns_its_lapse_and_no_sooner() -> None:
+    """An obligation lapses in the call whose event moves the clock strictly past its deadline, even when
+    an obligation fulfilled earlier is due first: not at the deadline itself, and not a call later."""
+    s = timedelta(seconds=1)
+    with Engine(policy_set(CLOCK_EDGES)) as engine:
+        engine.process(ev("q1", "info.requested", "developer:1", timedelta(0), n=1))
+        engine.process(ev("q2", "info.requested", "developer:2", 30 * s, n=2))
+        engine.process(ev("a1", "info.answered", "developer:1", 10 * 60 * s, n=1))  # q1 fulfilled, due first
+        calls = {
+            at: [v.rule for v in engine.process(ev(f"p{at}", "page.viewed", "account:9", timedelta(hours=1) + at * s))]
+            for at in (0, 29, 30, 31)
+        }
+    assert calls == {0: [], 29: [], 30: [], 31: ["edges/unanswered"]}  # q2's deadline is 1:00:30
+
+
+def test_a_window_is_forgotten_once_the_clock_passes_its_newest_item_plus_within() -> None:
+    """The threshold window of a key is held while the clock is at most its newest item + `within`, and
+    forgotten by the first event after (what `state_size` and the service's metrics show)."""
+    with Engine(policy_set(CLOCK_EDGES)) as engine:
+        engine.process(ev("f1", "login.failed", "account:1", timedelta(0)))
+        engine.process(ev("f2", "login.failed", "account:2", timedelta(minutes=1)))
+        at_edge = engine.state_size()["threshold_keys"]
+        engine.process(ev("f3", "login.failed", "account:2", timedelta(minutes=1, microseconds=1)))
+        past_edge = engine.state_size()["threshold_keys"]
+    assert (at_edge, past_edge) == (2, 1)
+
+
 def test_colliding_event_ids_are_distinct_events() -> None:
     i, j = "evt-49399", "evt-1155910"
     assert fnv1a32(i) == fnv1a32(j)

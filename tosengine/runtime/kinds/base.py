@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from tosengine.policy.model import Rule
+from tosengine.runtime.clock import DueHeap
 from tosengine.runtime.items import Firing, Item
 
 if TYPE_CHECKING:
@@ -39,6 +40,13 @@ class KindStore(Protocol):
 
     sweeps: ClassVar[bool]
     lapses: ClassVar[bool]
+
+    @property
+    def alarms(self) -> DueHeap[Any]:
+        """When the store next has work on a clock move (a sweep, a deadline). Its earliest entry is never
+        later than that, though it may be an entry already done (a fulfilled obligation), so while the
+        clock has not passed it the store need not be asked. Read only of stores that sweep or lapse."""
+        ...
 
     def offer(self, rule: CompiledRule, key: str, item: Item, roles: Roles, now: datetime) -> list[Firing]:
         """Decide on one item for one rule and key."""

@@ -145,6 +145,11 @@ class ExpectStore:
         for deadline, _, ri, key, ob in sorted(opened, key=lambda o: o[:3]):
             self.deadlines.push(deadline, (ri, key, ob))
 
+    @property
+    def alarms(self) -> DueHeap[Any]:
+        """When this store next has something to do: its earliest entry is never later."""
+        return self.deadlines
+
     def size(self) -> dict[str, int]:
         """Open obligations, and the deadline heap (which also holds fulfilled ones until they are due)."""
         return {"obligations": sum(len(v) for v in self.obligations.values()), "deadline_heap": len(self.deadlines)}

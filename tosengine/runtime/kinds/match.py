@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from tosengine.policy.model import Rule
+from tosengine.runtime.clock import DueHeap
 from tosengine.runtime.items import Firing, Item
 from tosengine.runtime.kinds.base import NoDeadlines, Roles, RuntimeKind
 
@@ -15,6 +16,8 @@ if TYPE_CHECKING:
     from tosengine.runtime.snapshot import Decoder, Encoder
 
 __all__ = ["MATCH"]
+
+_NEVER: DueHeap[Any] = DueHeap()  # MatchStore's alarms: always empty
 
 
 class MatchStore(NoDeadlines):
@@ -28,6 +31,11 @@ class MatchStore(NoDeadlines):
 
     def sweep(self, rules: Sequence[CompiledRule], now: datetime) -> None:
         """Nothing to forget."""
+
+    @property
+    def alarms(self) -> DueHeap[Any]:
+        """Never rings: nothing is swept and nothing lapses."""
+        return _NEVER
 
     def size(self) -> dict[str, int]:
         """Nothing held."""

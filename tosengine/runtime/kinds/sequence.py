@@ -117,6 +117,11 @@ class SequenceStore(NoDeadlines):
                 for p in restored:
                     self.expiry.push(p.items[0].time + w, (cr.index, key))
 
+    @property
+    def alarms(self) -> DueHeap[Any]:
+        """When this store next has something to do: its earliest entry is never later."""
+        return self.expiry
+
     def size(self) -> dict[str, int]:
         """Keys with partial matches, and how many."""
         return {

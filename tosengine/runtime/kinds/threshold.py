@@ -212,6 +212,11 @@ class ThresholdStore(NoDeadlines):
             if newest is not None:
                 self.expiry.push(newest + spec.within, (cr.index, key))
 
+    @property
+    def alarms(self) -> DueHeap[Any]:
+        """When this store next has something to do: its earliest entry is never later."""
+        return self.expiry
+
     def size(self) -> dict[str, int]:
         """Open windows and the items they keep."""
         return {
