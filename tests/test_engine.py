@@ -126,6 +126,18 @@ def test_a_window_is_forgotten_once_the_clock_passes_its_newest_item_plus_within
     assert (at_edge, past_edge) == (2, 1)
 
 
+def test_an_answered_request_leaves_the_deadline_heap_when_answered_not_at_its_deadline() -> None:
+    """Requests answered in turn, each within a 30-day deadline: nothing is kept for them once answered
+    (each held its request's event until the deadline otherwise: 1.35 KB per request for 30 days)."""
+    policy = CLOCK_EDGES.replace("within: 1h", "within: 30d")
+    with Engine(policy_set(policy)) as engine:
+        for n in range(200):
+            engine.process(ev(f"q{n}", "info.requested", "developer:1", timedelta(minutes=2 * n), n=n))
+            engine.process(ev(f"a{n}", "info.answered", "developer:1", timedelta(minutes=2 * n + 1), n=n))
+        size = engine.state_size()
+    assert (size["obligations"], size["deadline_heap"]) == (0, 0)
+
+
 def test_colliding_event_ids_are_distinct_events() -> None:
     i, j = "evt-49399", "evt-1155910"
     assert fnv1a32(i) == fnv1a32(j)

@@ -65,6 +65,9 @@ class ExpectStore:
                         obs.remove(ob)
                 if not obs:
                     del self.obligations[(rule.index, key)]
+                # A fulfilled obligation leaves the heap once it reaches the head: now, not at its deadline
+                # (the partition asks next_due only when a head's deadline has come).
+                self._drop_fulfilled()
         if "after" in fired:
             spec: ExpectSpec = rule.spec
             offset = spec.within({"after": item.fields})
@@ -84,10 +87,14 @@ class ExpectStore:
 
     def next_due(self) -> datetime | None:
         """The earliest deadline of an open obligation (fulfilled ones are dropped from the heap's head)."""
+        self._drop_fulfilled()
+        return self.deadlines.peek()
+
+    def _drop_fulfilled(self) -> None:
+        """Pop fulfilled obligations off the heap's head, with the items they hold."""
         heap = self.deadlines
         while (head := heap.peek_entry()) is not None and not head[2].open:
             heap.pop()
-        return heap.peek()
 
     def pop_due(self, rules: Sequence[CompiledRule], now: datetime) -> Firing | None:
         """The earliest open obligation whose deadline is strictly before `now`, closed and fired."""
