@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic_core import from_json
 
+from tosengine._lazy import lazy_names
 from tosengine.errors import EventError
 
 if TYPE_CHECKING:  # pydantic's model is loaded only where an Event is used (tosengine/event_model.py)
@@ -396,12 +397,10 @@ def parse_record(text: str, *, line: int | None = None, max_size: int = MAX_EVEN
 
 
 # The model's names, still importable from here (PEP 562): its module, and pydantic, load on first use.
-_MODEL_NAMES = frozenset({"Event", "event_of_record", "parse_event_line", "record_of_event", "validate_event"})
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MODEL_NAMES:
-        from tosengine import event_model
-
-        return getattr(event_model, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_names(
+    __name__,
+    dict.fromkeys(
+        ("Event", "event_of_record", "parse_event_line", "record_of_event", "validate_event"), "tosengine.event_model"
+    ),
+    globals(),
+)
