@@ -32,7 +32,7 @@ from tosengine.event_model import validate_event
 from tosengine.events import parse_time
 from tosengine.policy.model import CheckedPolicySet
 from tosengine.policy.sources import Source
-from tosengine.runtime.reference import evaluate_calls, evaluate_records
+from tosengine.runtime.reference import Calls, evaluate_calls, evaluate_records, flatten
 from tosengine.violation import Repeat, Violation, format_time
 
 FUZZ_EXAMPLES = int(os.environ.get("TOSENGINE_FUZZ_EXAMPLES", "500"))
@@ -696,14 +696,6 @@ def repeat_signature(r: Repeat) -> Signature:
     )
 
 
-Calls = list[tuple[list[Violation], list[Repeat]]]
-
-
-def flat(calls: Calls) -> tuple[list[Violation], list[Repeat]]:
-    """The violations and repeat records of every call, in order."""
-    return [v for vs, _ in calls for v in vs], [r for _, rs in calls for r in rs]
-
-
 def run_engine_calls(policies: CheckedPolicySet, events: Iterable[dict[str, Any]], until: datetime | None) -> Calls:
     """What each call returns: `process()` of each event, then `advance_to(until)` if given; with the
     repeat records each call hands to `on_repeat`."""
@@ -727,7 +719,7 @@ def run_engine(
     """Every violation the Engine reports, event by event (or through process_many, which matches in
     batches, given each event's JSON text), then for the final clock advance; and its repeat records."""
     if not batched:
-        return flat(run_engine_calls(policies, events, until))
+        return flatten(run_engine_calls(policies, events, until))
     repeats: list[Repeat] = []
     engine = Engine(policies, on_repeat=repeats.append)
     try:
@@ -799,13 +791,13 @@ def assert_same(files: Sequence[tuple[str, str]], events: Sequence[dict[str, Any
     assert policies is not None
     until_t = parse_time(until) if until is not None else None
     want_calls = evaluate_calls(policies, [validate_event(e) for e in events], until_t)
-    want = signatures(flat(want_calls))
+    want = signatures(flatten(want_calls))
     try:  # process() one by one, and process_many()
         got_calls = run_engine_calls(policies, events, until_t)
         many = run_engine(policies, events, until_t, batched=True)
     except Exception as exc:  # an engine crash is a disagreement too: show the input that caused it
         raise AssertionError(describe(files, events, until, f"{type(exc).__name__}: {exc}", want)) from exc
-    for batched, records in ((False, flat(got_calls)), (True, many)):
+    for batched, records in ((False, flatten(got_calls)), (True, many)):
         got = signatures(records)
         assert got == want, f"(batched={batched})\n" + describe(files, events, until, got, want)
     # And which call reports each: a deadline lapses with the first event past it, not a call later.

@@ -28,7 +28,16 @@ from tosengine.policy.model import (
 from tosengine.policy.regex import compile_pattern
 from tosengine.violation import Repeat, Violation, evidence_key, format_time, repeat_id, violation_id
 
-__all__ = ["ABSENT", "HANDLERS", "evaluate_calls", "evaluate_expr", "evaluate_records", "evaluate_reference"]
+__all__ = [
+    "ABSENT",
+    "HANDLERS",
+    "Calls",
+    "evaluate_calls",
+    "evaluate_expr",
+    "evaluate_records",
+    "evaluate_reference",
+    "flatten",
+]
 
 
 # ---------------------------------------------------------------- values and expressions
@@ -598,17 +607,26 @@ def _render(template: Template, env: Env) -> str:
     return "".join(p if isinstance(p, str) else _text(evaluate_expr(p, env)) for p in template.parts)
 
 
+# What each call gives: its violations and its repeat records.
+Calls = list[tuple[list[Violation], list[Repeat]]]
+
+
+def flatten(calls: Calls) -> tuple[list[Violation], list[Repeat]]:
+    """The violations and repeat records of every call, in order."""
+    return [v for vs, _ in calls for v in vs], [r for _, rs in calls for r in rs]
+
+
 def evaluate_calls(
     policies: CheckedPolicySet,
     events: Iterable[Event],
     until: datetime | None = None,
     dedupe_window: timedelta = timedelta(days=7),
-) -> list[tuple[list[Violation], list[Repeat]]]:
+) -> Calls:
     """What each input gives, in order: the violations and repeat records of each event (a deadline
     lapses with the first event that moves the clock strictly past it), then of advancing to `until`
     if given. What `Engine.process` and `advance_to` must return call by call."""
     ref = _Reference(policies, dedupe_window)
-    out: list[tuple[list[Violation], list[Repeat]]] = []
+    out: Calls = []
     inputs: list[Event | datetime] = [*events, *([until] if until is not None else [])]
     for e in inputs:
         v, r = len(ref.violations), len(ref.repeats)
@@ -628,8 +646,7 @@ def evaluate_records(
 ) -> tuple[list[Violation], list[Repeat]]:
     """Every violation and repeat record `policies` give for `events`, then advancing the clock to
     `until`; each in the order produced."""
-    calls = evaluate_calls(policies, events, until, dedupe_window)
-    return [v for vs, _ in calls for v in vs], [r for _, rs in calls for r in rs]
+    return flatten(evaluate_calls(policies, events, until, dedupe_window))
 
 
 def evaluate_reference(
