@@ -251,6 +251,30 @@ def test_the_checkpoint_is_versioned_json_holding_the_live_state(tmp_path: Path)
     assert [e[0] for e in doc["state"]["stores"]["threshold"]] == ["requests/bursts"]
 
 
+def test_a_new_checkpoint_drops_only_its_own_partitions_older_ones(tmp_path: Path) -> None:
+    """Only the latest checkpoint is ever read; the older ones went on growing the log by the state's
+    size every `checkpoint_every` events. Another partition's checkpoint in the same log stays."""
+    url = f"sqlite:///{tmp_path / 'pruned.db'}"
+    with Engine(policy_set(POLICY), audit=url, partition="other") as other:
+        other.process(ev("o1", "req", "account:9"))
+    requests = [ev(f"r{i}", "req", f"account:{i}", timedelta(minutes=i)) for i in range(5)]
+    with Engine(policy_set(POLICY), audit=url, checkpoint_every=2) as engine:
+        for r in requests:
+            engine.process(r)  # a checkpoint goes with every second commit
+    eng = create_engine(url)
+    try:
+        with eng.connect() as c:
+            kept = [(r[0], r[1]) for r in c.execute(select(Checkpoint.partition, Checkpoint.position))]
+    finally:
+        eng.dispose()
+    assert kept == [("other", 1), ("", 6)]  # one each, the engine's covering its last event
+    with Engine(policy_set(POLICY), audit=url) as engine:  # resumes from the one kept, with no tail
+        assert engine.resumed_events == 0 and engine.state_size()["obligations"] == 5
+        engine.process(ev("a0", "resp", "account:0", timedelta(hours=1)))
+        lapsed = engine.process(ev("later", "msg", "account:7", timedelta(days=2)))
+        assert sorted(v.subject for v in lapsed) == [f"account:{i}" for i in range(1, 5)]
+
+
 def test_a_checkpoint_of_a_newer_format_is_refused_with_a_clear_error(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'newer.db'}"
     with Engine(policy_set(POLICY), audit=url) as engine:

@@ -68,6 +68,15 @@ def _sql(url: str, *statements: str, params: dict[str, Any] | None = None) -> No
         eng.dispose()
 
 
+def _scalar(url: str, sql: str) -> Any:
+    eng = create_engine(url)
+    try:
+        with eng.connect() as c:
+            return c.execute(text(sql)).scalar()
+    finally:
+        eng.dispose()
+
+
 def _cut_tail_and_rewrite_head(url: str, keep: int) -> None:
     """The attack of the issue: delete the rows after `keep`, then copy the last remaining row's count,
     seq and hash into chain_head, so that the chain and its head agree again."""
@@ -162,8 +171,11 @@ def test_the_writer_role_appends_but_cannot_lift_the_append_only_guard(tmp_path:
             assert _cli("db", "upgrade", "--db", owner_url, "--writer-role", role).returncode == 0  # idempotent
             writer_url = make_url(owner_url).set(username=role).render_as_string(hide_password=False)
             assert _replay(tmp_path, writer_url, 0, 4).returncode == 0
-            assert _replay(tmp_path, writer_url, 4, 4).returncode == 0  # and updates the chain head
+            second = _replay(tmp_path, writer_url, 4, 4)  # and updates the chain head
+            assert second.returncode == 0 and "checkpoints" not in second.stderr, second.stderr
             assert _verify(writer_url).returncode == 0
+            # It drops the partition's superseded checkpoints, as the owner would: one is left.
+            assert _scalar(owner_url, "SELECT count(*) FROM checkpoints") == 1
             for attack in (
                 "DROP TRIGGER violations_append_only ON violations",
                 "ALTER TABLE violations DISABLE TRIGGER USER",
@@ -171,11 +183,38 @@ def test_the_writer_role_appends_but_cannot_lift_the_append_only_guard(tmp_path:
                 "DELETE FROM violations WHERE seq > 4",
                 "UPDATE violations SET subject = 'account:innocent'",
                 "DELETE FROM events",
+                "TRUNCATE checkpoints",
             ):
                 with pytest.raises(DBAPIError) as caught:
                     _sql(writer_url, attack)
                 # 42501: insufficient privilege; P0001: the append-only trigger's own refusal.
                 assert getattr(caught.value.orig, "sqlstate", None) in ("42501", "P0001"), (attack, caught.value)
+            assert _verify(writer_url).returncode == 0
+        finally:
+            _sql(owner_url, f"DROP OWNED BY {role}", f"DROP ROLE IF EXISTS {role}")
+
+
+def test_a_writer_granted_before_checkpoints_were_pruned_still_writes_and_keeps_them(tmp_path: Path) -> None:
+    """A writer role granted by an earlier tosengine has no DELETE on checkpoints. Its writes that carry
+    a checkpoint go through (the older checkpoints kept, with a warning that says how to grant it),
+    instead of every one being refused; granting it again lets it prune."""
+    with pg_schema() as owner_url:
+        role = f"tos_writer_{uuid.uuid4().hex[:8]}"
+        try:
+            assert _cli("db", "upgrade", "--db", owner_url, "--writer-role", role).returncode == 0
+            _sql(owner_url, f"REVOKE DELETE ON checkpoints FROM {role}")  # as the earlier grant left it
+            writer_url = make_url(owner_url).set(username=role).render_as_string(hide_password=False)
+            for first in (0, 4):
+                run = _replay(tmp_path, writer_url, first, 4)
+                assert run.returncode == 0, run.stderr
+                assert "--writer-role" in run.stderr
+            kept = _scalar(owner_url, "SELECT count(*) FROM checkpoints")
+            assert kept > 1
+            assert _cli("db", "upgrade", "--db", owner_url, "--writer-role", role).returncode == 0
+            run = _replay(tmp_path, writer_url, 8, 4)
+            assert run.returncode == 0 and "--writer-role" not in run.stderr, run.stderr
+            assert _scalar(owner_url, "SELECT count(*) FROM checkpoints") == 1
+            assert _scalar(owner_url, "SELECT count(*) FROM violations") == 12  # nothing refused on the way
             assert _verify(writer_url).returncode == 0
         finally:
             _sql(owner_url, f"DROP OWNED BY {role}", f"DROP ROLE IF EXISTS {role}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import secrets
 import sqlite3
@@ -25,7 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic_core import to_json
-from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, DBAPIError, SQLAlchemyError
 
@@ -50,6 +51,8 @@ from tosengine.events import EventRecord
 from tosengine.masking import Masker
 from tosengine.policy.model import CheckedPolicySet
 from tosengine.violation import Repeat, RuleFailure, Violation, format_time
+
+LOG = logging.getLogger("tosengine")
 
 __all__ = [
     "AuditError",
@@ -219,10 +222,16 @@ def _fit(v: str, size: int = 1000) -> str:
 
 
 def insert_checkpoint(conn: Connection, cp: Checkpoint, now: datetime) -> int:
-    """Insert a partition's checkpoint in the writer's transaction (the chain lock held); its seq.
+    """Insert a partition's checkpoint in the writer's transaction (the chain lock held), drop the
+    partition's older ones, and return its seq.
 
     The position is the last event seq in the table: writers are serialized by the lock, so every
-    event of this partition recorded so far has a seq at or below it, and none later will."""
+    event of this partition recorded so far has a seq at or below it, and none later will.
+
+    Only a partition's latest checkpoint is ever read (an engine's resume, a worker's claim), and each
+    holds the whole live state: kept, they grew the log by about the state's size every
+    `checkpoint_every` events. A checkpoint is state, not evidence: the events and the chained records
+    stay. The new one commits with the deletion or neither does, so a partition always has one."""
     position = conn.execute(select(func.max(AcceptedEvent.seq))).scalar() or 0
     done = conn.execute(
         insert(CheckpointRow).values(
@@ -240,7 +249,30 @@ def insert_checkpoint(conn: Connection, cp: Checkpoint, now: datetime) -> int:
     )
     key = done.inserted_primary_key
     assert key is not None  # a single-row insert
-    return int(key[0])
+    seq = int(key[0])
+    _drop_older_checkpoints(conn, cp.partition, seq)
+    return seq
+
+
+def _drop_older_checkpoints(conn: Connection, partition: str, seq: int) -> None:
+    stmt = delete(CheckpointRow).where(CheckpointRow.partition == partition, CheckpointRow.seq < seq)
+    if conn.dialect.name != "postgresql":
+        conn.execute(stmt)
+        return
+    # A writer role granted by a tosengine before this one may not delete (docs/audit.md, "Roles"). Its
+    # checkpoints are then kept, as they were, rather than every write that carries one refused: the
+    # savepoint keeps the refusal from aborting the transaction.
+    try:
+        with conn.begin_nested():
+            conn.execute(stmt)
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) != "42501":  # insufficient privilege
+            raise
+        LOG.warning(
+            "older checkpoints of partition %r kept: this role may not delete them; run "
+            "`tosengine db upgrade --writer-role ROLE` as the tables' owner to grant it",
+            partition,
+        )
 
 
 class AuditLog:

@@ -3,8 +3,9 @@
 The role that runs the migrations owns the tables, and an owner can `DROP TRIGGER`, `ALTER TABLE ...
 DISABLE TRIGGER USER` or `TRUNCATE` and then remove the newest rows. So the application writes as a
 second role: it may read and insert everywhere, update only the rows that are meant to move (the chain
-heads, whose HMAC still needs the audit key, and a worker's partition offsets), and own nothing. The
-append-only triggers then hold against it (docs/audit.md, "Roles").
+heads, whose HMAC still needs the audit key, and a worker's partition offsets), delete only superseded
+checkpoints (state, not evidence), and own nothing. The append-only triggers then hold against it
+(docs/audit.md, "Roles").
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ from sqlalchemy import Engine, inspect, text
 
 from tosengine.errors import AuditError
 
-__all__ = ["MUTABLE_TABLES", "grant_writer_role"]
+__all__ = ["MUTABLE_TABLES", "PRUNED_TABLES", "grant_writer_role"]
 
 # Tables whose rows the writer updates in place (besides inserting). Every other table is insert-only.
 MUTABLE_TABLES = ("chain_head", "kafka_offsets")
+# Tables whose rows the writer deletes: a partition's checkpoints once a newer one is written
+# (audit/log.py, insert_checkpoint). Without it, every write that carried a checkpoint was refused.
+PRUNED_TABLES = ("checkpoints",)
 
 _ROLE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
@@ -50,6 +54,7 @@ def grant_writer_role(engine: Engine, role: str) -> list[str]:
             f"ALTER DEFAULT PRIVILEGES IN SCHEMA {q} GRANT USAGE, SELECT ON SEQUENCES TO {role}",
         ]
         statements += [f'GRANT UPDATE ON {q}."{t}" TO {role}' for t in MUTABLE_TABLES if t in tables]
+        statements += [f'GRANT DELETE ON {q}."{t}" TO {role}' for t in PRUNED_TABLES if t in tables]
         for s in statements:
             conn.execute(text(s))
     return statements

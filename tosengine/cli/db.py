@@ -21,9 +21,9 @@ def _arguments(d: argparse.ArgumentParser) -> None:
         help="create or migrate the audit database to the latest schema",
         description="Create or migrate the audit database to the latest schema. Run it as the role that owns "
         "the tables. On PostgreSQL, --writer-role NAME also creates NAME (if missing) with only the rights the "
-        "application needs -- read, insert, and update the chain heads and partition offsets -- so that the "
-        "account the engine runs as cannot drop the append-only triggers or truncate (docs/audit.md). Run it "
-        "again after each upgrade.",
+        "application needs -- read, insert, update the chain heads and partition offsets, and delete superseded "
+        "checkpoints -- so that the account the engine runs as cannot drop the append-only triggers or truncate "
+        "(docs/audit.md). Run it again after each upgrade.",
     )
     db_arg(du)
     du.add_argument(

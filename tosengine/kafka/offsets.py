@@ -27,7 +27,6 @@ from sqlalchemy import (
     Integer,
     String,
     Table,
-    delete,
     select,
     update,
 )
@@ -129,7 +128,7 @@ class Offsets:
         """Inside a write's transaction (AuditLog.write's `also`), after the rows: save the partition's
         checkpoint and move its offset, if this worker still holds the partition's latest epoch; else
         raise FencedError (the whole transaction rolls back). Older checkpoints of the partition are
-        dropped: they are never read again."""
+        dropped with it (insert_checkpoint): they are never read again."""
         now = datetime.now(UTC)
         values: dict[str, object] = {"next_offset": next_offset, "topology": topology, "updated_at": now}
         table = KAFKA_OFFSETS
@@ -142,4 +141,3 @@ class Offsets:
             return
         seq = insert_checkpoint(conn, checkpoint, now)
         conn.execute(update(table).where(table.c.partition == partition).values(checkpoint_seq=seq))
-        conn.execute(delete(CheckpointRow).where(CheckpointRow.partition == partition, CheckpointRow.seq < seq))
