@@ -7,10 +7,10 @@ import os
 from alembic import context
 from sqlalchemy import create_engine
 
-from tosengine.audit.models import Base
+from tosengine.audit.tables import METADATA
 
 config = context.config
-target_metadata = Base.metadata
+target_metadata = METADATA
 
 
 def run_migrations_online() -> None:

@@ -26,26 +26,25 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic_core import to_json
-from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import DataError, DBAPIError, SQLAlchemyError
 
 from tosengine._version import __version__
 from tosengine.audit.chain import GENESIS, HASHED, HASHED_REPEATS, head_mac, key_check, link_hash
 from tosengine.audit.connect import begin_immediate, connect, database_errors, masked
 from tosengine.audit.migrate import upgrade_database
-from tosengine.audit.models import (
-    AcceptedEvent,
-    ChainHead,
-    EvaluationErrorRow,
-    Meta,
-    PolicyVersion,
-    RejectedEvent,
-    RepeatRow,
-    StateChange,
-    ViolationRow,
+from tosengine.audit.tables import (
+    CHAIN_HEAD,
+    CHECKPOINTS,
+    EVALUATION_ERRORS,
+    EVENTS,
+    META,
+    POLICY_VERSIONS,
+    REJECTED_EVENTS,
+    REPEATS,
+    STATE_CHANGES,
+    VIOLATIONS,
 )
-from tosengine.audit.models import Checkpoint as CheckpointRow
 from tosengine.errors import AuditError, EventError
 from tosengine.events import EventRecord
 from tosengine.masking import Masker
@@ -131,17 +130,17 @@ class Batch:
 
 
 class _ChainStatements:
-    """The statements that append to one chained table (ViolationRow or RepeatRow), built once."""
+    """The statements that append to one chained table (violations or repeats), built once."""
 
-    def __init__(self, model: Any) -> None:
-        self.stored = select(model.id).where(model.id.in_(bindparam("ids", expanding=True)))
-        self.head = select(ChainHead.hash, ChainHead.last_seq, ChainHead.count).where(
-            ChainHead.name == bindparam("chain")
+    def __init__(self, table: Table) -> None:
+        self.stored = select(table.c.id).where(table.c.id.in_(bindparam("ids", expanding=True)))
+        self.head = select(CHAIN_HEAD.c.hash, CHAIN_HEAD.c.last_seq, CHAIN_HEAD.c.count).where(
+            CHAIN_HEAD.c.name == bindparam("chain")
         )
-        self.insert = insert(model)
+        self.insert = insert(table)
         self.move = (
-            update(ChainHead)
-            .where(ChainHead.name == bindparam("chain"))
+            update(CHAIN_HEAD)
+            .where(CHAIN_HEAD.c.name == bindparam("chain"))
             .values(
                 count=bindparam("to_count"),
                 last_seq=bindparam("to_last_seq"),
@@ -232,9 +231,9 @@ def insert_checkpoint(conn: Connection, cp: Checkpoint, now: datetime) -> int:
     holds the whole live state: kept, they grew the log by about the state's size every
     `checkpoint_every` events. A checkpoint is state, not evidence: the events and the chained records
     stay. The new one commits with the deletion or neither does, so a partition always has one."""
-    position = conn.execute(select(func.max(AcceptedEvent.seq))).scalar() or 0
+    position = conn.execute(select(func.max(EVENTS.c.seq))).scalar() or 0
     done = conn.execute(
-        insert(CheckpointRow).values(
+        insert(CHECKPOINTS).values(
             partition=cp.partition,
             position=position,
             format=cp.format,
@@ -255,7 +254,7 @@ def insert_checkpoint(conn: Connection, cp: Checkpoint, now: datetime) -> int:
 
 
 def _drop_older_checkpoints(conn: Connection, partition: str, seq: int) -> None:
-    stmt = delete(CheckpointRow).where(CheckpointRow.partition == partition, CheckpointRow.seq < seq)
+    stmt = delete(CHECKPOINTS).where(CHECKPOINTS.c.partition == partition, CHECKPOINTS.c.seq < seq)
     if conn.dialect.name != "postgresql":
         conn.execute(stmt)
         return
@@ -307,10 +306,10 @@ class AuditLog:
         self._writer: Connection | None = None
         self._writing = threading.Lock()
         # The chained tables' statements, built once: building them per batch cost more than running them.
-        self._chained = {model: _ChainStatements(model) for model in (ViolationRow, RepeatRow)}
+        self._chained = {table.name: _ChainStatements(table) for table in (VIOLATIONS, REPEATS)}
         mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
         self._insert_events = (
-            f"INSERT INTO {AcceptedEvent.__tablename__} ({', '.join(_EVENT_COLUMNS)}) "
+            f"INSERT INTO {EVENTS.name} ({', '.join(_EVENT_COLUMNS)}) "
             f"VALUES ({', '.join([mark] * len(_EVENT_COLUMNS))}) "
             "ON CONFLICT (source, event_id) DO NOTHING"
         )
@@ -501,26 +500,26 @@ class AuditLog:
             with self._writing, self._transaction() as conn:
                 self._lock(conn)
                 if batch.policies:
-                    conn.execute(self._insert_ignore(PolicyVersion, ["policy", "version"]), batch.policies)
+                    conn.execute(self._insert_ignore(POLICY_VERSIONS, ["policy", "version"]), batch.policies)
                 if batch.events:
                     at = _sqlite_time(now) if self._sqlite else now
                     conn.exec_driver_sql(self._insert_events, [(*e, at) for e in batch.events])
                 if batch.rejected:
                     conn.execute(
-                        self._insert_ignore(RejectedEvent, ["digest"]),
+                        self._insert_ignore(REJECTED_EVENTS, ["digest"]),
                         [{**r, "recorded_at": now} for r in batch.rejected],
                     )
                 if batch.errors:
                     conn.execute(
-                        self._insert_ignore(EvaluationErrorRow, ["rule", "source", "event_id"]),
+                        self._insert_ignore(EVALUATION_ERRORS, ["rule", "source", "event_id"]),
                         [{**r, "recorded_at": now} for r in batch.errors],
                     )
                 if batch.violations:
-                    self._append_chained(conn, ViolationRow, "violations", HASHED, batch.violations, now)
+                    self._append_chained(conn, VIOLATIONS, HASHED, batch.violations, now)
                 if batch.repeats:
-                    self._append_chained(conn, RepeatRow, "repeats", HASHED_REPEATS, batch.repeats, now)
+                    self._append_chained(conn, REPEATS, HASHED_REPEATS, batch.repeats, now)
                 if batch.state_changes:
-                    conn.execute(insert(StateChange), [{**c, "recorded_at": now} for c in batch.state_changes])
+                    conn.execute(insert(STATE_CHANGES), [{**c, "recorded_at": now} for c in batch.state_changes])
                 if checkpoint is not None:
                     self._save_checkpoint(conn, checkpoint, now)
                 if also is not None:
@@ -574,31 +573,35 @@ class AuditLog:
         if conn.dialect.name == "postgresql":
             conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITER_LOCK})")
 
-    def _insert_ignore(self, model: type[Any], cols: list[str]) -> Any:
-        table = model.__table__
+    def _insert_ignore(self, table: Table, cols: list[str]) -> Any:
+        # Each dialect's module is imported here, where it is used: on SQLite, PostgreSQL's costs start-up.
         dialect = self.engine.dialect.name
         if dialect == "postgresql":
+            from sqlalchemy.dialects import postgresql
+
             return postgresql.insert(table).on_conflict_do_nothing(index_elements=cols)
         if dialect == "sqlite":
+            from sqlalchemy.dialects import sqlite
+
             return sqlite.insert(table).on_conflict_do_nothing(index_elements=cols)
         raise AuditError(f"unsupported database {dialect}: use SQLite or PostgreSQL")
 
     def _append_chained(
         self,
         conn: Connection,
-        model: type[Any],
-        chain: str,
+        table: Table,
         columns: tuple[str, ...],
         records: list[dict[str, Any]],
         now: datetime,
     ) -> None:
-        """Append the records not stored yet (ids are deterministic) to `model`'s table, each linked by its
-        hash to the one before it, and move the chain's head."""
+        """Append the records not stored yet (ids are deterministic) to `table`, each linked by its hash to
+        the one before it, and move the chain's head (the chain is named as the table)."""
         batch: dict[str, dict[str, Any]] = {}
         for v in records:
             batch.setdefault(v["id"], v)
         ids = list(batch)
-        stmt = self._chained[model]
+        chain = table.name
+        stmt = self._chained[chain]
         for i in range(0, len(ids), 500):
             for (existing,) in conn.execute(stmt.stored, {"ids": ids[i : i + 500]}):
                 batch.pop(existing, None)
@@ -616,7 +619,7 @@ class AuditLog:
         values = {"count": count + len(rows), "last_seq": last_seq, "hash": prev}
         values["mac"] = head_mac(self.key, chain, count + len(rows), last_seq, prev) if self.key else ""
         if head is None:
-            conn.execute(insert(ChainHead), [{"name": chain, **values}])
+            conn.execute(insert(CHAIN_HEAD), [{"name": chain, **values}])
         else:
             conn.execute(stmt.move, {"chain": chain, **{f"to_{k}": v for k, v in values.items()}})
 
@@ -629,9 +632,9 @@ class AuditLog:
         while True:
             with database_errors(self.url, "read"), self.engine.connect() as conn:
                 rows = conn.execute(
-                    select(AcceptedEvent.seq, AcceptedEvent.body)
-                    .where(AcceptedEvent.seq > last, AcceptedEvent.partition == self.partition)
-                    .order_by(AcceptedEvent.seq)
+                    select(EVENTS.c.seq, EVENTS.c.body)
+                    .where(EVENTS.c.seq > last, EVENTS.c.partition == self.partition)
+                    .order_by(EVENTS.c.seq)
                     .limit(chunk)
                 ).all()
             if not rows:
@@ -645,14 +648,14 @@ class AuditLog:
         with database_errors(self.url, "read"), self.engine.connect() as conn:
             row = conn.execute(
                 select(
-                    CheckpointRow.seq,
-                    CheckpointRow.position,
-                    CheckpointRow.state,
-                    CheckpointRow.rules,
-                    CheckpointRow.policies,
+                    CHECKPOINTS.c.seq,
+                    CHECKPOINTS.c.position,
+                    CHECKPOINTS.c.state,
+                    CHECKPOINTS.c.rules,
+                    CHECKPOINTS.c.policies,
                 )
-                .where(CheckpointRow.partition == self.partition)
-                .order_by(CheckpointRow.seq.desc())
+                .where(CHECKPOINTS.c.partition == self.partition)
+                .order_by(CHECKPOINTS.c.seq.desc())
                 .limit(1)
             ).first()
         if row is None:
@@ -671,7 +674,9 @@ class AuditLog:
         out: dict[tuple[str, str], tuple[str, str]] = {}
         with database_errors(self.url, "read"), self.engine.connect() as conn:
             for policy, version, path, body in conn.execute(
-                select(PolicyVersion.policy, PolicyVersion.version, PolicyVersion.path, PolicyVersion.text)
+                select(
+                    POLICY_VERSIONS.c.policy, POLICY_VERSIONS.c.version, POLICY_VERSIONS.c.path, POLICY_VERSIONS.c.text
+                )
             ):
                 if (policy, version) in wanted:
                     out[(policy, version)] = (path, body)
@@ -685,9 +690,7 @@ class AuditLog:
         with database_errors(self.url, "read"), self.engine.connect() as conn:
             for start in range(0, len(ids), 500):
                 rows = conn.execute(
-                    select(AcceptedEvent.source, AcceptedEvent.event_id).where(
-                        AcceptedEvent.event_id.in_(ids[start : start + 500])
-                    )
+                    select(EVENTS.c.source, EVENTS.c.event_id).where(EVENTS.c.event_id.in_(ids[start : start + 500]))
                 )
                 found |= {(str(src), str(i)) for src, i in rows} & wanted
         return found
@@ -702,7 +705,7 @@ class AuditLog:
         with self.engine.begin() as conn:
             self._lock(conn)
             meta = dict(
-                conn.execute(select(Meta.name, Meta.value).where(Meta.name.in_(("mask_salt", "key_check")))).all()
+                conn.execute(select(META.c.name, META.c.value).where(META.c.name.in_(("mask_salt", "key_check")))).all()
             )
             stored = meta.get("key_check")
             if stored is not None and self.key is None:
@@ -716,16 +719,16 @@ class AuditLog:
                     "nothing was written"
                 )
             if stored is None and self.key is not None:
-                if conn.execute(select(func.count()).select_from(ChainHead)).scalar():
+                if conn.execute(select(func.count()).select_from(CHAIN_HEAD)).scalar():
                     raise AuditError(
                         f"the audit log at {masked(self.url)} was written without TOSENGINE_AUDIT_KEY: a keyed "
                         "writer cannot continue its chain (start a new log to use a key); nothing was written"
                     )
-                conn.execute(insert(Meta), [{"name": "key_check", "value": key_check(self.key)}])
+                conn.execute(insert(META), [{"name": "key_check", "value": key_check(self.key)}])
             if "mask_salt" in meta:
                 return bytes.fromhex(meta["mask_salt"])
             salt = secrets.token_hex(16)
-            conn.execute(insert(Meta), [{"name": "mask_salt", "value": salt}])
+            conn.execute(insert(META), [{"name": "mask_salt", "value": salt}])
             return bytes.fromhex(salt)
 
     def close(self) -> None:

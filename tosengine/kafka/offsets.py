@@ -34,16 +34,15 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from tosengine.audit.connect import database_errors
 from tosengine.audit.log import Checkpoint, insert_checkpoint
-from tosengine.audit.models import Base
-from tosengine.audit.models import Checkpoint as CheckpointRow
+from tosengine.audit.tables import CHECKPOINTS, METADATA
 from tosengine.errors import TosEngineError
 
 __all__ = ["KAFKA_OFFSETS", "Claim", "FencedError", "Offsets"]
 
-# On the audit schema's MetaData, so the models and the migrations agree (migration 0007 creates it).
+# On the audit schema's MetaData, so the tables and the migrations agree (migration 0007 creates it).
 KAFKA_OFFSETS = Table(
     "kafka_offsets",
-    Base.metadata,
+    METADATA,
     Column("partition", String(200), primary_key=True),  # the partition's name: <group>/<stage>/<n>
     Column("topic", String(400), nullable=False),
     Column("kafka_partition", Integer, nullable=False),
@@ -112,7 +111,7 @@ class Offsets:
             epoch, offset, seq, written_for = conn.execute(stmt).one()
             state = None
             if seq is not None:
-                row = conn.execute(select(CheckpointRow.state).where(CheckpointRow.seq == seq)).first()
+                row = conn.execute(select(CHECKPOINTS.c.state).where(CHECKPOINTS.c.seq == seq)).first()
                 state = bytes(row[0]) if row is not None else None
         return Claim(partition, int(epoch), None if offset is None else int(offset), state, str(written_for))
 
