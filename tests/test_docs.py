@@ -84,13 +84,15 @@ def test_commands_load_only_the_layers_they_use(tmp_path: Path) -> None:
     # Start-up is most of a short run: a policy author's check, test or dry replay does not pay for
     # SQLAlchemy and Alembic (docs/performance.md); a replay into a log does, but writes through Core
     # tables, without SQLAlchemy's ORM (about 0.1 s) or the PostgreSQL dialect. None of them builds the
-    # public pydantic model Event, so none loads pydantic (about 45 ms).
+    # public pydantic model Event, so none loads pydantic (about 45 ms), nor the parts of pydantic-core
+    # besides its JSON parser and encoder (about 20 ms; tosengine/_json.py).
     stream = tmp_path / "e.jsonl"
     stream.write_text((ROOT / "examples" / "seed-cases.jsonl").read_text(encoding="utf-8")[:20000].rsplit("\n", 1)[0])
     code = (
         "import sys\nfrom tosengine.cli import main\n"
         "code = main(sys.argv[1:])\n"
-        "layers = ('sqlalchemy', 'sqlalchemy.orm', 'sqlalchemy.dialects.postgresql', 'alembic', 'rich', 'pydantic')\n"
+        "layers = ('sqlalchemy', 'sqlalchemy.orm', 'sqlalchemy.dialects.postgresql', 'alembic', 'rich', 'pydantic',\n"
+        "          'pydantic_core.core_schema')\n"
         "print(code, sorted(m for m in layers if m in sys.modules))\n"
     )
     policies = str(ROOT / "policies")
@@ -106,6 +108,24 @@ def test_commands_load_only_the_layers_they_use(tmp_path: Path) -> None:
     # A new log is migrated: Alembic loads the dialects it knows.
     assert seen["log"] == "0 ['alembic', 'sqlalchemy', 'sqlalchemy.dialects.postgresql']"
     assert seen["reopen"] == "0 ['sqlalchemy']"  # one at the schema's head is opened without Alembic
+
+
+@pytest.mark.parametrize("first", ["tosengine.events", "pydantic"])
+def test_the_json_parser_loaded_alone_is_the_one_pydantic_uses(first: str) -> None:
+    # tosengine/_json.py loads pydantic-core's compiled module without the package; pydantic, loaded
+    # before or after it, must find and use that one module (a PyO3 module cannot be loaded twice).
+    code = (
+        f"import {first}\n"
+        "import tosengine.events, tosengine._json, pydantic, pydantic_core\n"
+        "from tosengine.event_model import Event, validate_event\n"
+        "assert tosengine._json.from_json is pydantic_core.from_json\n"
+        "assert tosengine._json.to_json is pydantic_core.to_json\n"
+        "e = validate_event({'id': '1', 'type': 'a.b', 'time': '2026-01-01T00:00:00Z', 'subject': 'account:1'})\n"
+        "print(isinstance(e, Event), tosengine._json.to_json({'id': e.id}).decode())\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == 'True {"id":"1"}'
 
 
 def test_documented_diagnostic_codes_are_the_real_ones() -> None:

@@ -18,8 +18,7 @@ from base64 import b64decode
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from pydantic_core import from_json
-
+from tosengine._json import from_json
 from tosengine._lazy import lazy_names
 from tosengine.errors import EventError
 

@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic_core import to_json
 from sqlalchemy import Connection, Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import DataError, DBAPIError, SQLAlchemyError
 
+from tosengine._json import to_json
 from tosengine._version import __version__
 from tosengine.audit.chain import GENESIS, HASHED, HASHED_REPEATS, head_mac, key_check, link_hash
 from tosengine.audit.connect import begin_immediate, connect, database_errors, masked

@@ -22,8 +22,8 @@ from datetime import timedelta
 from typing import Any
 
 import orjson
-from pydantic_core import from_json
 
+from tosengine._json import from_json
 from tosengine.errors import EventError
 from tosengine.events import parse_record
 from tosengine.kafka.records import Headers, Out, Record, header_items

@@ -16,8 +16,7 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
-from pydantic_core import to_json
-
+from tosengine._json import to_json
 from tosengine.errors import TosEngineError
 from tosengine.events import EventRecord
 from tosengine.masking import Masker

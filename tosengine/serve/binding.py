@@ -16,8 +16,8 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 import orjson
-from pydantic_core import from_json
 
+from tosengine._json import from_json
 from tosengine.errors import EventError, TosEngineError
 
 __all__ = [
