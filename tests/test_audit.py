@@ -147,6 +147,69 @@ def test_the_schema_head_constant_is_the_migrations_head() -> None:
     assert head_revision() == SCHEMA_HEAD
 
 
+def _sqlite_schema(path: Path) -> tuple[list[tuple[str, str, str, str | None]], list[tuple[str]]]:
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        master = db.execute("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name").fetchall()
+        version = db.execute("SELECT version_num FROM alembic_version").fetchall()
+    db.close()
+    return master, version
+
+
+def test_the_statements_a_new_sqlite_log_is_made_from_are_what_the_migrations_build() -> None:
+    from tosengine.audit.migrate import SCHEMA_HEAD, sqlite_schema_statements
+    from tosengine.audit.sqlite_schema import REVISION, STATEMENTS
+
+    # After a new migration: python -m tosengine.audit.migrate (writes tosengine/audit/sqlite_schema.py).
+    assert (REVISION, list(STATEMENTS)) == (SCHEMA_HEAD, sqlite_schema_statements())
+
+
+def test_a_new_sqlite_log_is_the_schema_the_migrations_build(tmp_path: Path) -> None:
+    from alembic import command
+
+    from tosengine.audit.migrate import alembic_config
+
+    AuditLog(f"sqlite:///{tmp_path / 'new.db'}").close()  # created from the statements, without Alembic
+    eng = create_engine(f"sqlite:///{tmp_path / 'migrated.db'}")
+    with eng.connect() as conn:
+        cfg = alembic_config()
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+        conn.commit()
+    eng.dispose()
+    new, migrated = _sqlite_schema(tmp_path / "new.db"), _sqlite_schema(tmp_path / "migrated.db")
+    assert new == migrated and len(new[0]) > 20
+
+
+def test_a_sqlite_file_holding_other_tables_is_migrated_not_created(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "shared.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE theirs (x INTEGER)")
+        db.execute("INSERT INTO theirs VALUES (1)")
+    db.close()
+    AuditLog(f"sqlite:///{path}").close()
+    master, version = _sqlite_schema(path)
+    assert version == [("0008",)] and ("table", "theirs", "theirs", "CREATE TABLE theirs (x INTEGER)") in master
+    assert {name for kind, name, _, _ in master if kind == "table"} >= {"violations", "events", "checkpoints"}
+
+
+def test_processes_opening_one_new_sqlite_file_at_once_all_open_it(tmp_path: Path) -> None:
+    # The write lock is taken before looking for tables: the later ones find the schema and open it.
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    code = "import sys\nfrom tosengine.audit import AuditLog\nAuditLog(sys.argv[1]).close()\n"
+    procs = [subprocess.Popen([sys.executable, "-c", code, url], stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
+    master, version = _sqlite_schema(tmp_path / "race.db")
+    from tosengine.audit.sqlite_schema import STATEMENTS
+
+    tables = sum(statement.startswith("CREATE TABLE") for statement in STATEMENTS)
+    assert version == [("0008",)] and sum(kind == "table" for kind, *_ in master) == tables
+
+
 def test_a_log_left_at_an_older_revision_is_migrated_when_opened(tmp_path: Path) -> None:
     from alembic import command
 

@@ -30,6 +30,7 @@ __all__ = [
     "CHECKPOINTS",
     "EVALUATION_ERRORS",
     "EVENTS",
+    "KAFKA_OFFSETS",
     "META",
     "METADATA",
     "NAMING",
@@ -218,6 +219,22 @@ STATE_CHANGES = Table(
     Column("what", String(40), nullable=False),
     Column("detail", Text, nullable=False),  # JSON
     _time("recorded_at"),
+)
+
+# A Kafka worker's partitions: where each reads next, under which claim (tosengine/kafka/offsets.py;
+# migration 0007). The writer updates these rows in place (audit/roles.py).
+KAFKA_OFFSETS = Table(
+    "kafka_offsets",
+    METADATA,
+    Column("partition", String(200), primary_key=True),  # the partition's name: <group>/<stage>/<n>
+    Column("topic", String(400), nullable=False),
+    Column("kafka_partition", Integer, nullable=False),
+    Column("next_offset", BigInteger, nullable=True),  # where to read next; NULL: from the beginning
+    Column("epoch", BigInteger, nullable=False),  # bumped by each claim; writes must hold the latest
+    Column("checkpoint_seq", BigInteger, nullable=True),  # the checkpoint written with next_offset
+    Column("topology", String(40), nullable=False),  # the stages' fingerprint (tosengine/kafka/topology.py)
+    Column("owner", String(200), nullable=False),  # the worker that claimed it last (host:pid)
+    Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
 Index("ix_violations_subject_time", VIOLATIONS.c.subject, VIOLATIONS.c.time)

@@ -19,14 +19,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import (
-    BigInteger,
-    Column,
     Connection,
-    DateTime,
     Engine,
-    Integer,
-    String,
-    Table,
     select,
     update,
 )
@@ -34,25 +28,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from tosengine.audit.connect import database_errors
 from tosengine.audit.log import Checkpoint, insert_checkpoint
-from tosengine.audit.tables import CHECKPOINTS, METADATA
+from tosengine.audit.tables import CHECKPOINTS, KAFKA_OFFSETS
 from tosengine.errors import TosEngineError
 
 __all__ = ["KAFKA_OFFSETS", "Claim", "FencedError", "Offsets"]
-
-# On the audit schema's MetaData, so the tables and the migrations agree (migration 0007 creates it).
-KAFKA_OFFSETS = Table(
-    "kafka_offsets",
-    METADATA,
-    Column("partition", String(200), primary_key=True),  # the partition's name: <group>/<stage>/<n>
-    Column("topic", String(400), nullable=False),
-    Column("kafka_partition", Integer, nullable=False),
-    Column("next_offset", BigInteger, nullable=True),  # where to read next; NULL: from the beginning
-    Column("epoch", BigInteger, nullable=False),  # bumped by each claim; writes must hold the latest
-    Column("checkpoint_seq", BigInteger, nullable=True),  # the checkpoint written with next_offset
-    Column("topology", String(40), nullable=False),  # the stages' fingerprint (tosengine/kafka/topology.py)
-    Column("owner", String(200), nullable=False),  # the worker that claimed it last (host:pid)
-    Column("updated_at", DateTime(timezone=True), nullable=False),
-)
 
 
 class FencedError(TosEngineError):
