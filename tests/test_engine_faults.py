@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import ev
-from tosengine import Engine, MatcherError, PolicyError
+from tests.support import ev, policy_set
+from tosengine import AuditError, Engine, MatcherError, PolicyError
+from tosengine.runtime import smoke
 from tosengine.runtime.smoke import smoke_test
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,6 +38,54 @@ def test_a_crash_of_durable_rules_is_refused_not_fatal() -> None:
     spec = {"rulesets": [{"name": "cap", "definition": {"r": {"all": [{"m": {"k": "1"}}]}}, "probes": probes}]}
     with pytest.raises(MatcherError, match=r"crashed \(SIGSEGV\)"):
         smoke_test(spec, timeout=60)
+
+
+LOGINS = """
+policy: logins
+clause: Log in on our site only.
+severity: high
+action: restrict
+rules:
+  - id: offsite
+    match: event.type == "account.login" and event.data.origin != "example.com"
+"""
+
+
+def _child(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str) -> None:
+    """Stand in for durable_rules' smoke test child: a script that behaves as `body` says."""
+    script = tmp_path / "child.py"
+    script.write_text(body, encoding="utf-8")
+    monkeypatch.setattr(smoke, "CHILD", script)
+
+
+def test_an_engine_opening_a_log_beside_its_smoke_test_still_refuses_a_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The smoke test runs while the audit log opens; its verdict is still awaited before any ruleset.
+    _child(tmp_path, monkeypatch, "import os, signal, sys\nsys.stdin.read()\nos.kill(os.getpid(), signal.SIGSEGV)\n")
+    with pytest.raises(MatcherError, match=r"crashed \(SIGSEGV\)"):
+        Engine(policy_set(LOGINS), audit=f"sqlite:///{tmp_path / 'a.db'}", smoke_test=30)
+
+
+def test_a_hanging_smoke_test_beside_the_log_is_stopped_at_its_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _child(tmp_path, monkeypatch, "import time\ntime.sleep(120)\n")  # reads nothing: the spec's feeder waits too
+    t0 = time.monotonic()
+    with pytest.raises(MatcherError, match="did not finish loading it within 2 s"):
+        Engine(policy_set(LOGINS), audit=f"sqlite:///{tmp_path / 'a.db'}", smoke_test=2)
+    assert time.monotonic() - t0 < 30
+
+
+def test_a_log_that_cannot_be_opened_stops_the_smoke_test_under_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    marker = tmp_path / "finished"
+    _child(tmp_path, monkeypatch, f"import pathlib, time\ntime.sleep(2)\npathlib.Path({str(marker)!r}).touch()\n")
+    with pytest.raises(AuditError):
+        Engine(policy_set(LOGINS), audit=f"sqlite:///{tmp_path / 'missing' / 'a.db'}", smoke_test=30)
+    time.sleep(3)
+    assert not marker.exists()  # killed, not left running
 
 
 def test_a_failed_reload_keeps_the_previous_policies(tmp_path: Path) -> None:

@@ -137,6 +137,24 @@ class Engine:
         # A Program compiled for these policies may be shared by many engines (`tosengine test` runs every
         # case on one); the engine then leaves closing it to its owner.
         self._owns_program = program is None
+        # The partition this engine runs: as given, else the AuditLog's, else "" (the only one).
+        if partition is None:
+            partition = "" if audit is None or isinstance(audit, str) else audit.partition
+        self.partition = partition
+        if program is None and smoke_test is not None and isinstance(audit, str):
+            # Opening the audit log (SQLAlchemy's import, the connection, the schema) takes longer than the
+            # smoke test's subprocess: the two run side by side, and no ruleset is created before the verdict.
+            smoke = Program.start_smoke_test(policies, smoke_test)
+            try:
+                audit = _open_audit(audit, partition)
+            except BaseException:
+                smoke.cancel()
+                raise
+            try:
+                program = Program(policies, smoke_test=smoke_test, smoke=smoke)
+            except BaseException:
+                audit.close()
+                raise
         self._program = program if program is not None else Program(policies, smoke_test=smoke_test)
         self._ruleset = ruleset_hash(self._program.policies)
         # Without an audit log, values rendered from sensitive fields are masked with a salt of this engine's.
@@ -150,10 +168,6 @@ class Engine:
         # obligation of every subject at once (docs/reliability.md). None: no bound.
         self.max_clock_lead = max_clock_lead
         self.max_event_size = max_event_size
-        # The partition this engine runs: as given, else the AuditLog's, else "" (the only one).
-        if partition is None:
-            partition = "" if audit is None or isinstance(audit, str) else audit.partition
-        self.partition = partition
         self.checkpoint_every = checkpoint_every
         self._queued = 0  # rows handed to the audit log so far
         self._durable = 0  # rows known to be written

@@ -20,7 +20,7 @@ from tosengine.policy.model import CheckedPolicySet, Ladder, Policy, Rule
 from tosengine.runtime.evaluate import Fn, Render, compile_expr, compile_template
 from tosengine.runtime.kinds import RuntimeKind, runtime_kind
 from tosengine.runtime.matcher import Matcher
-from tosengine.runtime.smoke import smoke_spec
+from tosengine.runtime.smoke import SmokeRun, smoke_spec
 from tosengine.runtime.smoke import smoke_test as run_smoke_test
 
 __all__ = ["CompiledRule", "Program", "fingerprint", "ladder_fingerprint"]
@@ -83,16 +83,24 @@ class Program:
     """Checked policies compiled for running: plan, matcher, compiled rules. Close it to free the matcher.
 
     `smoke_test` is the timeout (seconds) of the load-time check, in a subprocess, that durable_rules
-    neither crashes nor hangs on the compiled rulesets; None skips it. `reuse`: the program this one
+    neither crashes nor hangs on the compiled rulesets; None skips it. `smoke`: that check, already
+    started (start_smoke_test), whose verdict is awaited instead. `reuse`: the program this one
     replaces, whose unchanged durable_rules rulesets it takes over.
     """
 
     def __init__(
-        self, policies: CheckedPolicySet, *, smoke_test: float | None = None, reuse: Program | None = None
+        self,
+        policies: CheckedPolicySet,
+        *,
+        smoke_test: float | None = None,
+        reuse: Program | None = None,
+        smoke: SmokeRun | None = None,
     ) -> None:
         self.policies = policies
         self.plan: Plan = compile_policy_set(policies)
-        if smoke_test is not None:
+        if smoke is not None:  # started earlier for these policies (Program.start_smoke_test)
+            smoke.result()
+        elif smoke_test is not None:
             run_smoke_test(smoke_spec(self.plan), smoke_test)
         joined: list[dict[tuple[str, int], Fn | None]] = [{} for _ in policies.rules]
         for t in self.plan.triggers:
@@ -109,6 +117,12 @@ class Program:
         self.fingerprints = {cr.rule.id: fingerprint(cr.rule) for cr in self.rules}
         # A reload takes over the rulesets that did not change (see Matcher).
         self.matcher: Matcher = Matcher(self.plan, reuse=reuse.matcher if reuse is not None else None)
+
+    @staticmethod
+    def start_smoke_test(policies: CheckedPolicySet, timeout: float) -> SmokeRun:
+        """Start the smoke test of `policies` now, to run beside other start-up work; hand it to the
+        Program built for them (`smoke=`), which waits for its verdict before creating any ruleset."""
+        return SmokeRun(smoke_spec(compile_policy_set(policies)), timeout)
 
     def close(self) -> None:
         """Free the durable_rules rulesets."""
