@@ -4,11 +4,13 @@ subprocess with a timeout, so a policy set that would crash or hang the C engine
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,18 @@ __all__ = ["SmokeRun", "smoke_spec", "smoke_test"]
 
 # Run by path, not imported: see its docstring.
 CHILD = Path(__file__).with_name("smoke_child.py")
+
+
+def _child_env() -> dict[str, str]:
+    """The child's environment: it runs without `site` (-S: about 9 ms of its 33), so it is given the one
+    directory it imports from besides the standard library, durable_rules' compiled module's."""
+    spec = find_spec("durable_rules_engine")
+    if spec is None or spec.origin is None:
+        raise MatcherError("durable_rules is not installed (no durable_rules_engine module)")
+    return {**os.environ, "PYTHONPATH": str(Path(spec.origin).parent)}
+
+
+_CHILD_ENV = _child_env()
 
 
 def smoke_spec(plan: Plan) -> dict[str, Any]:
@@ -43,7 +57,8 @@ class SmokeRun:
         self.timeout = timeout
         self._deadline = time.monotonic() + timeout
         self._proc = subprocess.Popen(
-            [sys.executable, str(CHILD)],
+            [sys.executable, "-S", str(CHILD)],
+            env=_CHILD_ENV,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
