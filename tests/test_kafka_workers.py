@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from tests.kafka_cluster import (
     ROOT,
@@ -36,6 +37,7 @@ from tests.kafka_cluster import (
 )
 from tests.support import pg_schema, policy_set, verify
 from tests.test_kafka_offsets import POLICY
+from tosengine.kafka import worker as worker_module
 from tosengine.kafka.clients import connect, prepare_topics
 from tosengine.kafka.records import Record
 from tosengine.kafka.topology import HOME
@@ -173,6 +175,59 @@ def test_a_partition_a_worker_was_fenced_out_of_is_read_when_it_is_assigned_agai
             worker.consumer.close()
             worker.audit.engine.dispose()
             worker.program.close()
+
+
+class _CannotLeave:
+    """A worker's consumer whose close() leaves the group, then reports what librdkafka reported once in
+    CI when a rebalance was under way as the worker stopped."""
+
+    def __init__(self, consumer: Consumer) -> None:
+        self._consumer = consumer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._consumer, name)
+
+    def close(self) -> None:
+        self._consumer.close()
+        raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "Failed to get committed offsets: Local: Timed out"))
+
+
+def test_a_worker_that_cannot_leave_the_group_cleanly_still_stops_with_everything_written(
+    cluster: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Its offsets are in the audit log with what it wrote: leaving the group is a courtesy to the group,
+    # so a failure there is a warning, and the worker still flushes, releases the log and returns.
+    topic, group = _names()
+    lines = [_EVENT]
+    produce(cluster, topic, lines)
+    produce(cluster, topic, [end_event(lines)], every_partition=True)
+    real = connect  # the function the worker module imported
+
+    def connect_cannot_leave(settings: WorkerSettings) -> tuple[Producer, Any]:
+        producer, consumer = real(settings)
+        return producer, _CannotLeave(consumer)
+
+    monkeypatch.setattr(worker_module, "connect", connect_cannot_leave)
+    with pg_schema() as db:
+        worker = Worker(policy_set(POLICY), WorkerSettings(cluster, topic, group, db))
+        failed: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                worker.run()
+            except BaseException as exc:  # the test's verdict, below
+                failed.append(exc)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        try:
+            wait_for(lambda: (scalar(db, "SELECT count(*) FROM events") or 0) == 2, 120, "both events written")
+        finally:
+            worker.stop()
+            thread.join(120)
+        assert not thread.is_alive() and failed == []
+        assert any("could not leave the group cleanly" in r.getMessage() for r in caplog.records)
+        assert scalar(db, "SELECT count(*) FROM events") == 2
 
 
 @pytest.mark.skipif(not REAL, reason="a real Kafka broker is tested when TOSENGINE_KAFKA_BOOTSTRAP is set")

@@ -115,10 +115,24 @@ class Worker:
             self._watermarks()
             self._write_all(final=True)
         finally:
-            consumer.close()  # leaves the group: its partitions move without waiting for a session timeout
+            self._leave(consumer)
             producer.flush(30)
             self.audit.release()
             LOG.info("worker stopped", extra={"group": self.settings.group})
+
+    @staticmethod
+    def _leave(consumer: Consumer) -> None:
+        """Leave the group, so its partitions move without waiting for a session timeout. If librdkafka
+        cannot (a rebalance under way when the worker stops may time out asking for committed offsets),
+        nothing is lost: what the worker processed is written, with its offsets, in the audit log. The
+        group then moves its partitions when the session times out."""
+        try:
+            consumer.close()
+        except KafkaException as exc:
+            LOG.warning(
+                "could not leave the group cleanly; its partitions move after the session timeout",
+                extra={"error": str(exc)},
+            )
 
     def _dispatch(self, msg: Message) -> None:
         topic, p = msg.topic(), msg.partition()
