@@ -166,17 +166,12 @@ def test_the_statements_a_new_sqlite_log_is_made_from_are_what_the_migrations_bu
 
 
 def test_a_new_sqlite_log_is_the_schema_the_migrations_build(tmp_path: Path) -> None:
-    from alembic import command
-
-    from tosengine.audit.migrate import alembic_config
+    from tosengine.audit.migrate import run_migrations
 
     AuditLog(f"sqlite:///{tmp_path / 'new.db'}").close()  # created from the statements, without Alembic
     eng = create_engine(f"sqlite:///{tmp_path / 'migrated.db'}")
     with eng.connect() as conn:
-        cfg = alembic_config()
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
-        conn.commit()
+        run_migrations(conn)
     eng.dispose()
     new, migrated = _sqlite_schema(tmp_path / "new.db"), _sqlite_schema(tmp_path / "migrated.db")
     assert new == migrated and len(new[0]) > 20

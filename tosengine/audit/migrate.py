@@ -18,7 +18,15 @@ from tosengine.errors import AuditError
 if TYPE_CHECKING:  # Alembic is loaded only to migrate: opening a log already at SCHEMA_HEAD skips it (0.25 s)
     from alembic.config import Config
 
-__all__ = ["SCHEMA_HEAD", "alembic_config", "head_revision", "migrations_dir", "revision_of", "upgrade_database"]
+__all__ = [
+    "SCHEMA_HEAD",
+    "alembic_config",
+    "head_revision",
+    "migrations_dir",
+    "revision_of",
+    "run_migrations",
+    "upgrade_database",
+]
 
 # The schema revision this tosengine writes: the head of migrations/versions (a test holds the two equal).
 SCHEMA_HEAD = "0008"
@@ -68,18 +76,24 @@ def upgrade_database(engine: Engine) -> None:
             return  # the usual open: nothing to migrate, and Alembic not loaded
     if engine.dialect.name == "sqlite" and _create_sqlite(engine):
         return  # a new SQLite log, created at the head without Alembic
-    from alembic import command
-
-    cfg = alembic_config()
     with engine.connect() as conn:
         if conn.dialect.name == "postgresql":
             # Two processes opening a fresh database at once (Kafka workers, a replay beside serve) would
             # both create the tables; the loser failed on a duplicate. The second now waits here, then
             # finds the schema at head.
             conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
-        conn.commit()
+        run_migrations(conn)
+
+
+def run_migrations(conn: Connection) -> None:
+    """Run Alembic's migrations on `conn` up to the head, and commit (whatever the database holds: a new
+    SQLite file too, which upgrade_database would create without them)."""
+    from alembic import command
+
+    cfg = alembic_config()
+    cfg.attributes["connection"] = conn
+    command.upgrade(cfg, "head")
+    conn.commit()
 
 
 def _create_sqlite(engine: Engine) -> bool:
@@ -110,17 +124,13 @@ def sqlite_schema_statements() -> list[str]:
     import sqlite3
     import tempfile
 
-    from alembic import command
     from sqlalchemy import create_engine
 
     with tempfile.TemporaryDirectory() as tmp:
         engine = create_engine(f"sqlite:///{Path(tmp) / 'new.db'}")
         try:
-            cfg = alembic_config()
             with engine.connect() as conn:
-                cfg.attributes["connection"] = conn
-                command.upgrade(cfg, "head")
-                conn.commit()
+                run_migrations(conn)
         finally:
             engine.dispose()
         with sqlite3.connect(Path(tmp) / "new.db") as db:
