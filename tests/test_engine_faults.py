@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import ev, policy_set
+from tests.test_tamper import POLICY as LOGINS
 from tosengine import AuditError, Engine, MatcherError, PolicyError
 from tosengine.runtime import smoke
 from tosengine.runtime.smoke import smoke_test
@@ -38,17 +39,6 @@ def test_a_crash_of_durable_rules_is_refused_not_fatal() -> None:
     spec = {"rulesets": [{"name": "cap", "definition": {"r": {"all": [{"m": {"k": "1"}}]}}, "probes": probes}]}
     with pytest.raises(MatcherError, match=r"crashed \(SIGSEGV\)"):
         smoke_test(spec, timeout=60)
-
-
-LOGINS = """
-policy: logins
-clause: Log in on our site only.
-severity: high
-action: restrict
-rules:
-  - id: offsite
-    match: event.type == "account.login" and event.data.origin != "example.com"
-"""
 
 
 def _child(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str) -> None:
