@@ -382,12 +382,14 @@ def parse_record(text: str, *, line: int | None = None, max_size: int = MAX_EVEN
     text (stripped), which the audit log stores as the event's body.
 
     pydantic-core's JSON parser is about 1.7x the standard library's, refuses NaN and Infinity, lone
-    surrogate escapes and runaway nesting outright.
+    surrogate escapes and runaway nesting outright. It caches the keys' strings only: an envelope's keys
+    repeat on every line, its values (ids, times) hardly ever, and caching those too made a parse about
+    0.2 us slower (1.33 against 1.09 us on the issue's check stream).
     """
     if len(text) > max_size:
         raise EventError("", f"event larger than {max_size} characters", line=line)
     try:
-        obj = from_json(text, allow_inf_nan=False)
+        obj = from_json(text, allow_inf_nan=False, cache_strings="keys")
     except ValueError as exc:
         raise EventError("", f"not valid JSON: {exc}", line=line) from None
     except TypeError:  # a str holding a lone surrogate (no UTF-8 text can), which pydantic-core cannot read

@@ -56,7 +56,7 @@ def decode_message(headers: Headers, value: bytes | None) -> str:
     if value:
         if not media or media == "application/json" or media.endswith("+json"):
             try:
-                attrs["data"] = from_json(value, allow_inf_nan=False)
+                attrs["data"] = from_json(value, allow_inf_nan=False, cache_strings="keys")
             except ValueError as exc:
                 raise EventError("data", f"the value is not valid JSON: {exc}") from None
         elif media.startswith("text/") or "charset=" in content_type.lower():

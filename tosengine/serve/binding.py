@@ -103,7 +103,7 @@ def _loads(body: bytes) -> Any:
     line of a file would be: integers beyond 64 bits stay integers (validation then names their field;
     orjson would turn them into floats and accept them), NaN and lone surrogates are refused. ValueError
     if the body is not JSON."""
-    return from_json(body, allow_inf_nan=False)
+    return from_json(body, allow_inf_nan=False, cache_strings="keys")
 
 
 def _text(body: bytes) -> str:
