@@ -7,8 +7,10 @@ violation `process()` returned must be in the log even if the process dies at on
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import random
 import signal
 import subprocess
@@ -290,6 +292,42 @@ def test_a_checkpoint_of_a_newer_format_is_refused_with_a_clear_error(tmp_path: 
     eng.dispose()
     with pytest.raises(StateFormatError, match="version 99, this tosengine reads versions 1 to 2; upgrade tosengine"):
         Engine(policy_set(POLICY), audit=url)
+
+
+def _open_files(path: Path) -> list[str]:
+    """The files of `path`'s database (itself, its -wal and -shm) this process holds open (Linux's /proc)."""
+    fds = Path("/proc/self/fd")
+    found = []
+    for fd in fds.iterdir():
+        with contextlib.suppress(OSError):  # a descriptor closed while listing
+            target = os.readlink(fd)
+            if target.startswith(str(path)):
+                found.append(target)
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs Linux's /proc/self/fd to list open files")
+def test_an_engine_that_cannot_resume_leaves_no_connection_to_its_log_open(tmp_path: Path) -> None:
+    # A service retrying an engine whose checkpoint it cannot read must not pile up connections: the
+    # audit log the engine opened from its URL is released, even while the caller keeps the exception
+    # (whose traceback holds the half-made engine).
+    db = tmp_path / "refused.db"
+    url = f"sqlite:///{db}"
+    with Engine(policy_set(POLICY), audit=url) as engine:
+        engine.process(ev("r1", "req", "account:1"))
+    eng = create_engine(url)
+    with eng.begin() as c:
+        c.execute(update(Checkpoint).values(state=b"not a checkpoint"))
+    eng.dispose()
+    assert _open_files(db) == []
+    kept = []
+    for _ in range(3):
+        with pytest.raises(StateFormatError) as refused:
+            Engine(policy_set(POLICY), audit=url)
+        kept.append(refused.value)
+        assert _open_files(db) == []
+    # Nothing was written by the failed opens: the log is as the last good engine left it.
+    assert len(_checkpoints(url)) == 1
 
 
 def _as_format_1(doc: dict[str, Any]) -> dict[str, Any]:

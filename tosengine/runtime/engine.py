@@ -137,6 +137,8 @@ class Engine:
         # A Program compiled for these policies may be shared by many engines (`tosengine test` runs every
         # case on one); the engine then leaves closing it to its owner.
         self._owns_program = program is None
+        # An audit log given as a URL is this engine's own: a failure while opening releases it.
+        owns_audit = isinstance(audit, str)
         # The partition this engine runs: as given, else the AuditLog's, else "" (the only one).
         if partition is None:
             partition = "" if audit is None or isinstance(audit, str) else audit.partition
@@ -179,6 +181,7 @@ class Engine:
         # Called with each repeat record (a once_per window that suppressed matches closed); the record is
         # durable once the call that closed the window returns.
         self.on_repeat: Callable[[Repeat], None] | None = on_repeat
+        self._audit: AuditLog | None = None
         try:
             self._audit = _open_audit(audit, self.partition) if isinstance(audit, str) else audit
             if self._audit is not None:
@@ -193,6 +196,9 @@ class Engine:
         except BaseException:
             if self._owns_program:
                 self._program.close()
+            if owns_audit and self._audit is not None:
+                # Without writing: the failure (a checkpoint refused, the database gone) may be the log's.
+                self._audit.release()
             raise
 
     @classmethod
