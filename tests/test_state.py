@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, func, select, update
+from sqlalchemy import Engine as SQLAlchemyEngine
+from sqlalchemy import create_engine, event, func, select, update
 
 from tests.support import ev, policy_set, verify
 from tosengine import Engine
@@ -328,6 +329,46 @@ def test_an_engine_that_cannot_resume_leaves_no_connection_to_its_log_open(tmp_p
         assert _open_files(db) == []
     # Nothing was written by the failed opens: the log is as the last good engine left it.
     assert len(_checkpoints(url)) == 1
+
+
+def test_reading_an_input_again_asks_the_log_once_a_batch_through_its_index(db_url: str) -> None:
+    # An input read again (after a crash, or by mistake) is mostly events older than the redelivery
+    # window, which only the log remembers. Asked one event at a time, by id alone, each question read the
+    # whole events index: 100,000 events read again took minutes. Now one question per batch, answered
+    # through the (source, event_id) index, and still nothing is added.
+    events = [
+        ev(f"e{n}", "msg" if n % 5 else "req", f"account:{n % 40}", timedelta(minutes=15 * n)) for n in range(3000)
+    ]  # 31 days
+    with Engine(policy_set(POLICY), audit=db_url) as first:
+        found = first.process_many(events)
+    assert found  # the bursts and unanswered requests fire
+
+    lookups: list[tuple[str, Any]] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "FROM events" in statement:
+            lookups.append((statement, parameters))
+
+    with Engine(policy_set(POLICY), audit=db_url) as again:
+        event.listen(SQLAlchemyEngine, "before_cursor_execute", seen)
+        try:
+            assert again.process_many(events) == []
+        finally:
+            event.remove(SQLAlchemyEngine, "before_cursor_execute", seen)
+        assert again.stats["duplicates"] == len(events)
+    assert 0 < len(lookups) <= -(-len(events) // 256)  # at most one per batch of the matcher's size
+    assert all("source" in statement.split("WHERE", 1)[1] for statement, _ in lookups)
+    if db_url.startswith("sqlite"):
+        eng = create_engine(db_url)
+        with eng.connect() as c:
+            statement, parameters = lookups[0]
+            plan = " ".join(str(r[-1]) for r in c.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters))
+        eng.dispose()
+        assert "SEARCH events USING COVERING INDEX" in plan and "(source=? AND event_id=?)" in plan, plan
+    eng = create_engine(db_url)
+    with eng.connect() as c:
+        assert c.execute(select(func.count()).select_from(ViolationRow)).scalar_one() == len(found)
+    eng.dispose()
 
 
 def _as_format_1(doc: dict[str, Any]) -> dict[str, Any]:

@@ -686,13 +686,21 @@ class AuditLog:
         """Which of these (source, id) pairs the log holds as accepted events (queued ones included)."""
         wanted = set(identities)
         found = {(e[0], e[1]) for e in self._queued.events} & wanted
-        ids = sorted({i for _, i in wanted - found})
+        # Asked per source, so the (source, event_id) index finds each one: by event_id alone, each query
+        # read the whole index, and reading an input again took minutes (an event at a time).
+        by_source: dict[str, list[str]] = {}
+        for src, ident in wanted - found:
+            by_source.setdefault(src, []).append(ident)
         with database_errors(self.url, "read"), self.engine.connect() as conn:
-            for start in range(0, len(ids), 500):
-                rows = conn.execute(
-                    select(EVENTS.c.source, EVENTS.c.event_id).where(EVENTS.c.event_id.in_(ids[start : start + 500]))
-                )
-                found |= {(str(src), str(i)) for src, i in rows} & wanted
+            for src, ids in by_source.items():
+                ids.sort()
+                for start in range(0, len(ids), 500):
+                    rows = conn.execute(
+                        select(EVENTS.c.event_id).where(
+                            EVENTS.c.source == src, EVENTS.c.event_id.in_(ids[start : start + 500])
+                        )
+                    )
+                    found.update((src, str(i)) for (i,) in rows)
         return found
 
     def _load_meta(self) -> bytes:

@@ -485,9 +485,10 @@ class Engine:
         with self._lock:
             self._check_open()
             fired = self._program.matcher.match_many("event", [r.fields for _, _, r in batch])
+            known = self._known_old([r for _, _, r in batch])
             for (pos, event, record), tids in zip(batch, fired, strict=True):
                 try:
-                    out.extend(self._accept(record, tids))
+                    out.extend(self._accept(record, tids, known))
                 except EventError as exc:  # refused by the engine (too far ahead of the clock)
                     if on_error is None:
                         self.reject(event, exc)
@@ -508,11 +509,12 @@ class Engine:
         with self._lock:
             self._check_open()
             fired = self._program.matcher.match_many("event", [r.fields for _, _, r in batch])
+            known = self._known_old([r for _, _, r in batch])
             for (pos, event, record), tids in zip(batch, fired, strict=True):
                 counts = self._state.counts
                 duplicates, conflicts = counts["duplicates"], counts["conflicts"]
                 try:
-                    violations = self._accept(record, tids)
+                    violations = self._accept(record, tids, known)
                 except EventError as exc:  # refused by the engine (too far ahead of the clock)
                     refuse(pos, event, exc)
                     continue
@@ -521,9 +523,12 @@ class Engine:
                 else:
                     out[pos] = Judgement("accepted", self._ruleset, tuple(violations))
 
-    def _accept(self, record: EventRecord, fired: list[int] | None) -> list[Violation]:
+    def _accept(
+        self, record: EventRecord, fired: list[int] | None, known: set[tuple[str, str]] | None = None
+    ) -> list[Violation]:
         """One valid event through the pipeline (the lock is held), its results queued for the audit log.
-        EventError if the event is too far ahead of the clock (then nothing changed)."""
+        EventError if the event is too far ahead of the clock (then nothing changed). `known`: see
+        `_known_old`; an event accepted here joins it."""
         now = self._state.clock.now
         if now is not None and self.max_clock_lead is not None and record.time - now > self.max_clock_lead:
             raise EventError(
@@ -532,7 +537,7 @@ class Engine:
                 f"event-time clock ({now.isoformat()}): refused, so it cannot lapse every open "
                 "deadline at once (Engine(max_clock_lead=...) allows more)",
             )
-        if self._audit is not None and self._recorded_before(record):
+        if self._audit is not None and self._recorded_before(record, known):
             self._state.counts["duplicates"] += 1
             return []
         try:
@@ -559,6 +564,8 @@ class Engine:
                 self._queued += 1
             return []
         self._changed += 1
+        if known is not None:  # a copy later in the batch is then found, as the log would find it
+            known.add((record.source, record.id))
         return self._hand_over(record, outcome)
 
     def _hand_over(self, record: EventRecord | None, outcome: Outcome) -> list[Violation]:
@@ -572,17 +579,33 @@ class Engine:
                 self.on_repeat(r)
         return outcome.violations
 
-    def _recorded_before(self, record: EventRecord) -> bool:
+    def _recorded_before(self, record: EventRecord, known: set[tuple[str, str]] | None = None) -> bool:
         """With an audit log, the log is the redelivery memory beyond the window: an event older than the
         clock minus the window, that the memory has forgotten, is a redelivery if the log holds it (so
-        reading an input again after a crash adds nothing; docs/semantics.md)."""
+        reading an input again after a crash adds nothing; docs/semantics.md). `known`: what the log held
+        of the batch's events, read at once (`_known_old`); without it, the log is asked now."""
         now = self._state.clock.now
         if now is None or record.time >= now - self._options.dedupe_window:
             return False
         if self._state.redelivery.is_duplicate(identity(record.source, record.id), now):
             return False  # the pipeline drops it
+        if known is not None:
+            return (record.source, record.id) in known
         assert self._audit is not None
         return bool(self._audit.recorded([(record.source, record.id)]))
+
+    def _known_old(self, records: list[EventRecord]) -> set[tuple[str, str]] | None:
+        """With an audit log, which of a batch's events the log already holds, among those old enough that
+        `_recorded_before` may ask (older than the window, counted from the latest time the clock can reach
+        in this batch); None when the batch has none, the usual case. One query for the batch, not one per
+        event: reading an input again (after a crash, or by mistake) makes almost every event such a one."""
+        if self._audit is None or not records:
+            return None
+        now = self._state.clock.now
+        latest = max(r.time for r in records)
+        horizon = (latest if now is None or latest > now else now) - self._options.dedupe_window
+        old = [(r.source, r.id) for r in records if r.time < horizon]
+        return self._audit.recorded(old) if old else None
 
     # ------------------------------------------------------------------ durable: commits and checkpoints
 
