@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta, timezone
@@ -507,3 +508,84 @@ def test_processes_that_open_a_fresh_postgres_log_at_once_all_succeed() -> None:
         results = [(p.wait(timeout=120), p.stderr.read() if p.stderr else "") for p in procs]
         assert [code for code, _ in results] == [0] * 6, [err for _, err in results]
         assert verify(url).ok
+
+
+def _logins(first: int, n: int) -> list[dict[str, Any]]:
+    """`n` logins from facebook.com (no violation), ids l{first}.., a minute apart from `first` minutes."""
+    return [
+        ev(f"l{i}", "account.login", f"account:{i % 3}", timedelta(minutes=i), origin="facebook.com")
+        for i in range(first, first + n)
+    ]
+
+
+def test_postgres_event_columns_are_the_types_copy_writes() -> None:
+    # Accepted events go into PostgreSQL by COPY's binary format, which sends each value in the form of
+    # the type the writer names: they must be the columns' own types.
+    from tosengine.audit.log import _EVENT_COLUMNS, _EVENT_TYPES
+
+    with pg_schema() as url:
+        AuditLog(url).close()
+        eng = create_engine(url)
+        with eng.connect() as c:
+            types: dict[str, str] = dict(
+                c.execute(
+                    text(
+                        "SELECT column_name, udt_name FROM information_schema.columns "
+                        "WHERE table_schema = current_schema() AND table_name = 'events'"
+                    )
+                ).all()
+            )
+        eng.dispose()
+    assert [types[c] for c in _EVENT_COLUMNS] == list(_EVENT_TYPES)
+
+
+def test_postgres_takes_a_batch_of_events_by_copy_and_skips_one_another_writer_recorded(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # COPY cannot skip a row that is already there. Another partition's engine recorded some of these
+    # events first: the batch then goes in by INSERT, which skips those, and nothing is lost or doubled.
+    with pg_schema() as url:
+        caplog.set_level(logging.DEBUG, logger="tosengine")
+        with Engine(policy_set(POLICY), audit=url, partition="a") as a:
+            a.process_many(_logins(0, 40))
+        assert "inserting them instead" not in caplog.text  # a fresh batch went in by COPY
+        with Engine(policy_set(POLICY), audit=url, partition="b") as b:
+            b.process_many(_logins(20, 60))  # l20..l39 are a's
+        assert "COPY of 60 event rows refused" in caplog.text
+        eng = create_engine(url)
+        with eng.connect() as c:
+            rows = c.execute(text("SELECT event_id, partition, time FROM events ORDER BY seq")).all()
+        eng.dispose()
+        assert verify(url).ok
+    assert [r[0] for r in rows] == [f"l{i}" for i in range(80)]
+    assert {r[0] for r in rows if r[1] == "a"} == {f"l{i}" for i in range(40)}
+    assert rows[79][2] == datetime(2026, 1, 1, 1, 19, tzinfo=UTC)  # times arrive as they were
+
+
+def test_postgres_a_batch_the_server_refuses_raises_writes_nothing_and_is_written_later() -> None:
+    # A refusal that is not a conflict (here a trigger) fails the COPY, then the INSERT that follows it,
+    # which raises as it always did: nothing of the batch is written, and it stays queued.
+    with pg_schema() as url:
+        engine = Engine(policy_set(POLICY), audit=url)
+        engine.process_many(_logins(0, 30))
+        eng = create_engine(url)
+        with eng.begin() as c:
+            c.execute(
+                text(
+                    "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                    "IF NEW.event_id = 'l45' THEN RAISE EXCEPTION 'refused by a trigger'; END IF; "
+                    "RETURN NEW; END $$"
+                )
+            )
+            c.execute(text("CREATE TRIGGER refuse BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION refuse()"))
+        with pytest.raises(AuditError, match="refused by a trigger"):
+            engine.process_many(_logins(30, 30))
+        with eng.connect() as c:
+            assert c.execute(text("SELECT count(*) FROM events")).scalar_one() == 30
+        with eng.begin() as c:
+            c.execute(text("DROP TRIGGER refuse ON events"))
+        engine.close()  # writes what is still queued
+        with eng.connect() as c:
+            ids = c.execute(text("SELECT event_id FROM events ORDER BY seq")).scalars().all()
+        eng.dispose()
+    assert ids == [f"l{i}" for i in range(60)]

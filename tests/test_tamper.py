@@ -5,6 +5,7 @@ disable the append-only triggers."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -18,7 +19,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from tests.support import ev, pg_schema
+from tests.support import ev, pg_schema, policy_set
+from tosengine import Engine
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -162,7 +164,9 @@ def test_a_keyed_log_refuses_a_writer_without_its_key(tmp_path: Path, db_url: st
     assert refused.returncode == 1 and "set TOSENGINE_AUDIT_KEY" in refused.stdout
 
 
-def test_the_writer_role_appends_but_cannot_lift_the_append_only_guard(tmp_path: Path) -> None:
+def test_the_writer_role_appends_but_cannot_lift_the_append_only_guard(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     with pg_schema() as owner_url:
         role = f"tos_writer_{uuid.uuid4().hex[:8]}"
         try:
@@ -176,6 +180,15 @@ def test_the_writer_role_appends_but_cannot_lift_the_append_only_guard(tmp_path:
             assert _verify(writer_url).returncode == 0
             # It drops the partition's superseded checkpoints, as the owner would: one is left.
             assert _scalar(owner_url, "SELECT count(*) FROM checkpoints") == 1
+            # A larger batch of events goes in by COPY, which INSERT alone allows (no fallback to INSERT).
+            caplog.set_level(logging.DEBUG, logger="tosengine")
+            with Engine(policy_set(POLICY), audit=writer_url) as engine:
+                engine.process_many(
+                    ev(f"c{i}", "account.login", "account:9", timedelta(hours=2, seconds=i), origin="facebook.com")
+                    for i in range(30)
+                )
+            assert "inserting them instead" not in caplog.text
+            assert _scalar(owner_url, "SELECT count(*) FROM events WHERE event_id LIKE 'c%'") == 30
             for attack in (
                 "DROP TRIGGER violations_append_only ON violations",
                 "ALTER TABLE violations DISABLE TRIGGER USER",
