@@ -14,10 +14,11 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine, func, select
 
-from tosengine import Engine, EventError
+from tosengine import Engine, EventError, events
 from tosengine.audit import AuditLog
 from tosengine.audit.models import AcceptedEvent, RejectedEvent
 from tosengine.event_model import parse_event_line
+from tosengine.events import validate_record
 
 ROOT = Path(__file__).resolve().parents[1]
 POLICIES = ROOT / "policies"
@@ -228,3 +229,45 @@ def test_a_json_text_holding_a_lone_surrogate_is_rejected_and_recorded(tmp_path:
     eng.dispose()
     ((reason, raw),) = rejected
     assert "lone surrogate" in reason and "mass\\ud800root8" in raw  # stored as its escape
+
+
+def _verdict(etype: str, subject: str) -> tuple[str, str] | None:
+    """What validation says of an event with this type and subject: (field, problem), or None."""
+    try:
+        validate_record({**GOOD, "type": etype, "subject": subject})
+    except EventError as exc:
+        return exc.field, exc.problem
+    return None
+
+
+@seed(1606)
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(
+    etype=st.one_of(
+        st.sampled_from(["account.login", "a" * 400, "a" * 401, "a." * 200 + "b", "bad type", ""]),
+        st.from_regex(r"[A-Za-z0-9_.-]{1,12}", fullmatch=True),
+        st.text(max_size=12),
+    ),
+    subject=st.sampled_from(["account:1", "Account:1", "account", "x:\x00"]),
+)
+def test_an_event_type_is_judged_the_same_whether_or_not_it_was_seen_before(etype: str, subject: str) -> None:
+    # Validation remembers the well-formed types it has seen, to skip their pattern: a remembered type must
+    # be judged exactly as a new one, problem for problem and in the same order (the subject's before the
+    # type's length).
+    events._GOOD_TYPES.clear()
+    cold = _verdict(etype, subject)
+    _verdict(etype, "account:1")  # seen once with a good subject: remembered if it is well formed
+    assert _verdict(etype, subject) == cold
+    if etype == "a" * 401:
+        # A subject that breaks its pattern is named first; a NUL in it is checked after the type's length.
+        assert cold is not None and cold[0] == ("subject" if subject in ("Account:1", "account") else "type")
+
+
+def test_a_full_memory_of_types_still_judges_new_types() -> None:
+    events._GOOD_TYPES.clear()
+    for n in range(events._GOOD_TYPES_MAX + 10):
+        assert _verdict(f"made.up{n}", "account:1") is None
+    assert len(events._GOOD_TYPES) == events._GOOD_TYPES_MAX
+    assert _verdict("yet.another", "account:1") is None
+    assert _verdict("not a type", "account:1") == ("type", "must be a dotted name such as account.engagement")
+    events._GOOD_TYPES.clear()

@@ -79,16 +79,26 @@ ENVELOPE: tuple[tuple[str, bool], ...] = (
 )
 
 
+# Event types found well-formed: a stream has few, and matching the pattern costs about 0.2 us an event,
+# a lookup here 0.02. Bounded, so a stream of made-up types costs the pattern and no memory.
+_GOOD_TYPES: dict[str, None] = {}
+_GOOD_TYPES_MAX = 4096
+
+
 def _envelope_problem(ident: str, etype: str, subject: str, source: str) -> tuple[str, str] | None:
     """The one place the envelope's string rules are written: (field, problem), or None if they hold."""
     if not ident:
         return "id", "must be a non-empty string"
-    if _TYPE.fullmatch(etype) is None:
+    known = etype in _GOOD_TYPES
+    if not known and _TYPE.fullmatch(etype) is None:
         return "type", "must be a dotted name such as account.engagement"
     if _SUBJECT.fullmatch(subject) is None:
         return "subject", "must be kind:id, e.g. account:123"
-    if len(etype) > MAX_TYPE:
-        return "type", f"must be at most {MAX_TYPE} characters"
+    if not known:
+        if len(etype) > MAX_TYPE:
+            return "type", f"must be at most {MAX_TYPE} characters"
+        if len(_GOOD_TYPES) < _GOOD_TYPES_MAX:
+            _GOOD_TYPES[etype] = None
     if (
         len(ident) <= MAX_ID
         and len(subject) <= MAX_ID
