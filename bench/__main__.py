@@ -11,7 +11,7 @@ Every figure is a ratio to raw durable_rules measured in the same run, on the sa
                    or TOSENGINE_TEST_DATABASE_URL);
   replay           `tosengine replay --format json` as a subprocess (start-up included), --dry-run and
                    with the audit log on SQLite and PostgreSQL; tosengine's modules are byte-compiled
-                   first, as an installed package's are (--from-source: not);
+                   first, as an installed package's are (--from-source: their bytecode removed);
   reference        the plain-Python reference evaluator.
 `check` is the Performance II issue's own check: `tosengine replay` of the generator's stream over a
 pool of 50,000 accounts (start-up included), against raw post() of a fixed 10-rule ruleset in the same run.
@@ -38,7 +38,7 @@ from typing import Any
 from durable import engine as dr_engine
 from sqlalchemy import create_engine, text
 
-from bench.common import ROOT, byte_compile, generate, pg_schema
+from bench.common import ROOT, byte_compile, drop_bytecode, generate, pg_schema
 from bench.synthetic import rules_events, rules_pack
 from tosengine import Engine, check_sources, read_sources
 from tosengine.event_model import parse_event_line
@@ -450,13 +450,13 @@ def main() -> int:
     p.add_argument(
         "--from-source",
         action="store_true",
-        help="do not byte-compile tosengine first: with PYTHONDONTWRITEBYTECODE set, every replay then "
-        "compiles its modules from source (by default they are byte-compiled, as an installed package's are)",
+        help="remove tosengine's byte-compiled modules first instead: with PYTHONDONTWRITEBYTECODE set, every "
+        "replay then compiles them from source (by default they are byte-compiled, as an installed package's are)",
     )
     args = p.parse_args()
     print(f"tosengine bench, python {sys.version.split()[0]}, {os.cpu_count()} cpus, {time.strftime('%Y-%m-%d')}")
     if args.from_source:
-        print("tosengine's modules as they are: replays may compile them from source")
+        print(f"tosengine's modules without bytecode: replays may compile them from source ({drop_bytecode()})")
     else:
         print(f"tosengine's modules byte-compiled, as installed ({byte_compile()})")
     if args.what in ("pack", "all"):

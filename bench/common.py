@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
-__all__ = ["ROOT", "byte_compile", "generate", "pg_schema"]
+__all__ = ["ROOT", "byte_compile", "drop_bytecode", "generate", "pg_schema"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,12 +26,28 @@ def byte_compile() -> Path:
     60 ms of a replay's start-up that an installed engine does not pay. Unchanged modules are skipped."""
     import compileall
 
-    import tosengine
-
-    where = Path(tosengine.__file__).parent
+    where = _package()
     if not compileall.compile_dir(where, quiet=1):
         raise RuntimeError(f"could not byte-compile {where}")
     return where
+
+
+def drop_bytecode() -> Path:
+    """Remove tosengine's byte-compiled modules (its `__pycache__` directories); the directory. With
+    PYTHONDONTWRITEBYTECODE set, each replay then compiles them from source, as the benches measured
+    before they byte-compiled them (`python -m bench --from-source`)."""
+    import shutil
+
+    where = _package()
+    for cache in where.rglob("__pycache__"):
+        shutil.rmtree(cache)
+    return where
+
+
+def _package() -> Path:
+    import tosengine
+
+    return Path(tosengine.__file__).parent
 
 
 def generate(
