@@ -318,7 +318,7 @@ class AuditLog:
             "ON CONFLICT (source, event_id) DO NOTHING"
         )
         # PostgreSQL through psycopg 3: accepted events go in by COPY, about half the server's work per row
-        # of an INSERT each (see _copy_events). Another driver inserts them.
+        # of an INSERT each (see _copy_event_rows). Another driver inserts them.
         self._copy_events: str | None = None
         if self.engine.dialect.name == "postgresql" and self.engine.dialect.driver == "psycopg":
             self._copy_events = f"COPY {EVENTS.name} ({', '.join(_EVENT_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
