@@ -23,11 +23,12 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine as SQLAlchemyEngine
-from sqlalchemy import create_engine, event, func, select, update
+from sqlalchemy import create_engine, event, func, select, text, update
 
 from tests.support import ev, policy_set, verify
 from tosengine import Engine
 from tosengine.audit.models import Checkpoint, RepeatRow, StateChange, ViolationRow
+from tosengine.errors import AuditError
 from tosengine.runtime.snapshot import StateFormatError, unpack
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -412,16 +413,43 @@ def _quiet_stream(n: int) -> list[dict[str, object]]:
     return [ev(f"q{i}", "msg" if i % 3 else "req", f"account:{i % 50}", timedelta(minutes=i)) for i in range(n)]
 
 
+_DIES = """
+import json, os, sys
+from datetime import timedelta
+from tests.support import policy_set
+from tests.test_state import POLICY
+from tosengine import Engine
+
+url, checkpoint_every, dedupe_hours = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+engine = Engine(
+    policy_set(POLICY), audit=url, checkpoint_every=checkpoint_every, dedupe_window=timedelta(hours=dedupe_hours)
+)
+for batch in json.load(sys.stdin):
+    engine.process_many(batch)  # durable when it returns
+os._exit(0)  # the process stops without close(): no last checkpoint, the partition let go by the system
+"""
+
+
+def _run_and_die(url: str, batches: list[list[dict[str, object]]], checkpoint_every: int, dedupe_hours: float) -> None:
+    """Process `batches` in a process that then stops without closing its engine."""
+    subprocess.run(
+        [sys.executable, "-c", _DIES, url, str(checkpoint_every), str(dedupe_hours)],
+        input=json.dumps(batches),
+        text=True,
+        check=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+
+
 def test_checkpoints_follow_the_live_state_and_opening_replays_only_the_tail(tmp_path: Path) -> None:
     sizes = {}
     for n in (3_000, 30_000):
         url = f"sqlite:///{tmp_path / f'h{n}.db'}"
         # An hour of redelivery memory: the live state is the same whatever the length of the history.
-        engine = Engine(policy_set(POLICY), audit=url, checkpoint_every=1_000, dedupe_window=timedelta(hours=1))
         stream = _quiet_stream(n)
-        engine.process_many(stream[:-10])
-        engine.process_many(stream[-10:])  # durable, but too few events since the last checkpoint for another
-        del engine  # the process stops without close(): the last events are the tail
+        # The last ten are durable, but too few events since the last checkpoint for another: the tail.
+        _run_and_die(url, [stream[:-10], stream[-10:]], checkpoint_every=1_000, dedupe_hours=1)
         sizes[n] = _checkpoints(url)[-1][1]
         reopened = Engine(policy_set(POLICY), audit=url, checkpoint_every=1_000, dedupe_window=timedelta(hours=1))
         assert 0 < reopened.resumed_events <= 1_000  # the tail, not the history
@@ -523,10 +551,13 @@ def test_events_after_the_checkpoint_are_replayed_with_the_policies_that_first_s
     the restart. The tail is replayed with the old policies (their texts are in the log), then the state
     carries over to the new ones as a reload does."""
     url = f"sqlite:///{tmp_path / 'tail.db'}"
-    engine = Engine(policy_set(POLICY), audit=url, checkpoint_every=1_000_000)
-    engine.process_many([ev("m1", "msg", "account:2"), ev("m2", "msg", "account:2", timedelta(minutes=1))])
-    engine.flush()
-    del engine  # no checkpoint: the two events are the tail
+    # No checkpoint after the two events: they are the tail.
+    _run_and_die(
+        url,
+        [[ev("m1", "msg", "account:2"), ev("m2", "msg", "account:2", timedelta(minutes=1))]],
+        checkpoint_every=1_000_000,
+        dedupe_hours=24 * 7,
+    )
     assert [position for position, _, _ in _checkpoints(url)] == [0]  # the one written when it opened
     new = _changed(POLICY, "count: 3", "count: 2")  # would have fired on m2 already
     with Engine(policy_set(new), audit=url) as engine:
@@ -564,3 +595,75 @@ def test_a_replay_into_an_existing_log_continues_its_state_through_the_cli(tmp_p
     assert _ids(_tosengine("replay", str(a), "--policies", str(policies), "--db", url, "--format", "json").stdout) == []
     p = _tosengine("replay", str(b), "--policies", str(policies), "--db", url, "--format", "json")
     assert [json.loads(x)["rule"] for x in p.stdout.splitlines()] == ["requests/unanswered"]
+
+
+_HOLDER = """
+import sys
+from tests.support import policy_set
+from tests.test_state import POLICY
+from tosengine import Engine
+
+engine = Engine(policy_set(POLICY), audit=sys.argv[1], partition=sys.argv[2])
+print("open", flush=True)
+sys.stdin.readline()  # until the test says so, or kills it
+engine.close()
+"""
+
+
+def test_one_engine_at_a_time_runs_a_partition_of_a_log(db_url: str) -> None:
+    # Two engines on one partition would each hold part of its state and overwrite each other's
+    # checkpoints. The second is refused while the first is open, in another process or this one, and
+    # opens once the first is closed, or killed; another partition of the same log opens meanwhile.
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, db_url, "p1"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        with pytest.raises(AuditError, match=r"partition 'p1' of the audit log at .* is in use by another engine"):
+            Engine(policy_set(POLICY), audit=db_url, partition="p1")
+        with Engine(policy_set(POLICY), audit=db_url, partition="p2") as other:
+            other.process(ev("r1", "req", "account:1"))
+            with pytest.raises(AuditError, match="partition 'p2'"):
+                Engine(policy_set(POLICY), audit=db_url, partition="p2")  # in this process too
+        holder.kill()  # a killed holder leaves nothing claimed
+        holder.wait(timeout=60)
+        with Engine(policy_set(POLICY), audit=db_url, partition="p1") as engine:
+            engine.process(ev("r2", "req", "account:2"))
+        with Engine(policy_set(POLICY), audit=db_url, partition="p2") as engine:  # closed, so free again
+            assert engine.resumed_events == 0
+    finally:
+        holder.kill()
+        holder.wait(timeout=60)
+
+
+def test_replay_into_a_partition_another_process_runs_is_refused_and_writes_nothing(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'busy.db'}"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, url, ""], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        stream = tmp_path / "in.jsonl"
+        stream.write_text(json.dumps(ev("r1", "req", "account:1")) + "\n", encoding="utf-8")
+        policies = tmp_path / "policies"
+        policies.mkdir()
+        (policies / "requests.yaml").write_text(POLICY, encoding="utf-8")
+        run = _tosengine("replay", str(stream), "--policies", str(policies), "--db", url)
+        assert run.returncode == 2 and "is in use by another engine" in run.stderr, run.stderr
+        assert holder.stdin is not None
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        assert holder.wait(timeout=60) == 0
+    finally:
+        holder.kill()
+        holder.wait(timeout=60)
+    eng = create_engine(url)
+    with eng.connect() as c:
+        assert c.execute(text("SELECT count(*) FROM events")).scalar_one() == 0
+    eng.dispose()
+    run = _tosengine("replay", str(stream), "--policies", str(policies), "--db", url)
+    assert run.returncode == 0, run.stderr

@@ -31,6 +31,7 @@ from sqlalchemy.exc import DataError, DBAPIError, SQLAlchemyError
 from tosengine._json import to_json
 from tosengine._version import __version__
 from tosengine.audit.chain import GENESIS, HASHED, HASHED_REPEATS, head_mac, key_check, link_hash
+from tosengine.audit.claim import PartitionClaim, claim_partition
 from tosengine.audit.connect import begin_immediate, connect, database_errors, masked
 from tosengine.audit.migrate import upgrade_database
 from tosengine.audit.tables import (
@@ -774,6 +775,12 @@ class AuditLog:
             salt = secrets.token_hex(16)
             conn.execute(insert(META), [{"name": "mask_salt", "value": salt}])
             return bytes.fromhex(salt)
+
+    def claim(self, partition: str) -> PartitionClaim:
+        """Claim `partition` for the engine that runs it (tosengine/audit/claim.py); AuditError if another
+        engine holds it."""
+        with database_errors(self.url, "open"):
+            return claim_partition(self.engine, self.url, partition)
 
     def close(self) -> None:
         """Flush what is queued and release the connections."""

@@ -41,6 +41,7 @@ from tosengine.violation import Repeat, Violation
 if TYPE_CHECKING:
     # Imported when an audit log is opened (tosengine/audit/log.py): SQLAlchemy is most of the start-up
     # of a run without one (`replay --dry-run`, `tosengine test`, eval), so it is not loaded for them.
+    from tosengine.audit.claim import PartitionClaim
     from tosengine.audit.log import AuditLog, Checkpoint
 
     # pydantic's model, loaded where an Event is used (tosengine/event_model.py): not by the engine itself.
@@ -182,9 +183,12 @@ class Engine:
         # durable once the call that closed the window returns.
         self.on_repeat: Callable[[Repeat], None] | None = on_repeat
         self._audit: AuditLog | None = None
+        self._claim: PartitionClaim | None = None
         try:
             self._audit = _open_audit(audit, self.partition) if isinstance(audit, str) else audit
             if self._audit is not None:
+                # Before anything is read or written: one engine at a time runs a partition's state.
+                self._claim = self._audit.claim(self.partition)
                 self._audit.partition = self.partition
                 self._audit.register_policies(policies)
                 # With one, the log's salt: masks are stable across processes (keys in checkpoints, chains).
@@ -196,6 +200,8 @@ class Engine:
         except BaseException:
             if self._owns_program:
                 self._program.close()
+            if self._claim is not None:
+                self._claim.release()
             if owns_audit and self._audit is not None:
                 # Without writing: the failure (a checkpoint refused, the database gone) may be the log's.
                 self._audit.release()
@@ -437,8 +443,12 @@ class Engine:
                 self._closed = True
                 if self._owns_program:
                     self._program.close()
-                if self._audit is not None:
-                    self._audit.close()
+                try:
+                    if self._audit is not None:
+                        self._audit.close()
+                finally:
+                    if self._claim is not None:
+                        self._claim.release()  # another engine may run the partition now
 
     def __enter__(self) -> Engine:
         return self
