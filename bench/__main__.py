@@ -299,6 +299,21 @@ def bench_latency(n: int) -> None:
             )
 
 
+def _process_and_die(url: str, lines: list[str], path: Path) -> None:
+    """Process `lines` into the log at `url` in a process that then stops without closing its engine (a
+    crash: no last checkpoint; the system lets the partition go)."""
+    path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    code = (
+        "import os, sys\n"
+        "from tosengine import Engine, read_sources\n"
+        "from tosengine.policy.check import check_policy_set\n"
+        "engine = Engine(check_policy_set(read_sources(sys.argv[2])), audit=sys.argv[1])\n"
+        "engine.process_many(open(sys.argv[3], encoding='utf-8').read().splitlines())\n"
+        "os._exit(0)\n"
+    )
+    subprocess.run([sys.executable, "-c", code, url, str(ROOT / "policies"), str(path)], check=True, cwd=ROOT)
+
+
 def bench_restart(sizes: tuple[int, ...] = (100_000, 300_000, 1_000_000)) -> None:
     """Opening an Engine on an audit log that holds a history: the cost follows the live state and the
     tail since the last checkpoint, not the length of the history. Every history has the same event
@@ -320,9 +335,9 @@ def bench_restart(sizes: tuple[int, ...] = (100_000, 300_000, 1_000_000)) -> Non
             engine = Engine(_pack(), audit=url)
             opened = time.perf_counter() - t0
             size = engine.state_size()
+            engine.close()
             # Then a crash: the events since the last checkpoint are the tail the next open replays.
-            engine.process_many(more)
-            del engine
+            _process_and_die(url, more, Path(tmp) / "more.jsonl")
             t0 = time.perf_counter()
             again = Engine(_pack(), audit=url)
             opened_crash = time.perf_counter() - t0
