@@ -667,3 +667,15 @@ def test_replay_into_a_partition_another_process_runs_is_refused_and_writes_noth
     eng.dispose()
     run = _tosengine("replay", str(stream), "--policies", str(policies), "--db", url)
     assert run.returncode == 0, run.stderr
+
+
+def test_an_engine_whose_claim_cannot_be_taken_runs_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Where the lock beside a SQLite log cannot be taken at all (here a directory is in its way; some
+    # network file systems refuse such locks), the engine runs unguarded, as before claims, and warns.
+    db = tmp_path / "unguarded.db"
+    (tmp_path / "unguarded.db-lock").mkdir()
+    with Engine(policy_set(POLICY), audit=f"sqlite:///{db}") as engine:
+        engine.process(ev("r1", "req", "account:1"))
+    assert "is not guarded against a second engine" in caplog.text

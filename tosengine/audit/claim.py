@@ -20,7 +20,9 @@ leaves a partition claimed:
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import logging
 import os
 import struct
 import sys
@@ -32,6 +34,8 @@ from tosengine.audit.connect import masked
 from tosengine.errors import AuditError
 
 __all__ = ["PartitionClaim", "claim_partition"]
+
+LOG = logging.getLogger("tosengine")
 
 # Offsets of the SQLite lock byte: far from 0 so the file stays empty, below 2**62 so any system's off_t holds it.
 _BASE = 1 << 40
@@ -88,15 +92,27 @@ def _claim_sqlite(engine: Engine, url: str, partition: str) -> PartitionClaim:
     if not database or database == ":memory:" or fcntl is None or not hasattr(fcntl, "F_OFD_SETLK"):
         return PartitionClaim()  # no file to share, or no lock that is the open file's own
     offset = _BASE + int.from_bytes(_key(partition)[:4], "big")
-    fd = os.open(f"{database}-lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    path = f"{database}-lock"
     # struct flock: l_type, l_whence, l_start, l_len, l_pid (0 for an open-file-description lock).
     request = struct.pack("hhqqi", fcntl.F_WRLCK, os.SEEK_SET, offset, 1, 0)
     try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        return _unclaimed(path, exc)
+    try:
         fcntl.fcntl(fd, fcntl.F_OFD_SETLK, request + bytes(32 - len(request)))
-    except OSError:
+    except OSError as exc:
         os.close(fd)
-        raise _refused(url, partition) from None
+        if exc.errno in (errno.EAGAIN, errno.EACCES):  # another open file holds the byte
+            raise _refused(url, partition) from None
+        return _unclaimed(path, exc)  # the file system cannot lock (some network file systems)
     return PartitionClaim(fd=fd)
+
+
+def _unclaimed(path: str, exc: OSError) -> PartitionClaim:
+    """No claim where the lock cannot be taken at all: the engine still runs, as it did before claims."""
+    LOG.warning("cannot lock %s (%s): this engine's partition is not guarded against a second engine", path, exc)
+    return PartitionClaim()
 
 
 def _import_fcntl() -> Any:
