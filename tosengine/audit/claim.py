@@ -12,7 +12,7 @@ leaves a partition claimed:
   database (`<database>-lock`), at an offset given by the partition's name. Unlike a POSIX record
   lock, it is held by the open file, not by the process: a second engine in the same process is refused
   too, and closing some other descriptor of the file does not drop it. Where the system has no such
-  lock, no claim is made.
+  lock, or the file system refuses it, no claim is made and a warning says so.
 - PostgreSQL: a session-level advisory lock, keyed by the schema and the partition, held on a
   connection of its own until the engine closes (a crashed process's session ends with it). Advisory
   locks need no privilege, so the writer role can hold one.
