@@ -25,7 +25,6 @@ import hashlib
 import logging
 import os
 import struct
-import sys
 from typing import Any
 
 from sqlalchemy import Connection, Engine
@@ -88,7 +87,7 @@ def _key(*parts: str) -> bytes:
 
 def _claim_sqlite(engine: Engine, url: str, partition: str) -> PartitionClaim:
     database = engine.url.database
-    fcntl: Any = sys.modules.get("fcntl") or _import_fcntl()
+    fcntl = _import_fcntl()
     if not database or database == ":memory:" or fcntl is None or not hasattr(fcntl, "F_OFD_SETLK"):
         return PartitionClaim()  # no file to share, or no lock that is the open file's own
     offset = _BASE + int.from_bytes(_key(partition)[:4], "big")
