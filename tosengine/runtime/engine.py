@@ -494,8 +494,7 @@ class Engine:
         out: list[Violation] = []
         with self._lock:
             self._check_open()
-            fired = self._program.matcher.match_many("event", [r.fields for _, _, r in batch])
-            known = self._known_old([r for _, _, r in batch])
+            fired, known = self._matched(batch)
             for (pos, event, record), tids in zip(batch, fired, strict=True):
                 try:
                     out.extend(self._accept(record, tids, known))
@@ -518,8 +517,7 @@ class Engine:
             return
         with self._lock:
             self._check_open()
-            fired = self._program.matcher.match_many("event", [r.fields for _, _, r in batch])
-            known = self._known_old([r for _, _, r in batch])
+            fired, known = self._matched(batch)
             for (pos, event, record), tids in zip(batch, fired, strict=True):
                 counts = self._state.counts
                 duplicates, conflicts = counts["duplicates"], counts["conflicts"]
@@ -603,6 +601,14 @@ class Engine:
             return (record.source, record.id) in known
         assert self._audit is not None
         return bool(self._audit.recorded([(record.source, record.id)]))
+
+    def _matched(
+        self, batch: list[tuple[int, EventInput, EventRecord]]
+    ) -> tuple[list[list[int]], set[tuple[str, str]] | None]:
+        """A batch's matched triggers, event by event, and what the log already holds of its old events
+        (`_known_old`): what `_accept` needs for each of them."""
+        records = [r for _, _, r in batch]
+        return self._program.matcher.match_many("event", [r.fields for r in records]), self._known_old(records)
 
     def _known_old(self, records: list[EventRecord]) -> set[tuple[str, str]] | None:
         """With an audit log, which of a batch's events the log already holds, among those old enough that
