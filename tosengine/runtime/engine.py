@@ -156,7 +156,7 @@ class Engine:
             try:
                 program = Program(policies, smoke_test=smoke_test, smoke=smoke)
             except BaseException:
-                audit.close()
+                audit.release()  # as any failure to open does below: nothing of it is written
                 raise
         self._program = program if program is not None else Program(policies, smoke_test=smoke_test)
         self._ruleset = ruleset_hash(self._program.policies)
