@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tosengine.events import EventRecord
 from tosengine.policy.model import ItemKind
 from tosengine.runtime.evaluate import Env
-
-if TYPE_CHECKING:
-    from tosengine.runtime.program import CompiledRule
 
 __all__ = ["Firing", "Item"]
 
@@ -60,7 +57,7 @@ class Firing:
     """A rule matched: on these items (in stream order), for this key, at this time (an expect's deadline
     for a lapse). `env` binds what the message and emitted data read."""
 
-    rule: CompiledRule
+    rule: Any  # CompiledRule (runtime/program.py imports this module)
     key: str
     time: datetime
     items: list[Item]

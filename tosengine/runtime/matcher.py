@@ -103,6 +103,8 @@ class _Ruleset:
         # and a projection holds only the compiler's few codes per property: a stream repeats a small
         # set of them, which durable_rules then matches once instead of once per item.
         self.memo: dict[tuple[str, ...], tuple[int, ...]] = {}
+        self.memo_limit = MEMO  # per ruleset, so a test can shrink it (a compiled module's globals are fixed)
+        self.asserted = 0  # messages durable_rules has matched: what the memo did not answer
 
     def codes(self, fields: dict[str, Any]) -> tuple[str, ...]:
         """The item's projection: each property's code (the constant matched, $T, $A or $O)."""
@@ -128,9 +130,9 @@ class _Ruleset:
         return self.message(self.codes(fields), head)
 
     def remember(self, codes: tuple[str, ...], fired: tuple[int, ...]) -> None:
-        """Keep what a projection fired, within MEMO projections (then start again: a stream whose
+        """Keep what a projection fired, within `memo_limit` projections (then start again: a stream whose
         projections are that varied gains little from it)."""
-        if len(self.memo) >= MEMO:
+        if len(self.memo) >= self.memo_limit:
             self.memo.clear()
         self.memo[codes] = fired
 
@@ -235,6 +237,7 @@ class Matcher:
         handle = rs.handle
         if handle is None:
             raise MatcherError("the matcher is closed")
+        rs.asserted += len(messages)
         try:
             try:
                 status, state = _dre.assert_facts(handle, "[" + ",".join(messages) + "]")

@@ -25,7 +25,9 @@ if TYPE_CHECKING:
 
 __all__ = ["ABSENT", "THRESHOLD", "ThresholdSpec", "ThresholdState", "hashable"]
 
-# The `distinct` value of an item where the expression is absent: kept, but never counted.
+# The `distinct` value of an item where the expression is absent: kept, but never counted. Compared
+# with ==, not `is`: the native build (tosengine/_native.py) holds a tuple unboxed, so a tuple keeps no
+# identity there. No value of the language is `==` to it (hashable() gives every value a 2-tuple).
 ABSENT = ("absent",)
 
 
@@ -91,7 +93,7 @@ class ThresholdState:
             entries.append((item, value))
         else:
             entries.insert(bisect.bisect_right(entries, item.time, lo=self.start, key=_time), (item, value))
-        if value is not None and value is not ABSENT:
+        if value is not None and value != ABSENT:
             self.counts[value] = self.counts.get(value, 0) + 1
 
     def forget_before(self, horizon: datetime) -> None:
@@ -99,7 +101,7 @@ class ThresholdState:
         entries, start = self.entries, self.start
         while start < len(entries) and entries[start][0].time < horizon:
             value = entries[start][1]
-            if value is not None and value is not ABSENT:
+            if value is not None and value != ABSENT:
                 left = self.counts[value] - 1
                 if left:
                     self.counts[value] = left
@@ -140,17 +142,14 @@ class ThresholdStore(NoDeadlines):
         value = hashable(spec.distinct({item.kind: item.fields})) if spec.distinct is not None else None
         if item.time == now:
             # The usual case: an item at the clock's time has every kept item in its window.
-            if spec.distinct is None:
-                n = len(st) + 1
-            else:
-                n = len(st.counts) + (value is not ABSENT and value not in st.counts)
+            n = len(st) + 1 if spec.distinct is None else len(st.counts) + (value != ABSENT and value not in st.counts)
             window = None
         else:
             # A late item: its window [t - within, t] may leave out kept items on either side.
             lo = max(item.time - spec.within, horizon)
             window = st.between(lo, item.time)
             window.append((item, value))
-            n = len({v for _, v in window if v is not ABSENT}) if spec.distinct is not None else len(window)
+            n = len({v for _, v in window if v != ABSENT}) if spec.distinct is not None else len(window)
         out: list[Firing] = []
         if st.armed and n >= spec.count:
             st.armed = False
