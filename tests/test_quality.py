@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = ("tosengine", "tests", "bench", "examples", "migrations")
+SOURCES = ("tosengine", "tests", "bench", "examples", "migrations", "setup.py", "_build")
 
 
 def _tool(name: str) -> list[str]:
@@ -25,7 +25,17 @@ def _tool(name: str) -> list[str]:
 
 def test_mypy_strict_is_clean() -> None:
     p = subprocess.run(
-        [*_tool("mypy"), "--strict", "--explicit-package-bases", "tosengine", "tests", "bench", "examples"],
+        [
+            *_tool("mypy"),
+            "--strict",
+            "--explicit-package-bases",
+            "tosengine",
+            "tests",
+            "bench",
+            "examples",
+            "setup.py",
+            "_build/backend.py",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -46,6 +46,19 @@ def command(name: str) -> Command:
     return found
 
 
+class _Version(argparse.Action):
+    """--version: the version and the build, worked out only when asked (it looks at the files)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help=str(kwargs.get("help")))
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        from tosengine._native import describe
+
+        print(f"tosengine {__version__} ({describe()})")
+        parser.exit()
+
+
 def _parser(chosen: str | None) -> argparse.ArgumentParser:
     """The parser; with a command `chosen`, only that command's module is loaded (the others are named)."""
     p = argparse.ArgumentParser(
@@ -54,7 +67,7 @@ def _parser(chosen: str | None) -> argparse.ArgumentParser:
         epilog="Policy language: docs/policy-language.md. Exit codes: 0 ok, 1 findings "
         "(diagnostics or rejected events), 2 usage or unusable policies.",
     )
-    p.add_argument("--version", action="version", version=f"tosengine {__version__}")
+    p.add_argument("--version", action=_Version, help="show the version and the build (pure Python or native)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in NAMES:
         if chosen is None or name == chosen:
