@@ -64,6 +64,12 @@ def tosengine(*args: str, stdin: str | None = None, cwd: Path | None = None) -> 
     )
 
 
+# The shared conformance suite: beside the repo, or where TOSENGINE_CONFORMANCE says (CI's run against
+# the native build works in a copy of the checkout elsewhere).
+CONFORMANCE = Path(
+    os.environ.get("TOSENGINE_CONFORMANCE") or Path(__file__).resolve().parents[1].parent / "shared" / "conformance"
+)
+
 PG_URL = os.environ.get("TOSENGINE_TEST_DATABASE_URL")
 REQUIRE_PG = os.environ.get("TOSENGINE_REQUIRE_POSTGRES") == "1"
 

@@ -15,9 +15,8 @@ from types import ModuleType
 
 import pytest
 
-from tests.support import PENDING
+from tests.support import CONFORMANCE, PENDING
 
-CONFORMANCE = Path(__file__).resolve().parents[1].parent / "shared" / "conformance"
 if not (CONFORMANCE / "run.py").is_file():
     pytest.skip(f"the shared conformance suite is not at {CONFORMANCE}", allow_module_level=True)
 

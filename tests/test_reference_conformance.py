@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import PENDING
+from tests.support import CONFORMANCE, PENDING
 from tosengine.cases import load_behaviour_case
 from tosengine.errors import EventError
 from tosengine.event_model import Event, parse_event_line, validate_event
@@ -19,10 +19,12 @@ from tosengine.policy.sources import Source
 from tosengine.runtime.reference import evaluate_records
 from tosengine.violation import Violation
 
-CASES = Path(__file__).resolve().parents[1].parent / "shared" / "conformance" / "cases"
+CASES = CONFORMANCE / "cases"
 if not CASES.is_dir():
     pytest.skip(
-        f"conformance cases not found at {CASES} (the shared folder sits beside the repo)", allow_module_level=True
+        f"conformance cases not found at {CASES} (the shared folder sits beside the repo, or "
+        "TOSENGINE_CONFORMANCE names it)",
+        allow_module_level=True,
     )
 
 Ident = tuple[str, str, str, tuple[str, ...]]
