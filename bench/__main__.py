@@ -14,7 +14,8 @@ Every figure is a ratio to raw durable_rules measured in the same run, on the sa
                    first, as an installed package's are (--from-source: their bytecode removed);
   reference        the plain-Python reference evaluator.
 `check` is the Performance II issue's own check: `tosengine replay` of the generator's stream over a
-pool of 50,000 accounts (start-up included), against raw post() of a fixed 10-rule ruleset in the same run.
+pool of 50,000 accounts (start-up included), against raw post() of a fixed 10-rule ruleset in the same run;
+`check --native` adds the native build's replays (built from this checkout first).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import copy
 import json
 import os
 import resource
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -38,7 +40,7 @@ from typing import Any
 from durable import engine as dr_engine
 from sqlalchemy import create_engine, text
 
-from bench.common import ROOT, byte_compile, drop_bytecode, generate, pg_schema
+from bench.common import ROOT, byte_compile, drop_bytecode, generate, native_build, pg_schema
 from bench.synthetic import rules_events, rules_pack
 from tosengine import Engine, check_sources, read_sources
 from tosengine.event_model import parse_event_line
@@ -137,8 +139,9 @@ def _stream(n: int, days: float) -> list[str]:
     return generate(n, seed=7, days=days, accounts=max(100, n // 20), abuse_rate=0.01)
 
 
-def _replay(stream: Path, *options: str) -> float:
-    """Seconds of `tosengine replay` as a subprocess (start-up, policy check and smoke test included)."""
+def _replay(stream: Path, *options: str, site: Path | None = None) -> float:
+    """Seconds of `tosengine replay` as a subprocess (start-up, policy check and smoke test included);
+    with `site`, of the native build unpacked there (bench.common.native_build)."""
     t0 = time.perf_counter()
     subprocess.run(
         [
@@ -156,6 +159,8 @@ def _replay(stream: Path, *options: str) -> float:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         check=True,
+        cwd=site,
+        env=None if site is None else {**os.environ, "PYTHONPATH": str(site)},
     )
     return time.perf_counter() - t0
 
@@ -242,11 +247,12 @@ def bench_pack(n: int, seed: int, rounds: int) -> None:
     )
 
 
-def bench_check(n: int, seed: int, rounds: int) -> None:
+def bench_check(n: int, seed: int, rounds: int, native: bool = False) -> None:
     """The issue's check: `tosengine replay` (start-up, policy check and smoke test included) of `n`
     events of the default pack's taxonomy over a pool of 50,000 accounts (100,000 events reach about
     43,000 of them), dry and into a fresh SQLite audit log, against raw post() of a fixed 10-rule
-    ruleset (bench/synthetic.py) on as many events."""
+    ruleset (bench/synthetic.py) on as many events; with `native`, the same replays of the native build
+    too (built from this checkout first, about a minute and a half)."""
     with tempfile.TemporaryDirectory() as tmp:
         stream = Path(tmp) / "events.jsonl"
         lines = generate(n, seed=seed, days=30, accounts=50_000, abuse_rate=0.01)
@@ -257,18 +263,22 @@ def bench_check(n: int, seed: int, rounds: int) -> None:
         db = Path(tmp) / "c.db"
 
         def fresh_sqlite() -> str:
-            for extra in ("", "-wal", "-shm"):
+            for extra in ("", "-wal", "-shm", "-lock"):
                 Path(f"{db}{extra}").unlink(missing_ok=True)
             return f"sqlite:///{db}"
 
-        rows = _best_of(
-            rounds,
-            [
-                ("raw post(), fixed 10-rule ruleset", lambda: _raw(fixed, fixed_lines, batched=False)[0]),
-                ("tosengine replay --dry-run", lambda: _replay(stream, "--dry-run")),
-                ("tosengine replay, SQLite audit", lambda: _replay(stream, "--db", fresh_sqlite())),
-            ],
-        )
+        measures: list[tuple[str, Callable[[], float | None]]] = [
+            ("raw post(), fixed 10-rule ruleset", lambda: _raw(fixed, fixed_lines, batched=False)[0]),
+            ("tosengine replay --dry-run", lambda: _replay(stream, "--dry-run")),
+            ("tosengine replay, SQLite audit", lambda: _replay(stream, "--db", fresh_sqlite())),
+        ]
+        if native:
+            site = native_build(Path(tmp) / "native")
+            measures += [
+                ("native build: replay --dry-run", lambda: _replay(stream, "--dry-run", site=site)),
+                ("native build: replay, SQLite audit", lambda: _replay(stream, "--db", fresh_sqlite(), site=site)),
+            ]
+        rows = _best_of(rounds, measures)
     _table(
         f"the issue's check: default pack, {len(lines)} events over 50,000 accounts (seed {seed}), "
         f"fastest of {rounds} rounds",
@@ -279,24 +289,49 @@ def bench_check(n: int, seed: int, rounds: int) -> None:
 
 def bench_latency(n: int) -> None:
     """p50/p99 of one Engine.process() call, given each event's JSON text (parsing and validation
-    included), on the default pack's stream, with and without the SQLite audit log."""
+    included), on the default pack's stream, with and without the SQLite audit log; and, as the floor
+    under the second, a raw sqlite3 INSERT of each line and COMMIT in a WAL database, as the log commits."""
     lines = generate(n)
     with tempfile.TemporaryDirectory() as tmp:
+        # With the audit log every call commits before it returns: a few thousand calls say enough.
+        times = _raw_commits(Path(tmp) / "raw.db", lines[:5000])
+        _quantiles("raw sqlite3 INSERT + COMMIT of each line (WAL, synchronous FULL)", times)
         for audit in (None, f"sqlite:///{Path(tmp) / 'l.db'}"):
             engine = Engine(_pack(), audit=audit)
             times = []
-            # With the audit log every call commits before it returns: a few thousand calls say enough.
             for line in lines if audit is None else lines[:5000]:
                 t0 = time.perf_counter_ns()
                 engine.process(line)
                 times.append(time.perf_counter_ns() - t0)
             engine.close()
-            q = statistics.quantiles(times, n=100)
-            print(
-                f"\nEngine.process() latency over {len(times)} events, "
-                f"{'SQLite audit log' if audit else 'no audit log'}: p50 {q[49] / 1000:.1f} us, "
-                f"p99 {q[98] / 1000:.1f} us, max {max(times) / 1000:.1f} us"
-            )
+            _quantiles(f"Engine.process(), {'SQLite audit log' if audit else 'no audit log'}", times)
+
+
+def _raw_commits(path: Path, lines: list[str]) -> list[int]:
+    """Nanoseconds of each one-row INSERT and COMMIT into a fresh WAL database: the disk's sync, the
+    floor under a process() call that returns once its event is durable."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")  # SQLite's default, which the audit log keeps
+    db.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
+    times = []
+    for line in lines:
+        t0 = time.perf_counter_ns()
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("INSERT INTO events (body) VALUES (?)", (line,))
+        db.execute("COMMIT")
+        times.append(time.perf_counter_ns() - t0)
+    db.close()
+    return times
+
+
+def _quantiles(what: str, times: list[int]) -> None:
+    q = statistics.quantiles(times, n=100)
+    over = sum(t > 1_000_000 for t in times)
+    print(
+        f"\n{what}, {len(times)} calls: p50 {q[49] / 1000:.1f} us, p99 {q[98] / 1000:.1f} us, "
+        f"max {max(times) / 1000:.1f} us, {over} over 1 ms"
+    )
 
 
 def _process_and_die(url: str, lines: list[str], path: Path) -> None:
@@ -468,6 +503,12 @@ def main() -> int:
         help="remove tosengine's byte-compiled modules first instead: with PYTHONDONTWRITEBYTECODE set, every "
         "replay then compiles them from source (by default they are byte-compiled, as an installed package's are)",
     )
+    p.add_argument(
+        "--native",
+        action="store_true",
+        help="check: also time the native build's replays (TOSENGINE_NATIVE=1: the hot path compiled with mypyc), "
+        "built from this checkout first",
+    )
     args = p.parse_args()
     print(f"tosengine bench, python {sys.version.split()[0]}, {os.cpu_count()} cpus, {time.strftime('%Y-%m-%d')}")
     if args.from_source:
@@ -477,7 +518,7 @@ def main() -> int:
     if args.what in ("pack", "all"):
         bench_pack(args.events, args.seed, args.rounds)
     if args.what in ("check", "all"):
-        bench_check(args.events, args.seed, args.rounds)
+        bench_check(args.events, args.seed, args.rounds, native=args.native)
     if args.what in ("latency", "all"):
         bench_latency(min(args.events, 50_000))
     if args.what in ("rules", "all"):

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import compileall
+import os
 import subprocess
 import sys
 import uuid
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
-__all__ = ["ROOT", "byte_compile", "drop_bytecode", "generate", "pg_schema"]
+__all__ = ["ROOT", "byte_compile", "drop_bytecode", "generate", "native_build", "pg_schema"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,8 +27,6 @@ def byte_compile() -> Path:
     PYTHONDONTWRITEBYTECODE (the one docs/performance.md reports), nothing ever writes tosengine's
     bytecode in an editable install, so every run would compile each module from source again: about
     60 ms of a replay's start-up that an installed engine does not pay. Unchanged modules are skipped."""
-    import compileall
-
     where = _package()
     if not compileall.compile_dir(where, quiet=1):
         raise RuntimeError(f"could not byte-compile {where}")
@@ -42,6 +43,24 @@ def drop_bytecode() -> Path:
     for cache in where.rglob("__pycache__"):
         shutil.rmtree(cache)
     return where
+
+
+def native_build(into: Path) -> Path:
+    """Build this checkout's native wheel (TOSENGINE_NATIVE=1: tosengine/_native.py) and unpack it, byte-
+    compiled as pip would install it, into `into`/site; that folder. A subprocess started there with it
+    first on PYTHONPATH runs the compiled build (run elsewhere, `python -m` would find the checkout's
+    sources in its working folder)."""
+    wheels, site = into / "wheel", into / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels), str(ROOT)],
+        env={**os.environ, "TOSENGINE_NATIVE": "1"},
+        check=True,
+    )
+    (wheel,) = wheels.glob("tosengine-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(site)
+    compileall.compile_dir(site / "tosengine", quiet=1)
+    return site
 
 
 def _package() -> Path:
