@@ -1,8 +1,9 @@
 """setuptools' build script, for the one thing pyproject.toml cannot say: the native build.
 
-With TOSENGINE_NATIVE=1 in the environment, the modules tosengine/_native.py names are compiled with
-mypyc into C extensions (docs/performance.md, "The native build"); without it, this builds the plain
-pure-Python package, as before. The in-tree backend (_build/backend.py) asks for mypy only then.
+With TOSENGINE_NATIVE=1, the modules tosengine/_native.py names are compiled with mypyc into C
+extensions (docs/performance.md, "The native build"); otherwise this builds the pure-Python package.
+The in-tree build backend (build_backend/tosengine_build.py) decides and sets it: a wheel is native
+unless TOSENGINE_NATIVE=0 is asked for, an editable install and an sdist never are.
 """
 
 import os
@@ -18,8 +19,8 @@ if native:
     modules = runpy.run_path("tosengine/_native.py")["NATIVE_MODULES"]
     ext_modules = mypycify(
         # The build environment holds mypy, not the runtime dependencies: their types are Any here
-        # (_build/mypyc.ini), which compiles to the interpreter's generic operations on them.
-        ["--config-file", "_build/mypyc.ini", *(m.replace(".", "/") + ".py" for m in modules)],
+        # (build_backend/mypyc.ini), which compiles to the interpreter's generic operations on them.
+        ["--config-file", "build_backend/mypyc.ini", *(m.replace(".", "/") + ".py" for m in modules)],
         opt_level="3",
         group_name="tosengine",
         target_dir="build/native/c",

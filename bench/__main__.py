@@ -506,7 +506,7 @@ def main() -> int:
     p.add_argument(
         "--native",
         action="store_true",
-        help="check: also time the native build's replays (TOSENGINE_NATIVE=1: the hot path compiled with mypyc), "
+        help="check: also time the native build's replays (the hot path compiled with mypyc), "
         "built from this checkout first",
     )
     args = p.parse_args()

@@ -1,5 +1,5 @@
-"""The native build (tosengine/_native.py, setup.py, _build/backend.py): what it compiles, how a process
-tells, and what the build backend asks for and refuses.
+"""The native build (tosengine/_native.py, setup.py, build_backend/tosengine_build.py): what it
+compiles, how a process tells, and what the build backend builds, asks for and refuses.
 
 CI runs the whole suite a second time against a native wheel with TOSENGINE_EXPECT_NATIVE=1, so the
 suite's behaviour is checked on the compiled modules too; this file makes sure that run really is native.
@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 import os
 import runpy
+import tarfile
+import zipfile
 from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 from typing import Any
@@ -53,26 +55,53 @@ def test_the_public_classes_stay_interpreted_so_their_docstrings_stay() -> None:
         assert module not in NATIVE_MODULES, f"{name} is defined in compiled module {module}"
 
 
-def _backend(monkeypatch: pytest.MonkeyPatch, native: bool) -> dict[str, Any]:
+def _backend(monkeypatch: pytest.MonkeyPatch, asked: str | None) -> dict[str, Any]:
+    """The build backend's hooks, loaded as a build frontend would, with TOSENGINE_NATIVE as `asked`."""
     monkeypatch.chdir(ROOT)  # setuptools runs setup.py from the project's folder
-    if native:
-        monkeypatch.setenv("TOSENGINE_NATIVE", "1")
-    else:
+    if asked is None:
         monkeypatch.delenv("TOSENGINE_NATIVE", raising=False)
-    return runpy.run_path(str(ROOT / "_build" / "backend.py"))
+    else:
+        monkeypatch.setenv("TOSENGINE_NATIVE", asked)
+    return runpy.run_path(str(ROOT / "build_backend" / "tosengine_build.py"))
 
 
-def test_the_backend_asks_for_mypy_only_for_a_native_build(monkeypatch: pytest.MonkeyPatch) -> None:
-    plain = _backend(monkeypatch, native=False)["get_requires_for_build_wheel"]()
-    assert not any(r.startswith("mypy") for r in plain)
-    backend = _backend(monkeypatch, native=True)
-    native = backend["get_requires_for_build_wheel"]()
-    assert backend["MYPYC"] in native and set(plain) <= set(native)
-    assert os.environ["TOSENGINE_NATIVE"] == "1"  # put back after asking setuptools as a plain build
+@pytest.mark.parametrize(("asked", "native"), [(None, True), ("", True), ("1", True), ("0", False)])
+def test_a_wheel_is_native_unless_asked_not_to_be(
+    monkeypatch: pytest.MonkeyPatch, asked: str | None, native: bool
+) -> None:
+    backend = _backend(monkeypatch, asked)
+    wheel = backend["get_requires_for_build_wheel"]()
+    assert (backend["MYPYC"] in wheel) is native
+    assert not any(r.startswith("mypy") for r in backend["get_requires_for_build_editable"]())
+    assert os.environ.get("TOSENGINE_NATIVE") == asked  # the hooks put it back as it was
+
+
+def test_an_unknown_answer_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    backend = _backend(monkeypatch, "yes")
+    with pytest.raises(SystemExit, match="TOSENGINE_NATIVE='yes': use 1"):
+        backend["get_requires_for_build_wheel"]()
 
 
 def test_an_editable_native_install_is_refused_with_the_reason(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    backend = _backend(monkeypatch, native=True)
+    backend = _backend(monkeypatch, "1")
     with pytest.raises(SystemExit, match="would import them instead of the sources you edit"):
         backend["build_editable"](str(tmp_path))
     assert list(tmp_path.iterdir()) == []  # nothing built
+
+
+def test_a_pure_wheel_and_an_sdist_carry_no_compiled_code(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Even in a checkout where a native wheel was built before (CI's, for one): setuptools packs what its
+    build folder holds, and a native build keeps to a folder of its own. The sdist carries the backend."""
+    backend = _backend(monkeypatch, "0")
+    wheel = tmp_path / backend["build_wheel"](str(tmp_path))
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+    assert wheel.name.endswith("-py3-none-any.whl")
+    assert "tosengine/runtime/pipeline.py" in names
+    assert not [n for n in names if n.endswith((".so", ".pyd", ".c"))]
+    sdist = tmp_path / backend["build_sdist"](str(tmp_path))
+    with tarfile.open(sdist) as archive:
+        members = {m.name.split("/", 1)[1] for m in archive.getmembers() if "/" in m.name}
+    backend_files = {"build_backend/tosengine_build.py", "build_backend/mypyc.ini"}
+    assert {"setup.py", "tosengine/_native.py", *backend_files} <= members
+    assert not [n for n in members if n.endswith((".so", ".pyd", ".c"))]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = ("tosengine", "tests", "bench", "examples", "migrations", "setup.py", "_build")
+SOURCES = ("tosengine", "tests", "bench", "examples", "migrations", "setup.py", "build_backend")
 
 
 def _tool(name: str) -> list[str]:
@@ -34,7 +34,7 @@ def test_mypy_strict_is_clean() -> None:
             "bench",
             "examples",
             "setup.py",
-            "_build/backend.py",
+            "build_backend/tosengine_build.py",
         ],
         cwd=ROOT,
         capture_output=True,

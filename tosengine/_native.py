@@ -1,9 +1,11 @@
 """The native build: which modules it compiles, and which of them this process runs compiled.
 
-A wheel built with TOSENGINE_NATIVE=1 (`TOSENGINE_NATIVE=1 pip wheel .`) compiles the modules below
-with mypyc, the compiler that ships with mypy, into C extensions: the per-event path from the JSON line
-to the decision, where the interpreter's own overhead is most of the time (docs/performance.md, "The
-native build"). The code is the same typed Python either way; `mypy --strict` is what lets it compile.
+A wheel (`pip wheel .`, `pip install .`) compiles the modules below with mypyc, the compiler that
+ships with mypy, into C extensions, unless TOSENGINE_NATIVE=0 asks for a pure one: the per-event path
+from the JSON line to the decision, where the interpreter's own overhead is most of the time
+(docs/performance.md, "The native build"). An editable install is pure Python (the build backend,
+build_backend/tosengine_build.py). The code is the same typed Python either way; `mypy --strict` is
+what lets it compile.
 Everything else (the CLI, policy compilation, the audit log, serve, the workers) stays interpreted, and
 so do the modules of the public API's classes (runtime/engine.py, violation.py): a compiled class loses
 its docstrings, which `help()` and the API reference read.
@@ -39,7 +41,7 @@ NATIVE_MODULES: tuple[str, ...] = (
 
 def compiled_modules() -> list[str]:
     """The modules of NATIVE_MODULES that this installation loads from compiled extensions (empty for a
-    pure-Python install, such as the editable one the README makes).
+    pure-Python install, such as the editable one the README makes, or a TOSENGINE_NATIVE=0 wheel).
 
     Read off the files, without importing anything: Python's importer tries a directory's extension
     modules before its sources, so a module is loaded compiled exactly when its extension is there."""
