@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from collections.abc import Iterator
 from typing import Any
 
@@ -64,12 +65,27 @@ def build_wheel(
     wheel_directory: str, config_settings: dict[str, Any] | None = None, metadata_directory: str | None = None
 ) -> str:
     """setuptools' wheel: native unless TOSENGINE_NATIVE=0."""
-    with _building(native=_native(default=True)):
+    native = _native(default=True)
+    if native:
+        # setuptools packs whatever the build folder holds: a module compiled by an earlier build and
+        # since dropped from NATIVE_MODULES (or renamed) would ship too, and fail to import.
+        shutil.rmtree("build/native", ignore_errors=True)
+    with _building(native):
         return str(_setuptools.build_wheel(wheel_directory, config_settings, metadata_directory))
 
 
+def _refuse_native_editable() -> None:
+    if _native(default=False):
+        raise SystemExit(
+            "TOSENGINE_NATIVE=1 builds compiled modules, and an editable install would import them instead "
+            "of the sources you edit: build a wheel instead (pip wheel . is native by default), or unset it"
+        )
+
+
 def get_requires_for_build_editable(config_settings: dict[str, Any] | None = None) -> list[str]:
-    """setuptools' requirements for an editable install (never native: see build_editable)."""
+    """setuptools' requirements for an editable install (refused when a native one is asked for: the
+    first hook a frontend calls, so the reason comes first)."""
+    _refuse_native_editable()
     with _building(native=False):
         return list(_setuptools.get_requires_for_build_editable(config_settings))
 
@@ -84,13 +100,15 @@ def build_editable(
     wheel_directory: str, config_settings: dict[str, Any] | None = None, metadata_directory: str | None = None
 ) -> str:
     """setuptools' editable install: pure Python, and refused when a native one is asked for."""
-    if _native(default=False):
-        raise SystemExit(
-            "TOSENGINE_NATIVE=1 builds compiled modules, and an editable install would import them instead "
-            "of the sources you edit: build a wheel instead (pip wheel . is native by default), or unset it"
-        )
+    _refuse_native_editable()
     with _building(native=False):
         return str(_setuptools.build_editable(wheel_directory, config_settings, metadata_directory))
+
+
+def get_requires_for_build_sdist(config_settings: dict[str, Any] | None = None) -> list[str]:
+    """setuptools' requirements for an sdist (sources only, whatever TOSENGINE_NATIVE says)."""
+    with _building(native=False):
+        return list(_setuptools.get_requires_for_build_sdist(config_settings))
 
 
 def build_sdist(sdist_directory: str, config_settings: dict[str, Any] | None = None) -> str:

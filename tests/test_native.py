@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 import os
 import runpy
+import subprocess
+import sys
 import tarfile
 import zipfile
 from importlib.machinery import EXTENSION_SUFFIXES
@@ -72,7 +74,8 @@ def test_a_wheel_is_native_unless_asked_not_to_be(
     backend = _backend(monkeypatch, asked)
     wheel = backend["get_requires_for_build_wheel"]()
     assert (backend["MYPYC"] in wheel) is native
-    assert not any(r.startswith("mypy") for r in backend["get_requires_for_build_editable"]())
+    if asked != "1":  # (asked for, a native editable install is refused: below)
+        assert not any(r.startswith("mypy") for r in backend["get_requires_for_build_editable"]())
     assert os.environ.get("TOSENGINE_NATIVE") == asked  # the hooks put it back as it was
 
 
@@ -105,3 +108,17 @@ def test_a_pure_wheel_and_an_sdist_carry_no_compiled_code(monkeypatch: pytest.Mo
     backend_files = {"build_backend/tosengine_build.py", "build_backend/mypyc.ini"}
     assert {"setup.py", "tosengine/_native.py", *backend_files} <= members
     assert not [n for n in members if n.endswith((".so", ".pyd", ".c"))]
+
+
+def test_pip_refuses_a_native_editable_install_first_thing_with_the_reason() -> None:
+    """Through a real frontend: pip asks the backend for the editable build's requirements first, and
+    that is where the refusal comes (before it, setup.py would have failed to import mypyc)."""
+    pip = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps", "--quiet", "-e", str(ROOT)],
+        env={**os.environ, "TOSENGINE_NATIVE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert pip.returncode != 0
+    assert "an editable install would import them instead of the sources you edit" in pip.stdout + pip.stderr

@@ -103,7 +103,7 @@ class _Ruleset:
         # and a projection holds only the compiler's few codes per property: a stream repeats a small
         # set of them, which durable_rules then matches once instead of once per item.
         self.memo: dict[tuple[str, ...], tuple[int, ...]] = {}
-        self.memo_limit = MEMO  # per ruleset, so a test can shrink it (a compiled module's globals are fixed)
+        self.memo_limit = MEMO  # per ruleset: a test shrinks it on the matcher it holds
         self.asserted = 0  # messages durable_rules has matched: what the memo did not answer
 
     def codes(self, fields: dict[str, Any]) -> tuple[str, ...]:

@@ -26,8 +26,8 @@ if TYPE_CHECKING:
 __all__ = ["ABSENT", "THRESHOLD", "ThresholdSpec", "ThresholdState", "hashable"]
 
 # The `distinct` value of an item where the expression is absent: kept, but never counted. Compared
-# with ==, not `is`: the native build (tosengine/_native.py) holds a tuple unboxed, so a tuple keeps no
-# identity there. No value of the language is `==` to it (hashable() gives every value a 2-tuple).
+# with ==, not `is`: the native build (tosengine/_native.py) holds a fixed-length tuple unboxed, so it
+# keeps no identity there. No value of the language is `==` to it (hashable() gives every value a 2-tuple).
 ABSENT = ("absent",)
 
 
