@@ -346,7 +346,7 @@ def _process_and_die(url: str, lines: list[str], path: Path) -> None:
         "engine.process_many(open(sys.argv[3], encoding='utf-8').read().splitlines())\n"
         "os._exit(0)\n"
     )
-    subprocess.run([sys.executable, "-c", code, url, str(ROOT / "policies"), str(path)], check=True, cwd=ROOT)
+    subprocess.run([sys.executable, "-c", code, url, str(ROOT / "policies"), str(path)], check=True, env=_child_env())
 
 
 def bench_restart(sizes: tuple[int, ...] = (100_000, 300_000, 1_000_000)) -> None:
@@ -451,7 +451,8 @@ def bench_memory(n: int, spacing_ms: int = 50, dedupe_days: float = 7) -> None:
         "peak = _rss('VmHWM')\n"
         "print(f'{base:.0f}|{marks}|{peak:.0f}|' + str(e.state_size()))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_child_env(), check=True)
+    out = child.stdout
     base, marks, peak, state = out.strip().split("|", 3)
     span = timedelta(milliseconds=spacing_ms * n)
     print(
@@ -459,6 +460,14 @@ def bench_memory(n: int, spacing_ms: int = 50, dedupe_days: float = 7) -> None:
         f"{dedupe_days} d: RSS after load {base} MB (input lines held: ~{n * 200 / 2**20:.0f} MB); growth at "
         f"each quarter {marks} MB; peak {peak} MB; state at end: {state}"
     )
+
+
+def _child_env() -> dict[str, str]:
+    """The environment of a `python -c` child that imports `bench` and must import the tosengine this
+    process imports: started in this process's folder (a native wheel's, when the bench runs from one),
+    with the checkout on its path after whatever this process was given."""
+    given = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([*([given] if given else []), str(ROOT)])}
 
 
 def _rss(what: str = "VmRSS") -> float:
