@@ -123,6 +123,19 @@ def test_four_files_in_four_processes_give_the_violations_of_one_run(
     assert verify(db_url).ok
 
 
+def test_a_replay_counts_what_it_had_already_processed_apart_from_what_it_accepted(tmp_path: Path, db_url: str) -> None:
+    parts = _parts(tmp_path, 4)
+    counts = [len(part.read_text(encoding="utf-8").splitlines()) for part in parts[:2]]
+    first = _replay(parts[0], db_url)
+    assert f"\n{counts[0]} event(s) accepted, 0 rejected" in f"\n{first.stderr}"
+    again = _replay(parts[0], db_url)  # read again, by mistake: nothing is new
+    assert f"\n0 event(s) accepted, {counts[0]} already processed (not again), 0 rejected" in f"\n{again.stderr}"
+    both = _tosengine(
+        "replay", str(parts[0]), str(parts[1]), "--policies", "policies", "--db", db_url, "--format", "json"
+    )
+    assert f"\n{counts[1]} event(s) accepted, {counts[0]} already processed (not again)" in f"\n{both.stderr}"
+
+
 def test_a_process_killed_in_the_third_file_and_run_again_adds_exactly_what_was_missing(
     tmp_path: Path, db_url: str, dry_run_ids: list[str]
 ) -> None:

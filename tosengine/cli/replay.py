@@ -104,6 +104,9 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         ack_every=0 if args.dry_run else 1000,
     )
     settle_heap()
+    # Events the engine found already processed (redeliveries, or an input read again): the counter may
+    # carry earlier runs' from a checkpoint, so this run's are the difference.
+    copies_before = engine.stats["duplicates"]
     with engine, ProgressBar("replay", input_size(args.files), live=None if args.summary else out) as bar:
         if args.format == "table" and not args.summary:
             out.write(f"{'TIME':24} {'RULE':48} {'SUBJECT':28} {'SEVERITY':8} {'ACTION':14} EVIDENCE\n")
@@ -120,14 +123,17 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
                     continue
                 ingest.add(name, n, raw)
             ingest.finish(args.until)
+            copies = engine.stats["duplicates"] - copies_before
         except OSError as exc:
             print(f"tosengine: {exc}", file=sys.stderr)
             return EXIT_USAGE
     if args.summary:
         summary.write(url, db_url(None), out)
     where = f", written to {url}" if url is not None else ""
+    again = f", {copies} already processed (not again)" if copies else ""
     print(
-        f"{ingest.accepted} event(s) accepted, {ingest.rejected} rejected, {ingest.violations} violation(s){where}",
+        f"{ingest.accepted - copies} event(s) accepted{again}, {ingest.rejected} rejected, "
+        f"{ingest.violations} violation(s){where}",
         file=sys.stderr,
     )
     return EXIT_FINDINGS if ingest.rejected else EXIT_OK
