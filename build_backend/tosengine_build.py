@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from setuptools import build_meta as _setuptools
@@ -46,19 +46,23 @@ def _building(native: bool) -> Iterator[None]:
             os.environ["TOSENGINE_NATIVE"] = before
 
 
+def _pure(hook: Callable[..., Any], *args: Any) -> Any:
+    """One of setuptools' hooks, run as a pure-Python build."""
+    with _building(native=False):
+        return hook(*args)
+
+
 def get_requires_for_build_wheel(config_settings: dict[str, Any] | None = None) -> list[str]:
     """setuptools' requirements, and mypy for a native build."""
     # setuptools runs setup.py to find its requirements, and a native setup.py needs mypyc, which is
     # what is being asked for: ask as a pure build, then add it.
-    with _building(native=False):
-        plain = list(_setuptools.get_requires_for_build_wheel(config_settings))
+    plain = list(_pure(_setuptools.get_requires_for_build_wheel, config_settings))
     return [*plain, MYPYC] if _native(default=True) else plain
 
 
 def prepare_metadata_for_build_wheel(metadata_directory: str, config_settings: dict[str, Any] | None = None) -> str:
     """setuptools' metadata, which the compiled modules do not change (so they are not compiled for it)."""
-    with _building(native=False):
-        return str(_setuptools.prepare_metadata_for_build_wheel(metadata_directory, config_settings))
+    return str(_pure(_setuptools.prepare_metadata_for_build_wheel, metadata_directory, config_settings))
 
 
 def build_wheel(
@@ -86,14 +90,12 @@ def get_requires_for_build_editable(config_settings: dict[str, Any] | None = Non
     """setuptools' requirements for an editable install (refused when a native one is asked for: the
     first hook a frontend calls, so the reason comes first)."""
     _refuse_native_editable()
-    with _building(native=False):
-        return list(_setuptools.get_requires_for_build_editable(config_settings))
+    return list(_pure(_setuptools.get_requires_for_build_editable, config_settings))
 
 
 def prepare_metadata_for_build_editable(metadata_directory: str, config_settings: dict[str, Any] | None = None) -> str:
     """setuptools' metadata for an editable install."""
-    with _building(native=False):
-        return str(_setuptools.prepare_metadata_for_build_editable(metadata_directory, config_settings))
+    return str(_pure(_setuptools.prepare_metadata_for_build_editable, metadata_directory, config_settings))
 
 
 def build_editable(
@@ -101,17 +103,14 @@ def build_editable(
 ) -> str:
     """setuptools' editable install: pure Python, and refused when a native one is asked for."""
     _refuse_native_editable()
-    with _building(native=False):
-        return str(_setuptools.build_editable(wheel_directory, config_settings, metadata_directory))
+    return str(_pure(_setuptools.build_editable, wheel_directory, config_settings, metadata_directory))
 
 
 def get_requires_for_build_sdist(config_settings: dict[str, Any] | None = None) -> list[str]:
     """setuptools' requirements for an sdist (sources only, whatever TOSENGINE_NATIVE says)."""
-    with _building(native=False):
-        return list(_setuptools.get_requires_for_build_sdist(config_settings))
+    return list(_pure(_setuptools.get_requires_for_build_sdist, config_settings))
 
 
 def build_sdist(sdist_directory: str, config_settings: dict[str, Any] | None = None) -> str:
     """setuptools' sdist: the sources, which build natively or not where they are installed."""
-    with _building(native=False):
-        return str(_setuptools.build_sdist(sdist_directory, config_settings))
+    return str(_pure(_setuptools.build_sdist, sdist_directory, config_settings))
